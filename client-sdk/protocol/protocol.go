@@ -1,0 +1,252 @@
+// Package protocol holds the wire types of the client API: what the SDK sends to the server
+// under /api/v1/client/, what the server sends to a client instance's executor endpoint, and how
+// both sides sign and check those requests. The server and the SDK import this one package, so
+// the two cannot drift apart.
+//
+// Every request in either direction carries a timestamp and an HMAC-SHA256 signature over the
+// timestamp and the body, keyed by the group's token (see Sign and Verify). Client requests also
+// name their namespace and group.
+package protocol
+
+import (
+	"encoding/json"
+
+	"github.com/retryhub/retryhub/client-sdk/backoff"
+)
+
+// Paths of the client API, relative to the server's base URL.
+const (
+	PathRegister   = "/api/v1/client/register"
+	PathHeartbeat  = "/api/v1/client/heartbeat"
+	PathDeregister = "/api/v1/client/deregister"
+	PathScenes     = "/api/v1/client/scenes"
+	PathReports    = "/api/v1/client/reports"
+)
+
+// Request headers.
+const (
+	// HeaderNamespace and HeaderGroup name the group a client request speaks for.
+	HeaderNamespace = "X-Retryhub-Namespace"
+	HeaderGroup     = "X-Retryhub-Group"
+	// HeaderTimestamp is the signing time in Unix milliseconds.
+	HeaderTimestamp = "X-Retryhub-Timestamp"
+	// HeaderSignature is the hex HMAC-SHA256 of timestamp and body (see Sign).
+	HeaderSignature = "X-Retryhub-Signature"
+	// HeaderInstance names the client instance sending the request, when it has one.
+	HeaderInstance = "X-Retryhub-Instance"
+
+	// HeaderFlow marks a call made inside a retry flow (a local retry loop or a server replay),
+	// so that a downstream service using retryhub does not open a retry loop of its own.
+	HeaderFlow = "X-Retryhub-Flow"
+	// HeaderDeadline carries the remaining call-chain deadline as Unix milliseconds.
+	HeaderDeadline = "X-Retryhub-Deadline"
+	// HeaderNoRetry on a response asks the caller not to retry the call ("1").
+	HeaderNoRetry = "X-Retryhub-No-Retry"
+)
+
+// Mode says where a scene's failed calls are retried.
+type Mode string
+
+// The retry modes.
+const (
+	// Local retries in the calling process only; what still fails is returned to the caller.
+	Local Mode = "LOCAL"
+	// Remote reports the failed call at once; the server replays it.
+	Remote Mode = "REMOTE"
+	// LocalRemote retries locally first and reports what still fails.
+	LocalRemote Mode = "LOCAL_REMOTE"
+)
+
+// Valid reports whether m is one of the defined modes.
+func (m Mode) Valid() bool { return m == Local || m == Remote || m == LocalRemote }
+
+// ScenePolicy is a scene's policy as clients see it.
+type ScenePolicy struct {
+	Name    string `json:"name"`
+	Enabled bool   `json:"enabled"`
+	Mode    Mode   `json:"mode"`
+	// LocalAttempts is how many times the SDK runs the call in-process, the first call included.
+	LocalAttempts int `json:"local_attempts"`
+	// LocalBackoff spaces the local attempts.
+	LocalBackoff backoff.Policy `json:"local_backoff"`
+	// MaxAttempts is how many remote replays the server makes before the task is exhausted.
+	MaxAttempts int `json:"max_attempts"`
+	// Backoff spaces the remote replays.
+	Backoff backoff.Policy `json:"backoff"`
+	// Timeout bounds one attempt, local or remote; zero means none.
+	Timeout backoff.Duration `json:"timeout,omitempty"`
+	// Deadline bounds a task's whole life from its report; zero means none.
+	Deadline backoff.Duration `json:"deadline,omitempty"`
+	// Callback is the scene's callback policy.
+	Callback CallbackPolicy `json:"callback"`
+	// Version grows with every change of the scene.
+	Version int64 `json:"version"`
+}
+
+// CallbackPolicy says whether a scene's callback runs when a task ends, and how it is retried.
+type CallbackPolicy struct {
+	Enabled     bool           `json:"enabled"`
+	MaxAttempts int            `json:"max_attempts"`
+	Backoff     backoff.Policy `json:"backoff"`
+}
+
+// ScenesResponse answers GET PathScenes. The response's ETag header names its version; a
+// request whose If-None-Match matches it is answered 304 with no body.
+type ScenesResponse struct {
+	Namespace string `json:"namespace"`
+	Group     string `json:"group"`
+	// AutoCreateScenes says whether reports for unknown scenes create them with defaults.
+	AutoCreateScenes bool          `json:"auto_create_scenes"`
+	Scenes           []ScenePolicy `json:"scenes"`
+}
+
+// RegisterRequest announces a live client instance. Registering again with the same
+// InstanceID updates it.
+type RegisterRequest struct {
+	// InstanceID identifies the process; the SDK generates one per start.
+	InstanceID string `json:"instance_id"`
+	// ExecutorURL is where the server POSTs replays and callbacks ("" for an instance that only
+	// reports).
+	ExecutorURL string `json:"executor_url"`
+	// Capacity is how many replays the instance runs at once.
+	Capacity   int    `json:"capacity"`
+	SDKVersion string `json:"sdk_version"`
+	Host       string `json:"host"`
+	// Scenes lists the scenes this instance has functions registered for.
+	Scenes []string `json:"scenes,omitempty"`
+}
+
+// RegisterResponse tells the instance how to stay listed and what the server accepts.
+type RegisterResponse struct {
+	// HeartbeatInterval is how often the instance should send a heartbeat.
+	HeartbeatInterval backoff.Duration `json:"heartbeat_interval"`
+	// InstanceTTL is how long the instance stays listed without a heartbeat.
+	InstanceTTL backoff.Duration `json:"instance_ttl"`
+	// MaxBodyBytes bounds a request body; MaxPayloadBytes bounds one report's arguments.
+	MaxBodyBytes    int64 `json:"max_body_bytes"`
+	MaxPayloadBytes int64 `json:"max_payload_bytes"`
+	// MaxBatch bounds the number of items in one report request.
+	MaxBatch int `json:"max_batch"`
+}
+
+// HeartbeatRequest keeps an instance listed. The answer is 204, or 404 with code
+// "unknown_instance" when the server no longer knows it; the instance then registers again.
+type HeartbeatRequest struct {
+	InstanceID string `json:"instance_id"`
+	// InFlight is how many replays the instance is running now.
+	InFlight int `json:"in_flight"`
+}
+
+// DeregisterRequest removes an instance that is shutting down.
+type DeregisterRequest struct {
+	InstanceID string `json:"instance_id"`
+}
+
+// ReportItem is one failed call handed to the server for remote retry.
+type ReportItem struct {
+	Scene string `json:"scene"`
+	// IdempotencyKey identifies the call: a repeated key merges into the scene's active task.
+	IdempotencyKey string `json:"idempotency_key"`
+	// Args are the call's arguments, serialized as JSON.
+	Args json.RawMessage `json:"args"`
+	// Error is the last failure's text.
+	Error string `json:"error"`
+	// LocalAttempts is how many times the call ran in-process before the report.
+	LocalAttempts int `json:"local_attempts"`
+}
+
+// ReportRequest carries a batch of failed calls.
+type ReportRequest struct {
+	InstanceID string       `json:"instance_id,omitempty"`
+	Items      []ReportItem `json:"items"`
+}
+
+// Report outcomes.
+const (
+	// ReportCreated: a new task was stored.
+	ReportCreated = "created"
+	// ReportMerged: the scene already had an active task with the same key; the item merged
+	// into it.
+	ReportMerged = "merged"
+	// ReportRejected: the item was not stored; Reason says why. Sending it again will not help.
+	ReportRejected = "rejected"
+)
+
+// ReportResult is the outcome of one ReportItem, at the same index.
+type ReportResult struct {
+	Status string `json:"status"`
+	TaskID int64  `json:"task_id,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ReportResponse answers a ReportRequest, only after the batch is committed.
+type ReportResponse struct {
+	Results []ReportResult `json:"results"`
+}
+
+// Kinds of executor calls.
+const (
+	// KindReplay asks the instance to run the scene's registered function again.
+	KindReplay = "replay"
+	// KindCallback asks the instance to run the scene's callback with the task's outcome.
+	KindCallback = "callback"
+)
+
+// Task outcomes a callback learns of.
+const (
+	OutcomeSucceeded = "succeeded"
+	OutcomeExhausted = "exhausted"
+)
+
+// ExecuteRequest is what the server POSTs to an instance's executor URL, signed with the group
+// token.
+type ExecuteRequest struct {
+	Kind           string          `json:"kind"`
+	TaskID         int64           `json:"task_id"`
+	Namespace      string          `json:"namespace"`
+	Group          string          `json:"group"`
+	Scene          string          `json:"scene"`
+	IdempotencyKey string          `json:"idempotency_key"`
+	Args           json.RawMessage `json:"args"`
+	// Attempt numbers this call among the task's replays (or callbacks), from 1.
+	Attempt int `json:"attempt"`
+	// Timeout is how long the instance may take; the server stops waiting a little after it.
+	Timeout backoff.Duration `json:"timeout,omitempty"`
+	// Callback is set for KindCallback.
+	Callback *CallbackInfo `json:"callback,omitempty"`
+}
+
+// CallbackInfo tells a callback how its task ended.
+type CallbackInfo struct {
+	// Outcome is OutcomeSucceeded or OutcomeExhausted.
+	Outcome   string `json:"outcome"`
+	LastError string `json:"last_error,omitempty"`
+	// Attempts is how many replays the task had.
+	Attempts int `json:"attempts"`
+}
+
+// Executor outcomes.
+const (
+	ExecuteSucceeded = "succeeded"
+	ExecuteFailed    = "failed"
+)
+
+// ExecuteResponse is the instance's answer (HTTP 200). A busy instance answers 429 instead;
+// that is back-pressure, not a failed attempt.
+type ExecuteResponse struct {
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+	// Permanent says the failure must not be retried: the task ends exhausted at once.
+	Permanent bool `json:"permanent,omitempty"`
+}
+
+// ErrorBody is the body of every 4xx and 5xx answer of the server's APIs.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what went wrong: Code for programs, Message for people.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
