@@ -1,0 +1,313 @@
+// Package retry is retryhub's domain: namespaces, groups, scenes and their policies, retry
+// tasks, their attempts, and the rules that move a task from state to state. It imports no
+// database and no HTTP code, so its rules are tested in microseconds and read in minutes.
+package retry
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"time"
+	"unicode/utf8"
+
+	"github.com/retryhub/retryhub/client-sdk/backoff"
+	"github.com/retryhub/retryhub/client-sdk/protocol"
+)
+
+// State is where a retry task is in its life.
+type State int8
+
+// The task states. Their numbers are stored in the database: never renumber them.
+const (
+	// Waiting tasks are replayed when their next trigger time comes.
+	Waiting State = 1
+	// Running tasks are claimed by a server node and being replayed.
+	Running State = 2
+	// Succeeded tasks ended with a successful replay.
+	Succeeded State = 3
+	// Exhausted tasks ran out of attempts or time: the dead letter set.
+	Exhausted State = 4
+	// Paused tasks wait for an operator to resume them.
+	Paused State = 5
+	// Cancelled tasks were stopped by an operator (or discarded from the dead letters).
+	Cancelled State = 6
+)
+
+var stateNames = map[State]string{
+	Waiting: "waiting", Running: "running", Succeeded: "succeeded",
+	Exhausted: "exhausted", Paused: "paused", Cancelled: "cancelled",
+}
+
+// String returns the state's lower-case name.
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("state(%d)", int8(s))
+}
+
+// ParseState reads a state name.
+func ParseState(name string) (State, error) {
+	for s, n := range stateNames {
+		if n == name {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown task state %q (want waiting, running, succeeded, exhausted, paused or cancelled)", name)
+}
+
+// Active reports whether the task still counts for its idempotency key: a repeated key merges
+// into an active task, and starts a new task once the old one has ended.
+func (s State) Active() bool { return s == Waiting || s == Running || s == Paused }
+
+// Ended reports whether the task has reached a final state.
+func (s State) Ended() bool { return s == Succeeded || s == Exhausted || s == Cancelled }
+
+// CallbackState is where a task's callback is, beside the task's own state.
+type CallbackState int8
+
+// The callback states. Stored in the database: never renumber them.
+const (
+	// CallbackNone: the task has no callback (yet, or at all).
+	CallbackNone CallbackState = 0
+	// CallbackWaiting: the callback is due at the callback's next trigger time.
+	CallbackWaiting CallbackState = 1
+	// CallbackRunning: a server node is running the callback.
+	CallbackRunning CallbackState = 2
+	// CallbackSucceeded: the callback ran.
+	CallbackSucceeded CallbackState = 3
+	// CallbackExhausted: the callback ran out of attempts.
+	CallbackExhausted CallbackState = 4
+)
+
+var callbackStateNames = map[CallbackState]string{
+	CallbackNone: "none", CallbackWaiting: "waiting", CallbackRunning: "running",
+	CallbackSucceeded: "succeeded", CallbackExhausted: "exhausted",
+}
+
+// String returns the callback state's lower-case name.
+func (s CallbackState) String() string {
+	if n, ok := callbackStateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("callback_state(%d)", int8(s))
+}
+
+// Pending reports whether the callback still has work to do.
+func (s CallbackState) Pending() bool { return s == CallbackWaiting || s == CallbackRunning }
+
+// Routing says how dispatch picks a live client instance for a replay.
+type Routing string
+
+// The routing strategies.
+const (
+	RoundRobin        Routing = "round_robin"
+	Random            Routing = "random"
+	ConsistentHash    Routing = "consistent_hash"
+	LeastRecentlyUsed Routing = "least_recently_used"
+)
+
+// Valid reports whether r is one of the defined strategies.
+func (r Routing) Valid() bool {
+	return r == RoundRobin || r == Random || r == ConsistentHash || r == LeastRecentlyUsed
+}
+
+// Namespace groups the business services of one team or domain.
+type Namespace struct {
+	ID          int64
+	Name        string
+	Description string
+	Enabled     bool
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// Group is one business service. Its token signs client traffic in both directions.
+type Group struct {
+	ID          int64
+	NamespaceID int64
+	// Namespace is the namespace's name.
+	Namespace   string
+	Name        string
+	Description string
+	Token       string
+	Enabled     bool
+	// AutoCreateScenes lets reports for unknown scenes create them with the default policy.
+	AutoCreateScenes bool
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// Task is one failed call kept for remote retry.
+type Task struct {
+	ID             int64
+	GroupID        int64
+	SceneID        int64
+	Bucket         int
+	IdempotencyKey string
+	Args           []byte
+	State          State
+	// Attempts counts remote replays so far.
+	Attempts int
+	// LocalAttempts is how many times the call ran in the business process before the report.
+	LocalAttempts int
+	// Merges counts reports with the same key that merged into this task.
+	Merges int
+	// NextAt is the next trigger time while waiting, and the dispatch deadline while running.
+	NextAt     time.Time
+	DeadlineAt *time.Time
+	ClaimToken int64
+	ClaimedBy  string
+	LastError  string
+
+	CallbackState    CallbackState
+	CallbackAttempts int
+	// CallbackNextAt is the callback's next trigger time, or its deadline while running.
+	CallbackNextAt *time.Time
+	CallbackError  string
+
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	EndedAt   *time.Time
+}
+
+// AttemptKind says what an attempt ran.
+type AttemptKind int8
+
+// The attempt kinds. Stored in the database: never renumber them.
+const (
+	KindReplay   AttemptKind = 1
+	KindCallback AttemptKind = 2
+)
+
+// String returns "replay" or "callback".
+func (k AttemptKind) String() string {
+	if k == KindCallback {
+		return protocol.KindCallback
+	}
+	return protocol.KindReplay
+}
+
+// Outcome is how an attempt ended.
+type Outcome int8
+
+// The attempt outcomes. Stored in the database: never renumber them.
+const (
+	// OutcomeSucceeded: the client ran the call without error.
+	OutcomeSucceeded Outcome = 1
+	// OutcomeFailed: the client answered with an error, or the call failed on the way.
+	OutcomeFailed Outcome = 2
+	// OutcomeTimedOut: no answer within the attempt's time, or the claim's deadline passed.
+	OutcomeTimedOut Outcome = 3
+)
+
+// String returns the outcome's lower-case name.
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeSucceeded:
+		return "succeeded"
+	case OutcomeFailed:
+		return "failed"
+	case OutcomeTimedOut:
+		return "timed_out"
+	}
+	return fmt.Sprintf("outcome(%d)", int8(o))
+}
+
+// Attempt records one replay or callback call.
+type Attempt struct {
+	ID         int64
+	TaskID     int64
+	Kind       AttemptKind
+	Number     int
+	NodeID     string
+	InstanceID string
+	StartedAt  time.Time
+	Duration   time.Duration
+	Outcome    Outcome
+	Error      string
+}
+
+// Instance is a live process of a group that can run replays.
+type Instance struct {
+	ID          string
+	GroupID     int64
+	ExecutorURL string
+	Capacity    int
+	SDKVersion  string
+	Host        string
+	StartedAt   time.Time
+	HeartbeatAt time.Time
+}
+
+// Node is a server process of the cluster.
+type Node struct {
+	ID          string
+	Address     string
+	Version     string
+	StartedAt   time.Time
+	HeartbeatAt time.Time
+}
+
+// MaxErrorLen bounds stored error texts, in bytes.
+const MaxErrorLen = 2000
+
+// TruncateError cuts an error text to MaxErrorLen bytes without splitting a character.
+func TruncateError(s string) string {
+	if len(s) <= MaxErrorLen {
+		return s
+	}
+	cut := MaxErrorLen - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// BucketOf is the bucket of a task with the given idempotency key.
+func BucketOf(key string, buckets int) int {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % uint32(buckets))
+}
+
+// MaxKeyLen bounds an idempotency key, in bytes.
+const MaxKeyLen = 191
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ErrInvalid is wrapped by every validation error of this package.
+var ErrInvalid = errors.New("invalid")
+
+// ValidateName checks the name of a namespace, group or scene: 1 to 64 letters, digits, '.',
+// '_' or '-', starting with a letter or digit.
+func ValidateName(kind, name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w %s name %q: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalid, kind, name)
+	}
+	return nil
+}
+
+// ValidateKey checks an idempotency key.
+func ValidateKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("%w idempotency key: it is empty", ErrInvalid)
+	}
+	if len(key) > MaxKeyLen {
+		return fmt.Errorf("%w idempotency key: %d bytes, at most %d", ErrInvalid, len(key), MaxKeyLen)
+	}
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("%w idempotency key: not valid UTF-8", ErrInvalid)
+	}
+	return nil
+}
+
+// Truncate returns t cut to whole milliseconds in UTC, the precision every database stores.
+func Truncate(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
+
+// compile is a small helper for policies known to be valid.
+func mustPolicy(p backoff.Policy) backoff.Policy {
+	p.MustCompile()
+	return p
+}

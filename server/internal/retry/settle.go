@@ -1,0 +1,167 @@
+package retry
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/retryhub/retryhub/client-sdk/backoff"
+)
+
+// Claim is a task a server node has claimed for one replay or one callback. Its token makes
+// the claim unique: a settlement applies only while the task still holds the same token.
+type Claim struct {
+	Kind           AttemptKind
+	TaskID         int64
+	GroupID        int64
+	SceneID        int64
+	Bucket         int
+	IdempotencyKey string
+	Args           []byte
+	// State is Running for a replay claim, and the ended state (Succeeded or Exhausted) for a
+	// callback claim.
+	State            State
+	Attempts         int
+	CallbackAttempts int
+	LastError        string
+	CallbackError    string
+	DeadlineAt       *time.Time
+	Token            int64
+	// RunDeadline is when the claim lapses and the sweeper may take the task back.
+	RunDeadline time.Time
+	CreatedAt   time.Time
+}
+
+// Number is the attempt number the claim runs, from 1.
+func (c *Claim) Number() int {
+	if c.Kind == KindCallback {
+		return c.CallbackAttempts + 1
+	}
+	return c.Attempts + 1
+}
+
+// Result is how one attempt ended.
+type Result struct {
+	Outcome Outcome
+	Error   string
+	// Permanent failures are not retried.
+	Permanent bool
+}
+
+// Settlement is the change the end of a claim makes to its task. Storage applies it only while
+// the task is still running under the claim's token, so a settlement that comes late (after the
+// sweeper took the task back, or after an operator cancelled it) changes nothing.
+type Settlement struct {
+	Kind   AttemptKind
+	TaskID int64
+	Token  int64
+
+	// The replay phase's new values (Kind == KindReplay).
+	State     State
+	Attempts  int
+	NextAt    time.Time
+	LastError string
+	EndedAt   *time.Time
+
+	// The callback phase's new values (both kinds: a replay that ends the task starts the
+	// callback).
+	CallbackState    CallbackState
+	CallbackAttempts int
+	CallbackNextAt   *time.Time
+	CallbackError    string
+
+	// Attempt is the attempt to record; nil when the claim is released without one.
+	Attempt *Attempt
+}
+
+// Ends reports whether the settlement ends its task.
+func (s *Settlement) Ends() bool { return s.Kind == KindReplay && s.State.Ended() }
+
+// Policies are a scene's compiled back-offs.
+type Policies struct {
+	Replay   *backoff.Backoff
+	Callback *backoff.Backoff
+}
+
+// Compile compiles the scene's back-offs.
+func (s *Scene) Compile() (Policies, error) {
+	r, err := s.Backoff.Compile()
+	if err != nil {
+		return Policies{}, fmt.Errorf("scene %s backoff: %w", s.Name, err)
+	}
+	c, err := s.Callback.Backoff.Compile()
+	if err != nil {
+		return Policies{}, fmt.Errorf("scene %s callback backoff: %w", s.Name, err)
+	}
+	return Policies{Replay: r, Callback: c}, nil
+}
+
+// SettleReplay decides what a replay's result does to its task: success ends it; a failure
+// schedules the next replay by the scene's back-off, or exhausts the task when the failure is
+// permanent, the attempts are used up, or the next replay would fall past the task's deadline.
+// A task that ends starts its callback when the scene has one.
+func SettleReplay(c *Claim, sc *Scene, p Policies, res Result, att *Attempt, now time.Time) Settlement {
+	now = Truncate(now)
+	s := Settlement{Kind: KindReplay, TaskID: c.TaskID, Token: c.Token, Attempts: c.Attempts + 1,
+		LastError: c.LastError, NextAt: now, Attempt: att}
+	if res.Outcome == OutcomeSucceeded {
+		s.State = Succeeded
+	} else {
+		s.LastError = TruncateError(res.Error)
+		next := Truncate(p.Replay.Next(s.Attempts, now))
+		switch {
+		case res.Permanent, s.Attempts >= sc.MaxAttempts:
+			s.State = Exhausted
+		case c.DeadlineAt != nil && next.After(*c.DeadlineAt):
+			s.State = Exhausted
+			s.LastError = TruncateError(res.Error + " (the task's deadline passed)")
+		default:
+			s.State = Waiting
+			s.NextAt = next
+		}
+	}
+	if s.State.Ended() {
+		ended := now
+		s.EndedAt = &ended
+		if sc.Callback.Enabled {
+			s.CallbackState = CallbackWaiting
+			s.CallbackNextAt = &ended
+		}
+	}
+	return s
+}
+
+// SettleCallback decides what a callback's result does: success or running out of callback
+// attempts ends the callback; a failure otherwise schedules the next callback by the scene's
+// callback back-off. The task's own state never changes here.
+func SettleCallback(c *Claim, sc *Scene, p Policies, res Result, att *Attempt, now time.Time) Settlement {
+	now = Truncate(now)
+	s := Settlement{Kind: KindCallback, TaskID: c.TaskID, Token: c.Token,
+		CallbackAttempts: c.CallbackAttempts + 1, Attempt: att}
+	switch {
+	case res.Outcome == OutcomeSucceeded:
+		s.CallbackState = CallbackSucceeded
+	case res.Permanent, s.CallbackAttempts >= sc.Callback.MaxAttempts:
+		s.CallbackState = CallbackExhausted
+		s.CallbackError = TruncateError(res.Error)
+	default:
+		s.CallbackState = CallbackWaiting
+		s.CallbackError = TruncateError(res.Error)
+		next := Truncate(p.Callback.Next(s.CallbackAttempts, now))
+		s.CallbackNextAt = &next
+	}
+	return s
+}
+
+// Release gives a claim back without counting an attempt: the task (or its callback) waits
+// again until next. Dispatch releases on back-pressure, when no client instance is live, when
+// the scene is paused, and on shutdown.
+func Release(c *Claim, next time.Time) Settlement {
+	next = Truncate(next)
+	if c.Kind == KindCallback {
+		return Settlement{Kind: KindCallback, TaskID: c.TaskID, Token: c.Token,
+			CallbackState: CallbackWaiting, CallbackAttempts: c.CallbackAttempts, CallbackNextAt: &next,
+			CallbackError: c.CallbackError}
+	}
+	return Settlement{Kind: KindReplay, TaskID: c.TaskID, Token: c.Token, State: Waiting,
+		Attempts: c.Attempts, NextAt: next, LastError: c.LastError}
+}

@@ -1,0 +1,500 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+)
+
+type fixture struct {
+	s     *storage.Store
+	group retry.Group
+	scene retry.Scene
+}
+
+func setup(t *testing.T, s *storage.Store) fixture {
+	t.Helper()
+	ctx := context.Background()
+	ns, err := s.CreateNamespace(ctx, retry.Namespace{Name: "shop", Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: "orders", Token: "0123456789abcdef0123", Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := s.CreateScene(ctx, retry.DefaultScene(g.ID, "notify"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixture{s: s, group: g, scene: sc}
+}
+
+func (f fixture) task(key string, nextAt time.Time) storage.NewTask {
+	return storage.NewTask{GroupID: f.group.ID, SceneID: f.scene.ID, Bucket: retry.BucketOf(key, storagetest.Buckets),
+		Key: key, Args: []byte(`{"k":"` + key + `"}`), Error: "first failure", LocalAttempts: 3,
+		State: retry.Waiting, NextAt: nextAt}
+}
+
+func allBuckets() []int {
+	b := make([]int, storagetest.Buckets)
+	for i := range b {
+		b[i] = i
+	}
+	return b
+}
+
+func TestCatalog(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		if _, err := s.CreateNamespace(ctx, retry.Namespace{Name: "shop"}); !errors.Is(err, storage.ErrConflict) {
+			t.Errorf("duplicate namespace: %v", err)
+		}
+		if _, err := s.CreateNamespace(ctx, retry.Namespace{Name: "bad name"}); !errors.Is(err, retry.ErrInvalid) {
+			t.Errorf("bad namespace name: %v", err)
+		}
+		g, err := s.GroupByName(ctx, "shop", "orders")
+		if err != nil || g.ID != f.group.ID || g.Namespace != "shop" || g.Token != f.group.Token {
+			t.Fatalf("group by name: %+v %v", g, err)
+		}
+		if _, err := s.GroupByName(ctx, "shop", "nope"); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("unknown group: %v", err)
+		}
+		if _, err := s.CreateScene(ctx, retry.DefaultScene(g.ID, "notify")); !errors.Is(err, storage.ErrConflict) {
+			t.Errorf("duplicate scene: %v", err)
+		}
+		// The policy survives the round trip.
+		sc := f.scene
+		sc.MaxAttempts = 5
+		sc.Callback.Enabled = true
+		sc.Timeout = 1500 * time.Millisecond
+		up, err := s.UpdateScene(ctx, sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if up.Version != 2 || up.MaxAttempts != 5 || !up.Callback.Enabled || up.Timeout != 1500*time.Millisecond ||
+			up.Backoff.Strategy != sc.Backoff.Strategy || up.LocalBackoff.Base != sc.LocalBackoff.Base {
+			t.Fatalf("updated scene: %+v", up)
+		}
+		// Concurrent auto-creation yields one scene.
+		var wg sync.WaitGroup
+		ids := make([]int64, 8)
+		for i := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got, err := s.EnsureScene(ctx, retry.DefaultScene(g.ID, "auto"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids[i] = got.ID
+			}()
+		}
+		wg.Wait()
+		for _, id := range ids {
+			if id != ids[0] || id == 0 {
+				t.Fatalf("concurrent EnsureScene gave ids %v", ids)
+			}
+		}
+	})
+}
+
+func TestIngestMergesActiveKeys(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		now := time.Now()
+		res, err := s.Ingest(ctx, []storage.NewTask{f.task("a", now), f.task("b", now), f.task("a", now)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res[0].Merged || res[1].Merged || !res[2].Merged || res[2].TaskID != res[0].TaskID || res[0].TaskID == res[1].TaskID {
+			t.Fatalf("first batch: %+v", res)
+		}
+		again := f.task("a", now)
+		again.Error = "second failure"
+		res2, err := s.Ingest(ctx, []storage.NewTask{again, f.task("c", now)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res2[0].Merged || res2[0].TaskID != res[0].TaskID || res2[1].Merged {
+			t.Fatalf("second batch: %+v", res2)
+		}
+		task, err := s.Task(ctx, res[0].TaskID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if task.Merges != 1 || task.LastError != "second failure" || task.State != retry.Waiting ||
+			string(task.Args) != `{"k":"a"}` || task.LocalAttempts != 3 {
+			t.Fatalf("merged task: %+v", task)
+		}
+		// Once the task has ended, the same key starts a new task.
+		if _, err := s.Apply(ctx, storage.Cancel, []int64{task.ID}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		res3, err := s.Ingest(ctx, []storage.NewTask{f.task("a", now)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res3[0].Merged || res3[0].TaskID == task.ID {
+			t.Fatalf("key of an ended task: %+v", res3)
+		}
+		// Same key in another scene is another task.
+		other, err := s.CreateScene(ctx, retry.DefaultScene(f.group.ID, "other"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nt := f.task("a", now)
+		nt.SceneID = other.ID
+		res4, err := s.Ingest(ctx, []storage.NewTask{nt})
+		if err != nil || res4[0].Merged {
+			t.Fatalf("same key other scene: %+v %v", res4, err)
+		}
+	})
+}
+
+func TestClaimTakesWhatIsDueOnce(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		now := time.Now()
+		var batch []storage.NewTask
+		for i := range 20 {
+			batch = append(batch, f.task(fmt.Sprintf("due-%d", i), now.Add(-time.Duration(i)*time.Second)))
+		}
+		for i := range 5 {
+			batch = append(batch, f.task(fmt.Sprintf("later-%d", i), now.Add(time.Hour)))
+		}
+		if _, err := s.Ingest(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		deadline := now.Add(time.Minute)
+		p := storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now, PerBucket: 100,
+			Token: 42, Node: "n1", Deadline: deadline}
+		claims, err := s.Claim(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claims) != 20 {
+			t.Fatalf("claimed %d, want the 20 due", len(claims))
+		}
+		for _, c := range claims {
+			if c.Token != 42 || c.Kind != retry.KindReplay || c.State != retry.Running || len(c.Args) == 0 ||
+				!c.RunDeadline.Equal(deadline) || c.GroupID != f.group.ID {
+				t.Fatalf("claim %+v", c)
+			}
+		}
+		p.Token = 43
+		again, err := s.Claim(ctx, p)
+		if err != nil || len(again) != 0 {
+			t.Fatalf("second claim took %d (%v), want none", len(again), err)
+		}
+		task, _ := s.Task(ctx, claims[0].TaskID)
+		if task.State != retry.Running || task.ClaimedBy != "n1" || task.ClaimToken != 42 {
+			t.Fatalf("claimed task: %+v", task)
+		}
+	})
+}
+
+func TestClaimPerBucketLimitAndBucketFilter(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		now := time.Now()
+		var batch []storage.NewTask
+		for i := range 300 {
+			batch = append(batch, f.task(fmt.Sprintf("k-%d", i), now.Add(-time.Second)))
+		}
+		if _, err := s.Ingest(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		perBucket := map[int]int{}
+		for _, nt := range batch {
+			perBucket[nt.Bucket]++
+		}
+		var some []int
+		want := 0
+		for b, n := range perBucket {
+			if len(some) < 10 {
+				some = append(some, b)
+				want += min(n, 1)
+			}
+		}
+		sort.Ints(some)
+		claims, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: some, DueBy: now,
+			PerBucket: 1, Token: 7, Node: "n", Deadline: now.Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claims) != want {
+			t.Fatalf("claimed %d, want one per bucket = %d", len(claims), want)
+		}
+		in := map[int]bool{}
+		for _, b := range some {
+			in[b] = true
+		}
+		for _, c := range claims {
+			if !in[c.Bucket] {
+				t.Fatalf("claimed from bucket %d, not asked for", c.Bucket)
+			}
+		}
+	})
+}
+
+func TestSettleIsConditionalOnTheClaim(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		sc := f.scene
+		sc.Callback.Enabled = true
+		sc, _ = s.UpdateScene(ctx, sc)
+		pol, _ := sc.Compile()
+		now := time.Now()
+		if _, err := s.Ingest(ctx, []storage.NewTask{f.task("ok", now), f.task("fail", now), f.task("stale", now)}); err != nil {
+			t.Fatal(err)
+		}
+		claims, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now,
+			PerBucket: 10, Token: 1, Node: "n", Deadline: now.Add(time.Minute)})
+		if err != nil || len(claims) != 3 {
+			t.Fatalf("claim: %d %v", len(claims), err)
+		}
+		byKey := map[string]*retry.Claim{}
+		for i := range claims {
+			byKey[claims[i].IdempotencyKey] = &claims[i]
+		}
+		att := func(c *retry.Claim, o retry.Outcome, e string) *retry.Attempt {
+			return &retry.Attempt{TaskID: c.TaskID, Kind: retry.KindReplay, Number: c.Number(), NodeID: "n",
+				InstanceID: "i1", StartedAt: now, Duration: 12 * time.Millisecond, Outcome: o, Error: e}
+		}
+		stale := *byKey["stale"]
+		stale.Token = 999 // a settlement from a claim that no longer holds
+		batch := []retry.Settlement{
+			retry.SettleReplay(byKey["ok"], &sc, pol, retry.Result{Outcome: retry.OutcomeSucceeded}, att(byKey["ok"], retry.OutcomeSucceeded, ""), now),
+			retry.SettleReplay(byKey["fail"], &sc, pol, retry.Result{Outcome: retry.OutcomeFailed, Error: "503"}, att(byKey["fail"], retry.OutcomeFailed, "503"), now),
+			retry.SettleReplay(&stale, &sc, pol, retry.Result{Outcome: retry.OutcomeSucceeded}, nil, now),
+		}
+		n, err := s.Settle(ctx, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 2 {
+			t.Fatalf("settled %d, want 2 (the stale one must not apply)", n)
+		}
+		ok, _ := s.Task(ctx, byKey["ok"].TaskID)
+		if ok.State != retry.Succeeded || ok.Attempts != 1 || ok.EndedAt == nil || ok.CallbackState != retry.CallbackWaiting {
+			t.Fatalf("succeeded task: %+v", ok)
+		}
+		fail, _ := s.Task(ctx, byKey["fail"].TaskID)
+		if fail.State != retry.Waiting || fail.Attempts != 1 || fail.LastError != "503" || !fail.NextAt.After(now) {
+			t.Fatalf("failed task: %+v", fail)
+		}
+		st, _ := s.Task(ctx, byKey["stale"].TaskID)
+		if st.State != retry.Running {
+			t.Fatalf("stale settlement changed the task: %+v", st)
+		}
+		atts, _ := s.Attempts(ctx, fail.ID)
+		if len(atts) != 1 || atts[0].Outcome != retry.OutcomeFailed || atts[0].Error != "503" || atts[0].InstanceID != "i1" ||
+			atts[0].Duration != 12*time.Millisecond || atts[0].Number != 1 {
+			t.Fatalf("attempts: %+v", atts)
+		}
+		// The succeeded task's key is free again.
+		res, err := s.Ingest(ctx, []storage.NewTask{f.task("ok", now)})
+		if err != nil || res[0].Merged {
+			t.Fatalf("key after success: %+v %v", res, err)
+		}
+
+		// The callback is claimed and settled on its own index.
+		cbs, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindCallback, Buckets: allBuckets(), DueBy: time.Now(),
+			PerBucket: 10, Token: 2, Node: "n", Deadline: now.Add(time.Minute)})
+		if err != nil || len(cbs) != 1 || cbs[0].TaskID != ok.ID || cbs[0].State != retry.Succeeded {
+			t.Fatalf("callback claim: %+v %v", cbs, err)
+		}
+		if _, err := s.Settle(ctx, []retry.Settlement{retry.SettleCallback(&cbs[0], &sc, pol,
+			retry.Result{Outcome: retry.OutcomeSucceeded}, nil, now)}); err != nil {
+			t.Fatal(err)
+		}
+		ok, _ = s.Task(ctx, ok.ID)
+		if ok.CallbackState != retry.CallbackSucceeded || ok.CallbackAttempts != 1 || ok.State != retry.Succeeded {
+			t.Fatalf("after callback: %+v", ok)
+		}
+	})
+}
+
+func TestStuckAndExtend(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		now := time.Now()
+		if _, err := s.Ingest(ctx, []storage.NewTask{f.task("x", now), f.task("y", now)}); err != nil {
+			t.Fatal(err)
+		}
+		claims, _ := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now,
+			PerBucket: 10, Token: 5, Node: "dead", Deadline: now.Add(time.Second)})
+		if len(claims) != 2 {
+			t.Fatalf("claimed %d", len(claims))
+		}
+		stuck, err := s.Stuck(ctx, retry.KindReplay, allBuckets(), now, 10)
+		if err != nil || len(stuck) != 0 {
+			t.Fatalf("stuck before the deadline: %d %v", len(stuck), err)
+		}
+		okExt, err := s.ExtendClaim(ctx, &claims[0], now.Add(time.Hour))
+		if err != nil || !okExt {
+			t.Fatalf("extend: %v %v", okExt, err)
+		}
+		stuck, err = s.Stuck(ctx, retry.KindReplay, allBuckets(), now.Add(2*time.Second), 10)
+		if err != nil || len(stuck) != 1 || stuck[0].TaskID != claims[1].TaskID || stuck[0].Token != 5 {
+			t.Fatalf("stuck after the deadline: %+v %v", stuck, err)
+		}
+	})
+}
+
+func TestLeases(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		now := time.Now()
+		held, err := s.AcquireBuckets(ctx, "a", []int{0, 1, 2, 3}, now, now.Add(10*time.Second))
+		if err != nil || len(held) != 4 {
+			t.Fatalf("a acquires: %v %v", held, err)
+		}
+		held, err = s.AcquireBuckets(ctx, "b", []int{2, 3, 4}, now, now.Add(10*time.Second))
+		if err != nil || len(held) != 1 || held[0] != 4 {
+			t.Fatalf("b may take only the free bucket 4: %v %v", held, err)
+		}
+		if err := s.ReleaseBuckets(ctx, "a", []int{3}); err != nil {
+			t.Fatal(err)
+		}
+		held, _ = s.AcquireBuckets(ctx, "b", []int{2, 3, 4}, now, now.Add(10*time.Second))
+		if len(held) != 2 {
+			t.Fatalf("b after a released 3: %v", held)
+		}
+		// An expired lease may be taken.
+		later := now.Add(11 * time.Second)
+		held, _ = s.AcquireBuckets(ctx, "b", []int{0, 1, 2, 3, 4}, later, later.Add(10*time.Second))
+		if len(held) != 5 {
+			t.Fatalf("b after a's leases expired: %v", held)
+		}
+		if h, _ := s.HeldBuckets(ctx, "a", later); len(h) != 0 {
+			t.Fatalf("a still holds %v", h)
+		}
+	})
+}
+
+func TestActions(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		now := time.Now()
+		res, err := s.Ingest(ctx, []storage.NewTask{f.task("p", now.Add(time.Hour)), f.task("d", now), f.task("d2", now)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, d, d2 := res[0].TaskID, res[1].TaskID, res[2].TaskID
+		r, err := s.Apply(ctx, storage.Pause, []int64{p, 424242}, time.Time{})
+		if err != nil || r.Changed != 1 || r.Skipped != 1 {
+			t.Fatalf("pause: %+v %v", r, err)
+		}
+		if tk, _ := s.Task(ctx, p); tk.State != retry.Paused {
+			t.Fatalf("paused: %s", tk.State)
+		}
+		claims, _ := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now.Add(2 * time.Hour),
+			PerBucket: 10, Token: 3, Node: "n", Deadline: now.Add(time.Minute)})
+		for _, c := range claims {
+			if c.TaskID == p {
+				t.Fatal("a paused task was claimed")
+			}
+		}
+		if r, _ := s.Apply(ctx, storage.Resume, []int64{p}, time.Time{}); r.Changed != 1 {
+			t.Fatalf("resume: %+v", r)
+		}
+		at := now.Add(30 * time.Minute).Truncate(time.Millisecond)
+		if r, _ := s.Apply(ctx, storage.SetNextAt, []int64{p}, at); r.Changed != 1 {
+			t.Fatalf("set next: %+v", r)
+		}
+		if tk, _ := s.Task(ctx, p); !tk.NextAt.Equal(at) || tk.State != retry.Waiting {
+			t.Fatalf("after set next: %+v", tk)
+		}
+		if r, _ := s.Apply(ctx, storage.TriggerNow, []int64{p}, time.Time{}); r.Changed != 1 {
+			t.Fatalf("trigger: %+v", r)
+		}
+		// Exhaust d and d2 through a settlement, then replay and discard them.
+		sc := f.scene
+		sc.MaxAttempts = 1
+		pol, _ := sc.Compile()
+		var batch []retry.Settlement
+		for i := range claims {
+			if claims[i].TaskID == d || claims[i].TaskID == d2 {
+				batch = append(batch, retry.SettleReplay(&claims[i], &sc, pol, retry.Result{Outcome: retry.OutcomeFailed, Error: "x"}, nil, now))
+			}
+		}
+		if n, err := s.Settle(ctx, batch); err != nil || n != 2 {
+			t.Fatalf("exhaust: %d %v", n, err)
+		}
+		// A new report with d2's key starts an active task, so replaying d2 conflicts.
+		if _, err := s.Ingest(ctx, []storage.NewTask{f.task("d2", now)}); err != nil {
+			t.Fatal(err)
+		}
+		r, err = s.Apply(ctx, storage.Replay, []int64{d, d2, p}, time.Time{})
+		if err != nil || r.Changed != 1 || len(r.Conflicts) != 1 || r.Conflicts[0] != d2 || r.Skipped != 1 {
+			t.Fatalf("replay: %+v %v", r, err)
+		}
+		if tk, _ := s.Task(ctx, d); tk.State != retry.Waiting || tk.Attempts != 0 || tk.EndedAt != nil {
+			t.Fatalf("replayed dead letter: %+v", tk)
+		}
+		if res, _ := s.Ingest(ctx, []storage.NewTask{f.task("d", now)}); !res[0].Merged || res[0].TaskID != d {
+			t.Fatalf("a replayed task owns its key again: %+v", res)
+		}
+		if r, _ := s.Apply(ctx, storage.Discard, []int64{d2}, time.Time{}); r.Changed != 1 {
+			t.Fatalf("discard: %+v", r)
+		}
+		if tk, _ := s.Task(ctx, d2); tk.State != retry.Cancelled {
+			t.Fatalf("discarded: %s", tk.State)
+		}
+		if r, _ := s.Apply(ctx, storage.Cancel, []int64{p}, time.Time{}); r.Changed != 1 {
+			t.Fatalf("cancel: %+v", r)
+		}
+		ids, err := s.TaskIDs(ctx, storage.TaskFilter{States: []retry.State{retry.Cancelled}}, 0, 10)
+		if err != nil || len(ids) != 2 {
+			t.Fatalf("filter cancelled: %v %v", ids, err)
+		}
+		ids, _ = s.TaskIDs(ctx, storage.TaskFilter{GroupID: f.group.ID, ErrorContains: "first"}, 0, 100)
+		if len(ids) == 0 {
+			t.Fatal("filter by error text found nothing")
+		}
+	})
+}
+
+func TestRetention(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		now := time.Now()
+		res, _ := s.Ingest(ctx, []storage.NewTask{f.task("old", now), f.task("live", now)})
+		if _, err := s.Apply(ctx, storage.Cancel, []int64{res[0].TaskID}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.DeleteEndedTasks(ctx, []retry.State{retry.Cancelled, retry.Succeeded}, now.Add(-time.Hour), 100)
+		if err != nil || n != 0 {
+			t.Fatalf("nothing is old enough yet: %d %v", n, err)
+		}
+		n, err = s.DeleteEndedTasks(ctx, []retry.State{retry.Cancelled, retry.Succeeded}, now.Add(time.Hour), 100)
+		if err != nil || n != 1 {
+			t.Fatalf("delete ended: %d %v", n, err)
+		}
+		if _, err := s.Task(ctx, res[0].TaskID); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("deleted task still there: %v", err)
+		}
+		if _, err := s.Task(ctx, res[1].TaskID); err != nil {
+			t.Fatalf("active task deleted: %v", err)
+		}
+	})
+}

@@ -1,0 +1,491 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/retry"
+)
+
+// NewTask is a reported failed call to store.
+type NewTask struct {
+	GroupID       int64
+	SceneID       int64
+	Bucket        int
+	Key           string
+	Args          []byte
+	Error         string
+	LocalAttempts int
+	// State is Waiting, or Paused.
+	State      retry.State
+	NextAt     time.Time
+	DeadlineAt *time.Time
+}
+
+// IngestResult is what became of one NewTask.
+type IngestResult struct {
+	TaskID int64
+	// Merged is true when the scene already had an active task with the same key.
+	Merged bool
+}
+
+// ingestCols are the columns an ingest writes; the others take their defaults.
+const ingestCols = "group_id, scene_id, bucket, idem_key, active_key, args, state, local_attempts, next_at, " +
+	"deadline_at, last_error, cb_error, report_id, created_at, updated_at"
+
+// Ingest stores a batch of reports in one transaction: one multi-row insert in which a key
+// already active in its scene merges into the existing task (counting the merge and keeping the
+// newest error), then one read of the stored rows for their ids. Nothing is read before it is
+// written. Results are in the order of tasks; a key repeated inside the batch merges too.
+func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, error) {
+	if len(tasks) == 0 {
+		return nil, nil
+	}
+	type sk struct {
+		scene int64
+		key   string
+	}
+	first := make(map[sk]int, len(tasks))
+	uniq := make([]int, 0, len(tasks))
+	for i := range tasks {
+		k := sk{tasks[i].SceneID, tasks[i].Key}
+		if _, dup := first[k]; !dup {
+			first[k] = i
+			uniq = append(uniq, i)
+		}
+	}
+	reportID := rand.Int64N(1<<62) + 1
+	now := T(time.Now())
+	var q strings.Builder
+	q.WriteString("INSERT INTO rh_task (" + ingestCols + ") VALUES ")
+	args := make([]any, 0, len(uniq)*14)
+	for n, i := range uniq {
+		t := &tasks[i]
+		if n > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,'',?,?,?)")
+		args = append(args, t.GroupID, t.SceneID, t.Bucket, t.Key, t.Key, string(t.Args), int8(t.State),
+			t.LocalAttempts, T(t.NextAt), TP(t.DeadlineAt), retry.TruncateError(t.Error), reportID, now, now)
+	}
+	if s.mysql {
+		q.WriteString(" ON DUPLICATE KEY UPDATE merges = merges + 1, last_error = VALUES(last_error), updated_at = VALUES(updated_at)")
+	} else {
+		q.WriteString(" ON CONFLICT (scene_id, active_key) DO UPDATE SET merges = merges + 1, last_error = excluded.last_error, updated_at = excluded.updated_at")
+	}
+
+	scenes := map[int64]bool{}
+	keys := map[string]bool{}
+	for _, i := range uniq {
+		scenes[tasks[i].SceneID] = true
+		keys[tasks[i].Key] = true
+	}
+	var read strings.Builder
+	rargs := make([]any, 0, len(scenes)+len(keys))
+	read.WriteString("SELECT id, scene_id, active_key, report_id FROM rh_task WHERE scene_id IN (")
+	read.WriteString(placeholders(len(scenes)))
+	for id := range scenes {
+		rargs = append(rargs, id)
+	}
+	read.WriteString(") AND active_key IN (")
+	read.WriteString(placeholders(len(keys)))
+	for k := range keys {
+		rargs = append(rargs, k)
+	}
+	read.WriteString(")")
+
+	stored := make(map[sk]IngestResult, len(uniq))
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("insert: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, read.String(), rargs...)
+		if err != nil {
+			return fmt.Errorf("read back: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id, scene, rid int64
+				key            string
+			)
+			if err := rows.Scan(&id, &scene, &key, &rid); err != nil {
+				return fmt.Errorf("read back: %w", err)
+			}
+			stored[sk{scene, key}] = IngestResult{TaskID: id, Merged: rid != reportID}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ingest %d reports: %w", len(tasks), err)
+	}
+	out := make([]IngestResult, len(tasks))
+	for i := range tasks {
+		k := sk{tasks[i].SceneID, tasks[i].Key}
+		r, ok := stored[k]
+		if !ok {
+			return nil, fmt.Errorf("ingest: task for scene %d key %q not found after insert", k.scene, k.key)
+		}
+		if first[k] != i {
+			r.Merged = true
+		}
+		out[i] = r
+	}
+	return out, nil
+}
+
+// ClaimParams says what to claim.
+type ClaimParams struct {
+	// Kind is KindReplay for due tasks, KindCallback for due callbacks.
+	Kind    retry.AttemptKind
+	Buckets []int
+	// DueBy claims what is due at or before it.
+	DueBy time.Time
+	// PerBucket bounds the claims in each bucket, earliest first.
+	PerBucket int
+	Token     int64
+	Node      string
+	// Deadline is stamped as the claimed rows' next trigger: the sweeper takes a task back
+	// after it.
+	Deadline time.Time
+}
+
+// phase names the columns of the replay or the callback phase of a task.
+type phase struct{ state, next string }
+
+var (
+	replayPhase   = phase{"state", "next_at"}
+	callbackPhase = phase{"cb_state", "cb_next_at"}
+)
+
+func phaseOf(k retry.AttemptKind) phase {
+	if k == retry.KindCallback {
+		return callbackPhase
+	}
+	return replayPhase
+}
+
+const claimCols = "id, group_id, scene_id, bucket, idem_key, args, state, attempts, cb_attempts, last_error, " +
+	"cb_error, deadline_at, claim_token, created_at"
+
+// sqliteMaxCompound bounds the parts of one compound SELECT on SQLite.
+const sqliteMaxCompound = 250
+
+// Claim marks due tasks (or callbacks) of the given buckets as running under the claim's
+// token and deadline, and returns them. Per bucket it takes the earliest due first, up to
+// PerBucket: one conditional UPDATE over a union of index range scans, one per bucket, so its
+// cost follows what is due, not the backlog; then one read of the stamped rows through the same
+// index. No row is read before it is written, and no lock is waited for beyond the rows changed.
+func (s *Store) Claim(ctx context.Context, p ClaimParams) ([]retry.Claim, error) {
+	if len(p.Buckets) == 0 || p.PerBucket < 1 {
+		return nil, nil
+	}
+	ph := phaseOf(p.Kind)
+	waiting, running := int8(retry.Waiting), int8(retry.Running)
+	if p.Kind == retry.KindCallback {
+		waiting, running = int8(retry.CallbackWaiting), int8(retry.CallbackRunning)
+	}
+	dueBy, deadline, now := T(p.DueBy), T(p.Deadline), T(time.Now())
+	var claimed int64
+	for start := 0; start < len(p.Buckets); start += sqliteMaxCompound {
+		chunk := p.Buckets[start:min(start+sqliteMaxCompound, len(p.Buckets))]
+		var union strings.Builder
+		args := make([]any, 0, len(chunk)+8)
+		for i, b := range chunk {
+			if i > 0 {
+				union.WriteString(" UNION ALL ")
+			}
+			part := fmt.Sprintf("SELECT id FROM rh_task WHERE bucket = %d AND %s = %d AND %s <= ? ORDER BY %s LIMIT %d",
+				b, ph.state, waiting, ph.next, ph.next, p.PerBucket)
+			if s.mysql {
+				union.WriteString("(" + part + ")")
+			} else {
+				union.WriteString("SELECT id FROM (" + part + ")")
+			}
+			args = append(args, dueBy)
+		}
+		set := []assign{{ph.state, fmt.Sprint(running)}, {"claim_token", "?"}, {"claimed_by", "?"},
+			{ph.next, "?"}, {"updated_at", "?"}}
+		setArgs := []any{p.Token, p.Node, deadline, now}
+		var q string
+		if s.mysql {
+			q = fmt.Sprintf("UPDATE rh_task t JOIN (%s) x ON t.id = x.id SET %s WHERE t.%s = %d",
+				union.String(), setList(set, "t.", "t."), ph.state, waiting)
+			args = append(args, setArgs...)
+		} else {
+			q = fmt.Sprintf("UPDATE rh_task SET %s WHERE %s = %d AND id IN (%s)",
+				setList(set, "", "rh_task."), ph.state, waiting, union.String())
+			args = append(setArgs, args...)
+		}
+		res, err := s.sql.ExecContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("claim %s in %d buckets: %w", p.Kind, len(chunk), err)
+		}
+		n, _ := res.RowsAffected()
+		claimed += n
+	}
+	if claimed == 0 {
+		return nil, nil
+	}
+	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND %s = ? AND claim_token = ?",
+		claimCols, intList(p.Buckets), ph.state, running, ph.next)
+	out, err := s.readClaims(ctx, q, p.Kind, p.Deadline, deadline, p.Token)
+	if err != nil {
+		return nil, fmt.Errorf("read claimed %s: %w", p.Kind, err)
+	}
+	return out, nil
+}
+
+// assign is one "col = expr" of a SET list; expr names the task table's columns as {t}col.
+type assign struct{ col, expr string }
+
+// setList writes a SET list, qualifying the assigned columns with lhs and the task columns
+// read in expressions with rhs: MySQL's multi-table UPDATE wants "t." on both sides, SQLite's
+// UPDATE … FROM wants bare assigned columns and the table's own name inside expressions.
+func setList(set []assign, lhs, rhs string) string {
+	var b strings.Builder
+	for i, a := range set {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(lhs + a.col + " = " + strings.ReplaceAll(a.expr, "{t}", rhs))
+	}
+	return b.String()
+}
+
+func (s *Store) readClaims(ctx context.Context, q string, kind retry.AttemptKind, runDeadline time.Time, args ...any) ([]retry.Claim, error) {
+	rows, err := s.sql.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []retry.Claim
+	for rows.Next() {
+		var (
+			c         retry.Claim
+			args      string
+			state     int8
+			deadline  *Time
+			createdAt Time
+		)
+		if err := rows.Scan(&c.TaskID, &c.GroupID, &c.SceneID, &c.Bucket, &c.IdempotencyKey, &args, &state,
+			&c.Attempts, &c.CallbackAttempts, &c.LastError, &c.CallbackError, &deadline, &c.Token, &createdAt); err != nil {
+			return nil, err
+		}
+		c.Kind, c.Args, c.State, c.DeadlineAt, c.CreatedAt = kind, []byte(args), retry.State(state), deadline.Ptr(), createdAt.Time
+		c.RunDeadline = runDeadline
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Stuck returns up to limit tasks of the buckets whose replay (or callback) is running past
+// its deadline at now, with the token they were claimed under.
+func (s *Store) Stuck(ctx context.Context, kind retry.AttemptKind, buckets []int, now time.Time, limit int) ([]retry.Claim, error) {
+	if len(buckets) == 0 {
+		return nil, nil
+	}
+	ph := phaseOf(kind)
+	running := int8(retry.Running)
+	if kind == retry.KindCallback {
+		running = int8(retry.CallbackRunning)
+	}
+	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND %s <= ? LIMIT %d",
+		claimCols, intList(buckets), ph.state, running, ph.next, limit)
+	out, err := s.readClaims(ctx, q, kind, now, T(now))
+	if err != nil {
+		return nil, fmt.Errorf("find stuck %s: %w", kind, err)
+	}
+	return out, nil
+}
+
+// ExtendClaim moves a running claim's deadline, while the claim still holds.
+func (s *Store) ExtendClaim(ctx context.Context, c *retry.Claim, deadline time.Time) (bool, error) {
+	ph := phaseOf(c.Kind)
+	running := int8(retry.Running)
+	if c.Kind == retry.KindCallback {
+		running = int8(retry.CallbackRunning)
+	}
+	q := fmt.Sprintf("UPDATE rh_task SET %s = ? WHERE id = ? AND claim_token = ? AND %s = %d", ph.next, ph.state, running)
+	res, err := s.sql.ExecContext(ctx, q, T(deadline), c.TaskID, c.Token)
+	if err != nil {
+		return false, fmt.Errorf("extend claim of task %d: %w", c.TaskID, err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// Settle writes a batch of settlements and their attempts in one transaction: one UPDATE per
+// kind that joins the tasks to the batch's new values, applying each only while its task is
+// still running under the same claim token, and one multi-row INSERT of the attempts. It
+// returns how many tasks changed.
+func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, error) {
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	var replays, callbacks []*retry.Settlement
+	var attempts []*retry.Attempt
+	for i := range batch {
+		st := &batch[i]
+		if st.Kind == retry.KindCallback {
+			callbacks = append(callbacks, st)
+		} else {
+			replays = append(replays, st)
+		}
+		if st.Attempt != nil {
+			attempts = append(attempts, st.Attempt)
+		}
+	}
+	now := T(time.Now())
+	var changed int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		changed = 0
+		for start := 0; start < len(replays); start += sqliteMaxCompound {
+			n, err := s.settleReplays(ctx, tx, replays[start:min(start+sqliteMaxCompound, len(replays))], now)
+			if err != nil {
+				return err
+			}
+			changed += n
+		}
+		for start := 0; start < len(callbacks); start += sqliteMaxCompound {
+			n, err := s.settleCallbacks(ctx, tx, callbacks[start:min(start+sqliteMaxCompound, len(callbacks))], now)
+			if err != nil {
+				return err
+			}
+			changed += n
+		}
+		for start := 0; start < len(attempts); start += 1000 {
+			if err := insertAttempts(ctx, tx, attempts[start:min(start+1000, len(attempts))]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("settle %d tasks: %w", len(batch), err)
+	}
+	return changed, nil
+}
+
+// values builds "SELECT ? AS a, ? AS b UNION ALL SELECT ?, ? …" for a derived table.
+func values(cols []string, rows int) string {
+	var b strings.Builder
+	for r := range rows {
+		if r > 0 {
+			b.WriteString(" UNION ALL ")
+		}
+		b.WriteString("SELECT ")
+		for i, c := range cols {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteByte('?')
+			if r == 0 {
+				b.WriteString(" AS " + c)
+			}
+		}
+	}
+	return b.String()
+}
+
+// joinUpdate runs "UPDATE rh_task SET <set> FROM (<vals>) v WHERE <match> AND {t}<where>" in
+// the form the database speaks: each task row takes the values of the batch row with its id and
+// claim token.
+func (s *Store) joinUpdate(ctx context.Context, tx *sql.Tx, vals string, valArgs []any, set []assign, setArgs []any, where string) (int64, error) {
+	var q string
+	args := make([]any, 0, len(valArgs)+len(setArgs))
+	if s.mysql {
+		args = append(append(args, valArgs...), setArgs...)
+		q = "UPDATE rh_task t JOIN (" + vals + ") v ON t.id = v.id AND t.claim_token = v.tok SET " +
+			setList(set, "t.", "t.") + " WHERE t." + where
+	} else {
+		args = append(append(args, setArgs...), valArgs...)
+		q = "UPDATE rh_task SET " + setList(set, "", "rh_task.") + " FROM (" + vals +
+			") AS v WHERE rh_task.id = v.id AND rh_task.claim_token = v.tok AND rh_task." + where
+	}
+	res, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (s *Store) settleReplays(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, now Time) (int64, error) {
+	cols := []string{"id", "tok", "st", "att", "nx", "le", "ea", "cs", "cn"}
+	args := make([]any, 0, len(batch)*len(cols))
+	for _, st := range batch {
+		args = append(args, st.TaskID, st.Token, int8(st.State), st.Attempts, T(st.NextAt),
+			retry.TruncateError(st.LastError), TP(st.EndedAt), int8(st.CallbackState), TP(st.CallbackNextAt))
+	}
+	set := []assign{{"state", "v.st"}, {"attempts", "v.att"}, {"next_at", "v.nx"}, {"last_error", "v.le"},
+		{"ended_at", "v.ea"}, {"cb_state", "v.cs"}, {"cb_next_at", "v.cn"},
+		{"active_key", fmt.Sprintf("CASE WHEN v.st IN (%d, %d, %d) THEN NULL ELSE {t}active_key END",
+			retry.Succeeded, retry.Exhausted, retry.Cancelled)},
+		{"updated_at", "?"}}
+	n, err := s.joinUpdate(ctx, tx, values(cols, len(batch)), args, set, []any{now}, fmt.Sprintf("state = %d", retry.Running))
+	if err != nil {
+		return 0, fmt.Errorf("settle replays: %w", err)
+	}
+	return n, nil
+}
+
+func (s *Store) settleCallbacks(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, now Time) (int64, error) {
+	cols := []string{"id", "tok", "cs", "ca", "cn", "ce"}
+	args := make([]any, 0, len(batch)*len(cols))
+	for _, st := range batch {
+		args = append(args, st.TaskID, st.Token, int8(st.CallbackState), st.CallbackAttempts, TP(st.CallbackNextAt),
+			retry.TruncateError(st.CallbackError))
+	}
+	set := []assign{{"cb_state", "v.cs"}, {"cb_attempts", "v.ca"}, {"cb_next_at", "v.cn"}, {"cb_error", "v.ce"},
+		{"updated_at", "?"}}
+	n, err := s.joinUpdate(ctx, tx, values(cols, len(batch)), args, set, []any{now}, fmt.Sprintf("cb_state = %d", retry.CallbackRunning))
+	if err != nil {
+		return 0, fmt.Errorf("settle callbacks: %w", err)
+	}
+	return n, nil
+}
+
+func insertAttempts(ctx context.Context, tx *sql.Tx, batch []*retry.Attempt) error {
+	var q strings.Builder
+	q.WriteString("INSERT INTO rh_attempt (task_id, kind, number, node_id, instance_id, started_at, duration_ms, outcome, error) VALUES ")
+	args := make([]any, 0, len(batch)*9)
+	for i, a := range batch {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(?,?,?,?,?,?,?,?,?)")
+		args = append(args, a.TaskID, int8(a.Kind), a.Number, a.NodeID, a.InstanceID, T(a.StartedAt),
+			a.Duration.Milliseconds(), int8(a.Outcome), retry.TruncateError(a.Error))
+	}
+	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("record %d attempts: %w", len(batch), err)
+	}
+	return nil
+}
+
+// tx runs fn in a transaction, committing when it returns nil.
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?,", n-1) + "?"
+}
