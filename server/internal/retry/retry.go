@@ -154,16 +154,19 @@ type Task struct {
 	LocalAttempts int
 	// Merges counts reports with the same key that merged into this task.
 	Merges int
-	// NextAt is the next trigger time while waiting, and the dispatch deadline while running.
+	// NextAt is the next trigger time (while running: the one it was claimed for).
 	NextAt     time.Time
 	DeadlineAt *time.Time
+	// ClaimToken is the running claim's token, 0 when no claim holds the task.
 	ClaimToken int64
 	ClaimedBy  string
+	// RunDeadline is when a running claim lapses.
+	RunDeadline *time.Time
 	LastError  string
 
 	CallbackState    CallbackState
 	CallbackAttempts int
-	// CallbackNextAt is the callback's next trigger time, or its deadline while running.
+	// CallbackNextAt is the callback's next trigger time.
 	CallbackNextAt *time.Time
 	CallbackError  string
 

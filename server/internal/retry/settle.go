@@ -26,6 +26,9 @@ type Claim struct {
 	CallbackError    string
 	DeadlineAt       *time.Time
 	Token            int64
+	// DueAt is when the replay (or callback) was due; claims look a little ahead, so it may
+	// still be to come.
+	DueAt time.Time
 	// RunDeadline is when the claim lapses and the sweeper may take the task back.
 	RunDeadline time.Time
 	CreatedAt   time.Time

@@ -83,7 +83,7 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 		q = fmt.Sprintf("UPDATE rh_task SET state = %d, updated_at = ? WHERE id IN (%s) AND state = %d", retry.Waiting, in, retry.Paused)
 		args = []any{now}
 	case Cancel:
-		q = fmt.Sprintf("UPDATE rh_task SET state = %d, active_key = NULL, ended_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d, %d)",
+		q = fmt.Sprintf("UPDATE rh_task SET state = %d, active_key = NULL, claim_token = 0, run_deadline = NULL, ended_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d, %d)",
 			retry.Cancelled, in, retry.Waiting, retry.Running, retry.Paused)
 		args = []any{now, now}
 	case Discard:
@@ -117,7 +117,7 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 func (s *Store) replay(ctx context.Context, ids []int64, now Time) (ActionResult, error) {
 	var res ActionResult
 	q := fmt.Sprintf("UPDATE rh_task SET state = %d, attempts = 0, next_at = ?, active_key = idem_key, ended_at = NULL, "+
-		"cb_state = %d, cb_attempts = 0, cb_next_at = NULL, cb_error = '', updated_at = ? WHERE id = ? AND state = %d",
+		"cb_state = %d, cb_attempts = 0, cb_next_at = NULL, cb_error = '', claim_token = 0, run_deadline = NULL, updated_at = ? WHERE id = ? AND state = %d",
 		retry.Waiting, retry.CallbackNone, retry.Exhausted)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		res = ActionResult{}

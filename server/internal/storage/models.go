@@ -135,11 +135,12 @@ type sceneRow struct {
 
 func (sceneRow) TableName() string { return "rh_scene" }
 
-// taskRow is a retry task. Its indexes serve, in order: claiming due replays and sweeping
-// stuck ones (bucket, state, next_at); claiming due callbacks (bucket, cb_state, cb_next_at);
-// one active task per key and merging (scene_id, active_key), where active_key holds the key
-// only while the task is active; listing a scene's tasks by state (scene_id, state, id);
-// retention (state, ended_at).
+// taskRow is a retry task. Its indexes serve, in order: claiming due replays, reading back a
+// claim, and sweeping stuck ones (bucket, state, claim_token, next_at), where claim_token is 0
+// unless the task is running; the same for callbacks (bucket, cb_state, claim_token,
+// cb_next_at); one active task per key and merging (scene_id, active_key), where active_key
+// holds the key only while the task is active; listing a scene's tasks by state (scene_id,
+// state, id); retention (state, ended_at).
 type taskRow struct {
 	ID            int64   `gorm:"primaryKey;autoIncrement;index:idx_task_scene,priority:3"`
 	GroupID       int64   `gorm:"not null"`
@@ -152,14 +153,15 @@ type taskRow struct {
 	Attempts      int     `gorm:"type:int;not null;default:0"`
 	LocalAttempts int     `gorm:"type:int;not null;default:0"`
 	Merges        int     `gorm:"type:int;not null;default:0"`
-	NextAt        Time    `gorm:"not null;index:idx_task_due,priority:3"`
+	NextAt        Time    `gorm:"not null;index:idx_task_due,priority:4"`
 	DeadlineAt    *Time
-	ClaimToken    int64  `gorm:"not null;default:0"`
+	ClaimToken    int64  `gorm:"not null;default:0;index:idx_task_due,priority:3;index:idx_task_cb_due,priority:3"`
+	RunDeadline   *Time
 	ClaimedBy     string `gorm:"type:varchar(64);not null;default:''"`
 	LastError     string `gorm:"type:text;not null"`
 	CbState       int8   `gorm:"type:tinyint;not null;default:0;index:idx_task_cb_due,priority:2"`
 	CbAttempts    int    `gorm:"type:int;not null;default:0"`
-	CbNextAt      *Time  `gorm:"index:idx_task_cb_due,priority:3"`
+	CbNextAt      *Time  `gorm:"index:idx_task_cb_due,priority:4"`
 	CbError       string `gorm:"type:text;not null"`
 	ReportID      int64  `gorm:"not null;default:0"`
 	CreatedAt     Time   `gorm:"not null"`

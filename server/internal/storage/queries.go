@@ -13,7 +13,7 @@ func (r *taskRow) domain() retry.Task {
 	return retry.Task{ID: r.ID, GroupID: r.GroupID, SceneID: r.SceneID, Bucket: r.Bucket, IdempotencyKey: r.IdemKey,
 		Args: []byte(r.Args), State: retry.State(r.State), Attempts: r.Attempts, LocalAttempts: r.LocalAttempts,
 		Merges: r.Merges, NextAt: r.NextAt.Time, DeadlineAt: r.DeadlineAt.Ptr(), ClaimToken: r.ClaimToken,
-		ClaimedBy: r.ClaimedBy, LastError: r.LastError, CallbackState: retry.CallbackState(r.CbState),
+		ClaimedBy: r.ClaimedBy, RunDeadline: r.RunDeadline.Ptr(), LastError: r.LastError, CallbackState: retry.CallbackState(r.CbState),
 		CallbackAttempts: r.CbAttempts, CallbackNextAt: r.CbNextAt.Ptr(), CallbackError: r.CbError,
 		CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time, EndedAt: r.EndedAt.Ptr()}
 }

@@ -154,23 +154,24 @@ type ClaimParams struct {
 	Deadline time.Time
 }
 
-// phase names the columns of the replay or the callback phase of a task.
-type phase struct{ state, next string }
-
-var (
-	replayPhase   = phase{"state", "next_at"}
-	callbackPhase = phase{"cb_state", "cb_next_at"}
-)
+// phase names the columns and values of the replay or the callback phase of a task.
+type phase struct {
+	state, next      string
+	waiting, running int8
+}
 
 func phaseOf(k retry.AttemptKind) phase {
 	if k == retry.KindCallback {
-		return callbackPhase
+		return phase{"cb_state", "cb_next_at", int8(retry.CallbackWaiting), int8(retry.CallbackRunning)}
 	}
-	return replayPhase
+	return phase{"state", "next_at", int8(retry.Waiting), int8(retry.Running)}
 }
 
-const claimCols = "id, group_id, scene_id, bucket, idem_key, args, state, attempts, cb_attempts, last_error, " +
-	"cb_error, deadline_at, claim_token, created_at"
+// claimCols are the columns a claim reads; the last one is the phase's due time.
+func (ph phase) claimCols() string {
+	return "id, group_id, scene_id, bucket, idem_key, args, state, attempts, cb_attempts, last_error, " +
+		"cb_error, deadline_at, claim_token, run_deadline, created_at, " + ph.next
+}
 
 // sqliteMaxCompound bounds the parts of one compound SELECT on SQLite.
 const sqliteMaxCompound = 250
@@ -179,16 +180,13 @@ const sqliteMaxCompound = 250
 // token and deadline, and returns them. Per bucket it takes the earliest due first, up to
 // PerBucket: one conditional UPDATE over a union of index range scans, one per bucket, so its
 // cost follows what is due, not the backlog; then one read of the stamped rows through the same
-// index. No row is read before it is written, and no lock is waited for beyond the rows changed.
+// index (a task not running has claim token 0, so the token pins the read exactly). No row is
+// read before it is written, and no lock is waited for beyond the rows changed.
 func (s *Store) Claim(ctx context.Context, p ClaimParams) ([]retry.Claim, error) {
 	if len(p.Buckets) == 0 || p.PerBucket < 1 {
 		return nil, nil
 	}
 	ph := phaseOf(p.Kind)
-	waiting, running := int8(retry.Waiting), int8(retry.Running)
-	if p.Kind == retry.KindCallback {
-		waiting, running = int8(retry.CallbackWaiting), int8(retry.CallbackRunning)
-	}
 	dueBy, deadline, now := T(p.DueBy), T(p.Deadline), T(time.Now())
 	var claimed int64
 	for start := 0; start < len(p.Buckets); start += sqliteMaxCompound {
@@ -199,8 +197,8 @@ func (s *Store) Claim(ctx context.Context, p ClaimParams) ([]retry.Claim, error)
 			if i > 0 {
 				union.WriteString(" UNION ALL ")
 			}
-			part := fmt.Sprintf("SELECT id FROM rh_task WHERE bucket = %d AND %s = %d AND %s <= ? ORDER BY %s LIMIT %d",
-				b, ph.state, waiting, ph.next, ph.next, p.PerBucket)
+			part := fmt.Sprintf("SELECT id FROM rh_task WHERE bucket = %d AND %s = %d AND claim_token = 0 AND %s <= ? ORDER BY %s LIMIT %d",
+				b, ph.state, ph.waiting, ph.next, ph.next, p.PerBucket)
 			if s.mysql {
 				union.WriteString("(" + part + ")")
 			} else {
@@ -208,17 +206,17 @@ func (s *Store) Claim(ctx context.Context, p ClaimParams) ([]retry.Claim, error)
 			}
 			args = append(args, dueBy)
 		}
-		set := []assign{{ph.state, fmt.Sprint(running)}, {"claim_token", "?"}, {"claimed_by", "?"},
-			{ph.next, "?"}, {"updated_at", "?"}}
+		set := []assign{{ph.state, fmt.Sprint(ph.running)}, {"claim_token", "?"}, {"claimed_by", "?"},
+			{"run_deadline", "?"}, {"updated_at", "?"}}
 		setArgs := []any{p.Token, p.Node, deadline, now}
 		var q string
 		if s.mysql {
-			q = fmt.Sprintf("UPDATE rh_task t JOIN (%s) x ON t.id = x.id SET %s WHERE t.%s = %d",
-				union.String(), setList(set, "t.", "t."), ph.state, waiting)
+			q = fmt.Sprintf("UPDATE rh_task t JOIN (%s) x ON t.id = x.id SET %s WHERE t.%s = %d AND t.claim_token = 0",
+				union.String(), setList(set, "t.", "t."), ph.state, ph.waiting)
 			args = append(args, setArgs...)
 		} else {
-			q = fmt.Sprintf("UPDATE rh_task SET %s WHERE %s = %d AND id IN (%s)",
-				setList(set, "", "rh_task."), ph.state, waiting, union.String())
+			q = fmt.Sprintf("UPDATE rh_task SET %s WHERE %s = %d AND claim_token = 0 AND id IN (%s)",
+				setList(set, "", "rh_task."), ph.state, ph.waiting, union.String())
 			args = append(setArgs, args...)
 		}
 		res, err := s.sql.ExecContext(ctx, q, args...)
@@ -231,9 +229,9 @@ func (s *Store) Claim(ctx context.Context, p ClaimParams) ([]retry.Claim, error)
 	if claimed == 0 {
 		return nil, nil
 	}
-	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND %s = ? AND claim_token = ?",
-		claimCols, intList(p.Buckets), ph.state, running, ph.next)
-	out, err := s.readClaims(ctx, q, p.Kind, p.Deadline, deadline, p.Token)
+	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND claim_token = ?",
+		ph.claimCols(), intList(p.Buckets), ph.state, ph.running)
+	out, err := s.readClaims(ctx, q, p.Kind, p.Token)
 	if err != nil {
 		return nil, fmt.Errorf("read claimed %s: %w", p.Kind, err)
 	}
@@ -257,7 +255,7 @@ func setList(set []assign, lhs, rhs string) string {
 	return b.String()
 }
 
-func (s *Store) readClaims(ctx context.Context, q string, kind retry.AttemptKind, runDeadline time.Time, args ...any) ([]retry.Claim, error) {
+func (s *Store) readClaims(ctx context.Context, q string, kind retry.AttemptKind, args ...any) ([]retry.Claim, error) {
 	rows, err := s.sql.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -270,33 +268,38 @@ func (s *Store) readClaims(ctx context.Context, q string, kind retry.AttemptKind
 			args      string
 			state     int8
 			deadline  *Time
+			runUntil  *Time
+			due       *Time
 			createdAt Time
 		)
 		if err := rows.Scan(&c.TaskID, &c.GroupID, &c.SceneID, &c.Bucket, &c.IdempotencyKey, &args, &state,
-			&c.Attempts, &c.CallbackAttempts, &c.LastError, &c.CallbackError, &deadline, &c.Token, &createdAt); err != nil {
+			&c.Attempts, &c.CallbackAttempts, &c.LastError, &c.CallbackError, &deadline, &c.Token, &runUntil,
+			&createdAt, &due); err != nil {
 			return nil, err
 		}
 		c.Kind, c.Args, c.State, c.DeadlineAt, c.CreatedAt = kind, []byte(args), retry.State(state), deadline.Ptr(), createdAt.Time
-		c.RunDeadline = runDeadline
+		if runUntil != nil {
+			c.RunDeadline = runUntil.Time
+		}
+		if due != nil {
+			c.DueAt = due.Time
+		}
 		out = append(out, c)
 	}
 	return out, rows.Err()
 }
 
 // Stuck returns up to limit tasks of the buckets whose replay (or callback) is running past
-// its deadline at now, with the token they were claimed under.
+// its claim's deadline at now, with the token they were claimed under. It reads only running
+// rows, which dispatch keeps few.
 func (s *Store) Stuck(ctx context.Context, kind retry.AttemptKind, buckets []int, now time.Time, limit int) ([]retry.Claim, error) {
 	if len(buckets) == 0 {
 		return nil, nil
 	}
 	ph := phaseOf(kind)
-	running := int8(retry.Running)
-	if kind == retry.KindCallback {
-		running = int8(retry.CallbackRunning)
-	}
-	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND %s <= ? LIMIT %d",
-		claimCols, intList(buckets), ph.state, running, ph.next, limit)
-	out, err := s.readClaims(ctx, q, kind, now, T(now))
+	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND run_deadline <= ? LIMIT %d",
+		ph.claimCols(), intList(buckets), ph.state, ph.running, limit)
+	out, err := s.readClaims(ctx, q, kind, T(now))
 	if err != nil {
 		return nil, fmt.Errorf("find stuck %s: %w", kind, err)
 	}
@@ -306,11 +309,7 @@ func (s *Store) Stuck(ctx context.Context, kind retry.AttemptKind, buckets []int
 // ExtendClaim moves a running claim's deadline, while the claim still holds.
 func (s *Store) ExtendClaim(ctx context.Context, c *retry.Claim, deadline time.Time) (bool, error) {
 	ph := phaseOf(c.Kind)
-	running := int8(retry.Running)
-	if c.Kind == retry.KindCallback {
-		running = int8(retry.CallbackRunning)
-	}
-	q := fmt.Sprintf("UPDATE rh_task SET %s = ? WHERE id = ? AND claim_token = ? AND %s = %d", ph.next, ph.state, running)
+	q := fmt.Sprintf("UPDATE rh_task SET run_deadline = ? WHERE id = ? AND claim_token = ? AND %s = %d", ph.state, ph.running)
 	res, err := s.sql.ExecContext(ctx, q, T(deadline), c.TaskID, c.Token)
 	if err != nil {
 		return false, fmt.Errorf("extend claim of task %d: %w", c.TaskID, err)
@@ -425,7 +424,7 @@ func (s *Store) settleReplays(ctx context.Context, tx *sql.Tx, batch []*retry.Se
 		{"ended_at", "v.ea"}, {"cb_state", "v.cs"}, {"cb_next_at", "v.cn"},
 		{"active_key", fmt.Sprintf("CASE WHEN v.st IN (%d, %d, %d) THEN NULL ELSE {t}active_key END",
 			retry.Succeeded, retry.Exhausted, retry.Cancelled)},
-		{"updated_at", "?"}}
+		{"claim_token", "0"}, {"run_deadline", "NULL"}, {"updated_at", "?"}}
 	n, err := s.joinUpdate(ctx, tx, values(cols, len(batch)), args, set, []any{now}, fmt.Sprintf("state = %d", retry.Running))
 	if err != nil {
 		return 0, fmt.Errorf("settle replays: %w", err)
@@ -441,7 +440,7 @@ func (s *Store) settleCallbacks(ctx context.Context, tx *sql.Tx, batch []*retry.
 			retry.TruncateError(st.CallbackError))
 	}
 	set := []assign{{"cb_state", "v.cs"}, {"cb_attempts", "v.ca"}, {"cb_next_at", "v.cn"}, {"cb_error", "v.ce"},
-		{"updated_at", "?"}}
+		{"claim_token", "0"}, {"run_deadline", "NULL"}, {"updated_at", "?"}}
 	n, err := s.joinUpdate(ctx, tx, values(cols, len(batch)), args, set, []any{now}, fmt.Sprintf("cb_state = %d", retry.CallbackRunning))
 	if err != nil {
 		return 0, fmt.Errorf("settle callbacks: %w", err)
