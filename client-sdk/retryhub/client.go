@@ -1,0 +1,480 @@
+package retryhub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/retryhub/retryhub/client-sdk/protocol"
+)
+
+// startWait bounds how long Start waits for the server's first answers.
+const startWait = 5 * time.Second
+
+// Client connects a process to the retryhub server for one group: it registers the instance
+// and keeps it listed, keeps the scenes' policies in step with the server, delivers reports,
+// and serves the server's replays and callbacks.
+//
+// The process-wide client comes from Start and serves the scenes declared with Retryable. An
+// explicit client comes from NewClient, serves the scenes declared on it with RetryableOn, and
+// starts with its Start method; use it in tests, or to serve several groups from one process.
+// A Client starts once; after Shutdown it is spent.
+type Client struct {
+	cfg    Config
+	reg    *registry
+	log    *slog.Logger
+	api    *serverAPI
+	limits atomic.Pointer[protocol.RegisterResponse]
+	stats  counters
+	exec   *executor
+	hb     *heartbeat
+	pol    *policySync
+
+	mu      sync.Mutex
+	state   int // clientNew, clientRunning, clientStopping, clientStopped
+	q       *queue
+	spool   *spool
+	snd     *sender
+	srv     *http.Server
+	srvDone chan struct{}
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	hbStop  context.CancelFunc
+	hbDone  chan struct{}
+}
+
+const (
+	clientNew = iota
+	clientRunning
+	clientStopping
+	clientStopped
+)
+
+// NewClient checks cfg and returns a client that is not started yet, with a registry of its
+// own: declare its scenes with RetryableOn, then call its Start method.
+func NewClient(cfg Config) (*Client, error) {
+	return newClient(cfg, newRegistry())
+}
+
+func newClient(cfg Config, reg *registry) (*Client, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("retryhub_group", cfg.Namespace+"/"+cfg.Group, "retryhub_instance", cfg.InstanceID)
+	c := &Client{cfg: cfg, reg: reg, log: log}
+	c.api = &serverAPI{
+		servers:   cfg.Servers,
+		http:      cfg.HTTPClient,
+		token:     cfg.Token,
+		namespace: cfg.Namespace,
+		group:     cfg.Group,
+		instance:  cfg.InstanceID,
+	}
+	c.exec = &executor{
+		reg:       reg,
+		log:       log,
+		token:     cfg.Token,
+		namespace: cfg.Namespace,
+		group:     cfg.Group,
+		capacity:  int32(cfg.Capacity),
+		limits:    &c.limits,
+	}
+	c.pol = &policySync{api: c.api, reg: reg, log: log, interval: cfg.PolicyRefreshInterval}
+	return c, nil
+}
+
+// Start starts the process-wide client, which serves the scenes declared with Retryable, and
+// returns it. Only one process-wide client runs at a time; Start again after its Shutdown.
+//
+// Start fails only for problems of this process: an invalid Config, a spool directory it
+// cannot open or that another process holds, an address it cannot listen on. An unreachable
+// server is not an error: Start waits for the server's first answers at most until ctx ends
+// and at most 5 seconds, then keeps trying in the background while calls use the code
+// defaults of their scenes and failed calls queue their reports.
+func Start(ctx context.Context, cfg Config) (*Client, error) {
+	c, err := newClient(cfg, defaultRegistry)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Start starts an explicit client made with NewClient; see the package-level Start for what
+// it does and when it fails.
+func (c *Client) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != clientNew {
+		return errors.New("retryhub: Start: the client was started before; a Client starts once")
+	}
+	var loaded []spooledItem
+	if c.cfg.SpoolDir != "" {
+		sp, items, err := openSpool(c.cfg.SpoolDir, c.cfg.Namespace, c.cfg.Group, c.log)
+		if err != nil {
+			return fmt.Errorf("retryhub: Start: %w", err)
+		}
+		c.spool, loaded = sp, items
+		if len(items) > 0 {
+			c.log.Info("retryhub: re-sending reports found in the spool", "count", len(items), "dir", c.cfg.SpoolDir)
+		}
+	}
+	c.q = newQueue(c.cfg.MaxQueuedReports, c.cfg.ReportBatchSize, c.spool, loaded)
+
+	fail := func(err error) error {
+		if c.spool != nil {
+			_ = c.spool.close()
+		}
+		return fmt.Errorf("retryhub: Start: %w", err)
+	}
+	executorURL := c.cfg.ExecutorURL
+	var ln net.Listener
+	if c.cfg.ListenAddr != "" {
+		var err error
+		ln, err = net.Listen("tcp", c.cfg.ListenAddr)
+		if err != nil {
+			return fail(fmt.Errorf("executor listener: %w", err))
+		}
+		if executorURL == "" {
+			executorURL = deriveExecutorURL(c.cfg.ListenAddr, ln.Addr())
+		}
+	}
+	scenes, ok := c.reg.attach(c)
+	if !ok {
+		if ln != nil {
+			ln.Close()
+		}
+		return fail(errors.New("another client already serves these scenes; shut it down first"))
+	}
+
+	c.hb = &heartbeat{
+		api:         c.api,
+		reg:         c.reg,
+		log:         c.log,
+		limits:      &c.limits,
+		instance:    c.cfg.InstanceID,
+		executorURL: executorURL,
+		capacity:    c.cfg.Capacity,
+		inFlight:    func() int { return int(c.exec.inFlight.Load()) },
+		interval:    c.cfg.HeartbeatInterval,
+		minDelay:    c.cfg.RetryMinDelay,
+		maxDelay:    c.cfg.RetryMaxDelay,
+		configDelay: c.cfg.ConfigErrorDelay,
+		rescan:      make(chan struct{}, 1),
+	}
+	c.snd = &sender{
+		q:           c.q,
+		api:         c.api,
+		log:         c.log,
+		limits:      &c.limits,
+		stats:       &c.stats,
+		instance:    c.cfg.InstanceID,
+		batch:       c.cfg.ReportBatchSize,
+		interval:    c.cfg.ReportInterval,
+		minDelay:    c.cfg.RetryMinDelay,
+		maxDelay:    c.cfg.RetryMaxDelay,
+		configDelay: c.cfg.ConfigErrorDelay,
+		flush:       make(chan struct{}, 1),
+	}
+
+	if ln != nil {
+		mux := http.NewServeMux()
+		mux.Handle(ExecutorPath, c.exec)
+		c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)}
+		c.srvDone = make(chan struct{})
+		go func() {
+			defer close(c.srvDone)
+			if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				c.log.Error("retryhub: the executor listener stopped", "err", err)
+			}
+		}()
+	}
+
+	// The server's first answers, briefly: an unreachable server is retried in the background.
+	wctx, cancel := context.WithTimeout(ctx, startWait)
+	if err := c.hb.register(wctx); err != nil {
+		c.log.Warn("retryhub: cannot register with the server yet; retrying in the background, scenes use their code defaults meanwhile", "err", err)
+	}
+	if err := c.pol.refresh(wctx); err != nil {
+		c.log.Warn("retryhub: cannot fetch scene policies yet; scenes use their code defaults meanwhile", "err", err)
+	}
+	cancel()
+	for _, s := range scenes {
+		c.pol.apply(s)
+	}
+
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = stop
+	hbCtx, hbStop := context.WithCancel(runCtx)
+	c.hbStop, c.hbDone = hbStop, make(chan struct{})
+	go func() {
+		defer close(c.hbDone)
+		c.hb.run(hbCtx)
+	}()
+	for _, loop := range []func(context.Context){c.pol.run, c.snd.run} {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			loop(runCtx)
+		}()
+	}
+	c.state = clientRunning
+	if executorURL == "" {
+		c.log.Info("retryhub: client started; it reports only (no ListenAddr nor ExecutorURL, so it is sent no replays)",
+			"scenes", len(scenes), "servers", c.cfg.Servers)
+	} else {
+		c.log.Info("retryhub: client started", "executor_url", executorURL, "scenes", len(scenes), "servers", c.cfg.Servers)
+	}
+	return nil
+}
+
+// deriveExecutorURL builds the executor URL of a listener on listenAddr.
+func deriveExecutorURL(listenAddr string, addr net.Addr) string {
+	host, _, _ := net.SplitHostPort(listenAddr)
+	port := 0
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		port = tcp.Port
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = outboundIPv4()
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + ExecutorPath
+}
+
+// outboundIPv4 returns the machine's first non-loopback IPv4 address, or 127.0.0.1.
+func outboundIPv4() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil && !n.IP.IsLinkLocalUnicast() {
+				return n.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+// Handler returns the executor endpoint, for an application that serves it in its own HTTP
+// server (Config.ListenAddr empty). Mount it at the path of Config.ExecutorURL, by convention
+// ExecutorPath:
+//
+//	mux.Handle(retryhub.ExecutorPath, client.Handler())
+//
+// It verifies the server's signature (401 otherwise), runs at most Config.Capacity calls at
+// once (429 beyond), answers 404 for scenes not declared on this client, and runs replays with
+// their arguments decoded into the scene's argument type, under the request's timeout and in a
+// retry flow (see InFlow).
+func (c *Client) Handler() http.Handler { return c.exec }
+
+// sceneAdded takes a scene declared while the client runs.
+func (c *Client) sceneAdded(s *scene) {
+	c.pol.apply(s)
+	c.mu.Lock()
+	hb := c.hb
+	c.mu.Unlock()
+	if hb != nil {
+		hb.scenesChanged()
+	}
+}
+
+// enqueue queues a report, checking its size against the server's limit.
+func (c *Client) enqueue(ctx context.Context, item protocol.ReportItem) error {
+	if l := c.limits.Load(); l != nil && l.MaxPayloadBytes > 0 && int64(len(item.Args)) > l.MaxPayloadBytes {
+		return fmt.Errorf("%w: %d bytes of JSON, the server accepts %d", ErrArgsTooLarge, len(item.Args), l.MaxPayloadBytes)
+	}
+	c.mu.Lock()
+	q := c.q
+	c.mu.Unlock()
+	if q == nil {
+		return ErrNotStarted
+	}
+	if err := q.push(item); err != nil {
+		if errors.Is(err, ErrQueueFull) {
+			c.log.WarnContext(ctx, "retryhub: report queue full; the failed call is returned to its caller unreported",
+				"scene", item.Scene, "key", item.IdempotencyKey)
+		}
+		return err
+	}
+	return nil
+}
+
+// Report hands a failed call to the server for remote retry, as a Retryable does after its
+// local attempts: the manual mode, for code that retries by itself and reports what still
+// fails. args are the arguments the scene's function (declared on some instance of the group)
+// takes, encoded as JSON; key is the idempotency key ("" means the default, the hex SHA-256 of
+// scene, a newline and the JSON arguments); cause is the last failure. The report counts one
+// local attempt.
+//
+// Report returns nil once the report is queued (in memory, or in the spool when there is
+// one). It returns an error, and reports nothing, when cause is Permanent, when args do not
+// encode, when they exceed the server's payload limit (ErrArgsTooLarge), when the queue is full
+// (ErrQueueFull), or when the client is not running (ErrNotStarted, ErrClosed). ctx is used for
+// logging only: queueing waits for nothing but the local disk.
+func (c *Client) Report(ctx context.Context, scene string, args any, key string, cause error) error {
+	if msg := validSceneName(scene); msg != "" {
+		return fmt.Errorf("retryhub: Report(%q): %s", scene, msg)
+	}
+	if IsPermanent(cause) {
+		return fmt.Errorf("retryhub: Report(%q): a permanent failure is not reported: %w", scene, cause)
+	}
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return fmt.Errorf("retryhub: Report(%q): encode arguments: %w", scene, err)
+	}
+	if key == "" {
+		key = defaultKey(scene, raw)
+	}
+	item := protocol.ReportItem{Scene: scene, IdempotencyKey: key, Args: raw, LocalAttempts: 1}
+	if cause != nil {
+		item.Error = cause.Error()
+	}
+	if err := c.enqueue(ctx, item); err != nil {
+		return fmt.Errorf("retryhub: Report(%q): not reported: %w", scene, err)
+	}
+	return nil
+}
+
+// Report is Client.Report on the process-wide client started with Start.
+func Report(ctx context.Context, scene string, args any, key string, cause error) error {
+	c := defaultRegistry.client.Load()
+	if c == nil {
+		return fmt.Errorf("retryhub: Report(%q): not reported: %w", scene, ErrNotStarted)
+	}
+	return c.Report(ctx, scene, args, key, cause)
+}
+
+// Stats are a client's counters, for health checks and tests.
+type Stats struct {
+	// Queued is how many reports wait for the server to commit them.
+	Queued int
+	// Delivered counts reports the server committed (created or merged into a task).
+	Delivered uint64
+	// Merged counts the delivered reports that merged into an active task.
+	Merged uint64
+	// Rejected counts reports the server refused for good (each logged at error level).
+	Rejected uint64
+	// Registered says the server currently lists this instance.
+	Registered bool
+	// InFlight is how many replays and callbacks run now.
+	InFlight int
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	st := Stats{
+		Delivered: c.stats.delivered.Load(),
+		Merged:    c.stats.merged.Load(),
+		Rejected:  c.stats.rejected.Load(),
+		InFlight:  int(c.exec.inFlight.Load()),
+	}
+	c.mu.Lock()
+	if c.q != nil {
+		st.Queued = c.q.len()
+	}
+	if c.hb != nil {
+		st.Registered = c.hb.registered.Load()
+	}
+	c.mu.Unlock()
+	return st
+}
+
+// Shutdown stops the client within ctx: it deregisters the instance so the server sends no
+// more replays, lets running replays finish, delivers the queued reports, and stops. Failed
+// calls from then on are not reported (ErrNotStarted). Reports it could not deliver before
+// ctx ended stay in the spool when there is one, for the next start to send; without a spool
+// they are lost, and Shutdown returns an error that says how many.
+func (c *Client) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	if c.state != clientRunning {
+		c.mu.Unlock()
+		return nil
+	}
+	c.state = clientStopping
+	c.mu.Unlock()
+
+	var errs []error
+	c.exec.stopping.Store(true)
+	c.reg.detach(c)
+
+	// No more replays: stop the heartbeat (so nothing registers again), then deregister.
+	c.hbStop()
+	<-c.hbDone
+	if err := c.hb.deregister(ctx); err != nil {
+		c.log.Warn("retryhub: cannot deregister; the server drops the instance when its TTL passes", "err", err)
+	}
+	// Running replays finish.
+	if c.srv != nil {
+		if err := c.srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop the executor listener: %w", err))
+		}
+	}
+	c.waitIdle(ctx)
+
+	// Reports: none are added from now on; deliver the rest within ctx.
+	c.q.close()
+	c.flushReports(ctx)
+
+	c.cancel()
+	c.wg.Wait()
+	left := c.q.len()
+	if c.spool != nil {
+		if err := c.spool.close(); err != nil {
+			errs = append(errs, err)
+		}
+		if left > 0 {
+			c.log.Warn("retryhub: undelivered reports stay in the spool for the next start", "count", left, "dir", c.cfg.SpoolDir)
+		}
+	} else if left > 0 {
+		errs = append(errs, fmt.Errorf("%d reports were not delivered and are lost (no spool directory): %w", left, context.Cause(ctx)))
+	}
+	c.mu.Lock()
+	c.state = clientStopped
+	c.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("retryhub: Shutdown: %w", err)
+	}
+	c.log.Info("retryhub: client stopped", "delivered", c.stats.delivered.Load(), "rejected", c.stats.rejected.Load())
+	return nil
+}
+
+// waitIdle waits until no replay runs or ctx ends.
+func (c *Client) waitIdle(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for c.exec.inFlight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// flushReports asks the sender to deliver everything and waits until the queue is empty or
+// ctx ends.
+func (c *Client) flushReports(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for c.q.len() > 0 {
+		select {
+		case c.snd.flush <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package retryhub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/retryhub/retryhub/client-sdk/protocol"
+)
+
+// maxExecuteBody bounds an executor request body when the server has named no larger payload
+// limit.
+const maxExecuteBody = 16 << 20
+
+// executor serves the server's replays and callbacks (protocol.ExecuteRequest), at most
+// capacity at once.
+type executor struct {
+	reg       *registry
+	log       *slog.Logger
+	token     string
+	namespace string
+	group     string
+	capacity  int32
+	limits    *atomic.Pointer[protocol.RegisterResponse]
+
+	inFlight atomic.Int32
+	stopping atomic.Bool
+}
+
+func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "the executor endpoint takes POST")
+		return
+	}
+	limit := int64(maxExecuteBody)
+	if l := x.limits.Load(); l != nil {
+		limit = max(limit, 2*l.MaxPayloadBytes+64<<10)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "read body: "+err.Error())
+		return
+	}
+	if int64(len(body)) > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the body exceeds %d bytes", limit))
+		return
+	}
+	if err := protocol.VerifyRequest(r.Header, x.token, body, time.Now()); err != nil {
+		x.log.Warn("retryhub: executor refused a request with a bad signature", "remote", r.RemoteAddr, "err", err)
+		writeError(w, http.StatusUnauthorized, "bad_signature", "signature check failed: "+err.Error())
+		return
+	}
+	var req protocol.ExecuteRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "decode execute request: "+err.Error())
+		return
+	}
+	if (req.Namespace != "" && req.Namespace != x.namespace) || (req.Group != "" && req.Group != x.group) {
+		writeError(w, http.StatusBadRequest, "wrong_group", fmt.Sprintf("this instance serves group %s/%s, not %s/%s", x.namespace, x.group, req.Namespace, req.Group))
+		return
+	}
+	if req.Kind != protocol.KindReplay && req.Kind != protocol.KindCallback {
+		writeError(w, http.StatusBadRequest, "unknown_kind", fmt.Sprintf("unknown kind %q (want %q or %q)", req.Kind, protocol.KindReplay, protocol.KindCallback))
+		return
+	}
+	s := x.reg.get(req.Scene)
+	if s == nil {
+		writeError(w, http.StatusNotFound, "unknown_scene", fmt.Sprintf("scene %q has no function registered on this instance", req.Scene))
+		return
+	}
+	if x.stopping.Load() {
+		writeError(w, http.StatusTooManyRequests, "shutting_down", "the instance is shutting down")
+		return
+	}
+	if x.inFlight.Add(1) > x.capacity {
+		x.inFlight.Add(-1)
+		writeError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf("the instance runs %d calls, its capacity", x.capacity))
+		return
+	}
+	defer x.inFlight.Add(-1)
+	writeJSON(w, http.StatusOK, x.execute(r.Context(), s, &req))
+}
+
+// execute runs a replay or callback and describes its outcome.
+func (x *executor) execute(ctx context.Context, s *scene, req *protocol.ExecuteRequest) (resp protocol.ExecuteResponse) {
+	timeout := time.Duration(req.Timeout)
+	if timeout <= 0 {
+		timeout = s.pol.Load().timeout
+	}
+	ctx = withFlow(ctx)
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			x.log.Error("retryhub: a replayed function panicked", "scene", s.name, "task", req.TaskID, "kind", req.Kind,
+				"panic", p, "stack", string(debug.Stack()))
+			resp = protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: fmt.Sprintf("panic: %v", p)}
+		}
+	}()
+	var decodeErr, err error
+	switch req.Kind {
+	case protocol.KindCallback:
+		if s.callback == nil {
+			return protocol.ExecuteResponse{Status: protocol.ExecuteSucceeded}
+		}
+		decodeErr, err = s.callback(ctx, req)
+	default:
+		decodeErr, err = s.replay(ctx, req.Args)
+	}
+	switch {
+	case decodeErr != nil:
+		x.log.Error("retryhub: cannot decode a task's arguments; answering a permanent failure", "scene", s.name, "task", req.TaskID, "err", decodeErr)
+		return protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: decodeErr.Error(), Permanent: true}
+	case err != nil:
+		if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
+			err = fmt.Errorf("attempt timed out after %s: %w", timeout, err)
+		}
+		x.log.Debug("retryhub: replay failed", "scene", s.name, "task", req.TaskID, "kind", req.Kind, "attempt", req.Attempt, "err", err)
+		return protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: err.Error(), Permanent: IsPermanent(err)}
+	}
+	return protocol.ExecuteResponse{Status: protocol.ExecuteSucceeded}
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, protocol.ErrorBody{Error: protocol.ErrorDetail{Code: code, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"encode answer"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
