@@ -280,7 +280,7 @@ func startClient(t *testing.T, cfg Config, declare func(c *Client)) *Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		_ = c.Shutdown(ctx)
 	})
@@ -304,3 +304,6 @@ func fixed(d time.Duration) backoff.Policy {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// scenePolicy returns the policy in force for a scene of c.
+func (c *Client) scenePolicy(name string) *policy { return c.reg.get(name).pol.Load() }

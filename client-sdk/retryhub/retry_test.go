@@ -196,14 +196,16 @@ func TestDeclarationMistakesPanic(t *testing.T) {
 	noop := func(context.Context, int) error { return nil }
 	RetryableOn(c, "twice", noop)
 	cases := map[string]func(){
-		"duplicate scene":   func() { RetryableOn(c, "twice", noop) },
-		"empty name":        func() { RetryableOn(c, "", noop) },
-		"space in name":     func() { RetryableOn(c, "a b", noop) },
-		"nil function":      func() { RetryableOn[int](c, "nil-fn", nil) },
-		"bad mode":          func() { RetryableOn(c, "bad-mode", noop, WithMode("SOMETIMES")) },
-		"zero attempts":     func() { RetryableOn(c, "zero", noop, WithLocalAttempts(0)) },
-		"bad backoff":       func() { RetryableOn(c, "bad-backoff", noop, WithLocalBackoff(backoff.Policy{Strategy: "sometimes"})) },
-		"callback type":     func() { RetryableOn(c, "cb-type", noop, WithCallback(func(context.Context, CallbackEvent[string]) error { return nil })) },
+		"duplicate scene": func() { RetryableOn(c, "twice", noop) },
+		"empty name":      func() { RetryableOn(c, "", noop) },
+		"space in name":   func() { RetryableOn(c, "a b", noop) },
+		"nil function":    func() { RetryableOn[int](c, "nil-fn", nil) },
+		"bad mode":        func() { RetryableOn(c, "bad-mode", noop, WithMode("SOMETIMES")) },
+		"zero attempts":   func() { RetryableOn(c, "zero", noop, WithLocalAttempts(0)) },
+		"bad backoff":     func() { RetryableOn(c, "bad-backoff", noop, WithLocalBackoff(backoff.Policy{Strategy: "sometimes"})) },
+		"callback type": func() {
+			RetryableOn(c, "cb-type", noop, WithCallback(func(context.Context, CallbackEvent[string]) error { return nil }))
+		},
 		"key type":          func() { RetryableOn(c, "key-type", noop, WithKey(func(string) string { return "" })) },
 		"args not JSON":     func() { RetryableOn(c, "chan-args", func(context.Context, chan int) error { return nil }) },
 		"negative timeout":  func() { RetryableOn(c, "neg-timeout", noop, WithTimeout(-time.Second)) },

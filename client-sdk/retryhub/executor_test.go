@@ -1,0 +1,230 @@
+package retryhub
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/retryhub/retryhub/client-sdk/backoff"
+	"github.com/retryhub/retryhub/client-sdk/protocol"
+)
+
+func replayOf(scene string, args string) protocol.ExecuteRequest {
+	return protocol.ExecuteRequest{Kind: protocol.KindReplay, TaskID: 7, Namespace: "default", Group: "g",
+		Scene: scene, IdempotencyKey: "k", Args: json.RawMessage(args), Attempt: 1}
+}
+
+func errorCode(t *testing.T, w *httptest.ResponseRecorder) string {
+	t.Helper()
+	var eb protocol.ErrorBody
+	if err := json.Unmarshal(w.Body.Bytes(), &eb); err != nil || eb.Error.Message == "" {
+		t.Fatalf("answer %d %q is not an ErrorBody with a message", w.Code, w.Body)
+	}
+	return eb.Error.Code
+}
+
+func TestExecutorRunsReplays(t *testing.T) {
+	c := localClient(t)
+	var got email
+	var inFlow bool
+	RetryableOn(c, "exec-send", func(ctx context.Context, e email) error {
+		got, inFlow = e, InFlow(ctx)
+		if e.To == "bad@example.com" {
+			return Permanent(errors.New("mailbox does not exist"))
+		}
+		if e.To == "later@example.com" {
+			return errBoom
+		}
+		return nil
+	})
+	h := c.Handler()
+
+	resp := decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":"a@example.com","subject":"hi"}`)))
+	if resp.Status != protocol.ExecuteSucceeded || got.To != "a@example.com" || !inFlow {
+		t.Fatalf("answer %+v, args %+v, in flow %v", resp, got, inFlow)
+	}
+	resp = decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":"later@example.com"}`)))
+	if resp.Status != protocol.ExecuteFailed || resp.Error != "boom" || resp.Permanent {
+		t.Fatalf("a failing replay answered %+v", resp)
+	}
+	resp = decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":"bad@example.com"}`)))
+	if resp.Status != protocol.ExecuteFailed || !resp.Permanent || !strings.Contains(resp.Error, "mailbox") {
+		t.Fatalf("a permanent failure answered %+v", resp)
+	}
+	// Arguments that do not decode can never succeed.
+	resp = decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":42}`)))
+	if resp.Status != protocol.ExecuteFailed || !resp.Permanent || !strings.Contains(resp.Error, "decode arguments") {
+		t.Fatalf("undecodable args answered %+v", resp)
+	}
+}
+
+func TestExecutorRefusesForgedSignatures(t *testing.T) {
+	c := localClient(t)
+	var ran atomic.Bool
+	RetryableOn(c, "exec-forged", func(context.Context, int) error { ran.Store(true); return nil })
+	w := execute(t, c.Handler(), "not-the-token", replayOf("exec-forged", `1`))
+	if w.Code != http.StatusUnauthorized || errorCode(t, w) != "bad_signature" || ran.Load() {
+		t.Fatalf("a forged request got %d %s (ran %v), want 401", w.Code, w.Body, ran.Load())
+	}
+	// A signed body that was changed afterwards.
+	body, _ := json.Marshal(replayOf("exec-forged", `1`))
+	r := httptest.NewRequest(http.MethodPost, ExecutorPath, bytes.NewReader(bytes.Replace(body, []byte(`1`), []byte(`2`), 1)))
+	protocol.SignRequest(r.Header, "secret", body, time.Now())
+	w = httptest.NewRecorder()
+	c.Handler().ServeHTTP(w, r)
+	if w.Code != http.StatusUnauthorized || ran.Load() {
+		t.Fatalf("a tampered body got %d", w.Code)
+	}
+}
+
+func TestExecutorUnknownScene(t *testing.T) {
+	c := localClient(t)
+	w := execute(t, c.Handler(), "secret", replayOf("nobody-declared-this", `1`))
+	if w.Code != http.StatusNotFound || errorCode(t, w) != "unknown_scene" || !strings.Contains(w.Body.String(), "nobody-declared-this") {
+		t.Fatalf("unknown scene answered %d %s", w.Code, w.Body)
+	}
+}
+
+func TestExecutorAppliesTheTimeout(t *testing.T) {
+	c := localClient(t)
+	RetryableOn(c, "exec-slow", func(ctx context.Context, _ int) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Second):
+			return nil
+		}
+	})
+	req := replayOf("exec-slow", `1`)
+	req.Timeout = backoff.Duration(30 * time.Millisecond)
+	start := time.Now()
+	resp := decodeExec(t, execute(t, c.Handler(), "secret", req))
+	if time.Since(start) > 2*time.Second || resp.Status != protocol.ExecuteFailed || !strings.Contains(resp.Error, "timed out") {
+		t.Fatalf("a slow replay answered %+v after %s", resp, time.Since(start))
+	}
+}
+
+func TestExecutorCapacity(t *testing.T) {
+	cfg := testConfig("http://127.0.0.1:1")
+	cfg.Capacity = 1
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	RetryableOn(c, "exec-busy", func(ctx context.Context, _ int) error {
+		close(started)
+		<-release
+		return nil
+	})
+	done := make(chan protocol.ExecuteResponse)
+	go func() { done <- decodeExec(t, execute(t, c.Handler(), "secret", replayOf("exec-busy", `1`))) }()
+	<-started
+	start := time.Now()
+	w := execute(t, c.Handler(), "secret", replayOf("exec-busy", `2`))
+	if w.Code != http.StatusTooManyRequests || errorCode(t, w) != "busy" || time.Since(start) > time.Second {
+		t.Fatalf("beyond capacity got %d %s after %s, want 429 at once", w.Code, w.Body, time.Since(start))
+	}
+	if st := c.Stats(); st.InFlight != 1 {
+		t.Errorf("in flight %d, want 1", st.InFlight)
+	}
+	close(release)
+	if resp := <-done; resp.Status != protocol.ExecuteSucceeded {
+		t.Fatalf("the running replay answered %+v", resp)
+	}
+}
+
+func TestExecutorRecoversPanics(t *testing.T) {
+	c := localClient(t)
+	RetryableOn(c, "exec-panic", func(context.Context, int) error { panic("nil map") })
+	resp := decodeExec(t, execute(t, c.Handler(), "secret", replayOf("exec-panic", `1`)))
+	if resp.Status != protocol.ExecuteFailed || !strings.Contains(resp.Error, "panic: nil map") {
+		t.Fatalf("a panicking replay answered %+v", resp)
+	}
+}
+
+func TestExecutorDispatchesCallbacks(t *testing.T) {
+	c := localClient(t)
+	var ev CallbackEvent[email]
+	RetryableOn(c, "exec-cb", alwaysFails, WithCallback(func(ctx context.Context, e CallbackEvent[email]) error {
+		ev = e
+		return nil
+	}))
+	RetryableOn(c, "exec-no-cb", alwaysFails)
+
+	req := replayOf("exec-cb", `{"to":"a@example.com"}`)
+	req.Kind, req.Attempt = protocol.KindCallback, 2
+	req.Callback = &protocol.CallbackInfo{Outcome: protocol.OutcomeExhausted, LastError: "smtp 550", Attempts: 9}
+	resp := decodeExec(t, execute(t, c.Handler(), "secret", req))
+	if resp.Status != protocol.ExecuteSucceeded {
+		t.Fatalf("callback answered %+v", resp)
+	}
+	want := CallbackEvent[email]{Scene: "exec-cb", TaskID: 7, IdempotencyKey: "k", Outcome: protocol.OutcomeExhausted,
+		Args: email{To: "a@example.com"}, LastError: "smtp 550", Attempts: 9, CallbackAttempt: 2}
+	if ev != want {
+		t.Fatalf("callback got %+v, want %+v", ev, want)
+	}
+
+	req.Scene = "exec-no-cb"
+	if resp := decodeExec(t, execute(t, c.Handler(), "secret", req)); resp.Status != protocol.ExecuteSucceeded {
+		t.Fatalf("a scene without callback answered %+v, want succeeded", resp)
+	}
+	req.Kind = "dance"
+	if w := execute(t, c.Handler(), "secret", req); w.Code != http.StatusBadRequest || errorCode(t, w) != "unknown_kind" {
+		t.Fatalf("unknown kind answered %d %s", w.Code, w.Body)
+	}
+}
+
+func TestExecutorOnItsOwnListener(t *testing.T) {
+	fs := newFakeServer(t, "secret")
+	cfg := testConfig(fs.URL())
+	cfg.ListenAddr = "127.0.0.1:0"
+	var ran atomic.Bool
+	startClient(t, cfg, func(c *Client) {
+		RetryableOn(c, "listener", func(context.Context, int) error { ran.Store(true); return nil })
+	})
+	var reg protocol.RegisterRequest
+	fs.get(func(fs *fakeServer) { reg = fs.registers[0] })
+	if !strings.HasPrefix(reg.ExecutorURL, "http://127.0.0.1:") || !strings.HasSuffix(reg.ExecutorURL, ExecutorPath) {
+		t.Fatalf("registered executor URL %q", reg.ExecutorURL)
+	}
+	body, _ := json.Marshal(replayOf("listener", `1`))
+	r, _ := http.NewRequest(http.MethodPost, reg.ExecutorURL, bytes.NewReader(body))
+	protocol.SignRequest(r.Header, "secret", body, time.Now())
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var er protocol.ExecuteResponse
+	json.NewDecoder(resp.Body).Decode(&er)
+	if resp.StatusCode != http.StatusOK || er.Status != protocol.ExecuteSucceeded || !ran.Load() {
+		t.Fatalf("replay through the listener: %d %+v", resp.StatusCode, er)
+	}
+}
+
+func TestDeriveExecutorURL(t *testing.T) {
+	cases := map[string]string{
+		"10.1.2.3:7070": "http://10.1.2.3:7070" + ExecutorPath,
+		"orders-1:7070": "http://orders-1:7070" + ExecutorPath,
+		"[::1]:7070":    "http://[::1]:7070" + ExecutorPath,
+	}
+	for listen, want := range cases {
+		if got := deriveExecutorURL(listen, &tcpAddr7070); got != want {
+			t.Errorf("%s: %s, want %s", listen, got, want)
+		}
+	}
+	if got := deriveExecutorURL(":7070", &tcpAddr7070); !strings.HasSuffix(got, ":7070"+ExecutorPath) || strings.Contains(got, "//:") {
+		t.Errorf(":7070 gave %s", got)
+	}
+}
+
+var tcpAddr7070 = net.TCPAddr{IP: net.IPv4zero, Port: 7070}
