@@ -162,7 +162,7 @@ type Task struct {
 	ClaimedBy  string
 	// RunDeadline is when a running claim lapses.
 	RunDeadline *time.Time
-	LastError  string
+	LastError   string
 
 	CallbackState    CallbackState
 	CallbackAttempts int

@@ -26,6 +26,8 @@ type Claim struct {
 	CallbackError    string
 	DeadlineAt       *time.Time
 	Token            int64
+	// ClaimedBy is the node that claimed the task.
+	ClaimedBy string
 	// DueAt is when the replay (or callback) was due; claims look a little ahead, so it may
 	// still be to come.
 	DueAt time.Time

@@ -155,7 +155,7 @@ type taskRow struct {
 	Merges        int     `gorm:"type:int;not null;default:0"`
 	NextAt        Time    `gorm:"not null;index:idx_task_due,priority:4"`
 	DeadlineAt    *Time
-	ClaimToken    int64  `gorm:"not null;default:0;index:idx_task_due,priority:3;index:idx_task_cb_due,priority:3"`
+	ClaimToken    int64 `gorm:"not null;default:0;index:idx_task_due,priority:3;index:idx_task_cb_due,priority:3"`
 	RunDeadline   *Time
 	ClaimedBy     string `gorm:"type:varchar(64);not null;default:''"`
 	LastError     string `gorm:"type:text;not null"`

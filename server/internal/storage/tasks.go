@@ -170,7 +170,7 @@ func phaseOf(k retry.AttemptKind) phase {
 // claimCols are the columns a claim reads; the last one is the phase's due time.
 func (ph phase) claimCols() string {
 	return "id, group_id, scene_id, bucket, idem_key, args, state, attempts, cb_attempts, last_error, " +
-		"cb_error, deadline_at, claim_token, run_deadline, created_at, " + ph.next
+		"cb_error, deadline_at, claim_token, claimed_by, run_deadline, created_at, " + ph.next
 }
 
 // sqliteMaxCompound bounds the parts of one compound SELECT on SQLite.
@@ -273,7 +273,7 @@ func (s *Store) readClaims(ctx context.Context, q string, kind retry.AttemptKind
 			createdAt Time
 		)
 		if err := rows.Scan(&c.TaskID, &c.GroupID, &c.SceneID, &c.Bucket, &c.IdempotencyKey, &args, &state,
-			&c.Attempts, &c.CallbackAttempts, &c.LastError, &c.CallbackError, &deadline, &c.Token, &runUntil,
+			&c.Attempts, &c.CallbackAttempts, &c.LastError, &c.CallbackError, &deadline, &c.Token, &c.ClaimedBy, &runUntil,
 			&createdAt, &due); err != nil {
 			return nil, err
 		}

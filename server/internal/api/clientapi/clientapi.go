@@ -1,0 +1,351 @@
+// Package clientapi serves the API the SDK speaks, under /api/v1/client/: instances register
+// and send heartbeats, fetch their group's scene policies, and report failed calls. Every
+// request names its namespace and group and is signed with the group's token; a request that
+// is unsigned, badly signed, outside the signature window, malformed or too large is refused
+// with a 4xx and changes nothing.
+package clientapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/retryhub/retryhub/client-sdk/backoff"
+	"github.com/retryhub/retryhub/client-sdk/protocol"
+	"github.com/retryhub/retryhub/server/internal/api/httpx"
+	"github.com/retryhub/retryhub/server/internal/catalog"
+	"github.com/retryhub/retryhub/server/internal/dispatch"
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+)
+
+// Params bound and describe the API.
+type Params struct {
+	MaxBodyBytes      int64
+	MaxPayloadBytes   int64
+	MaxBatch          int
+	SignatureWindow   time.Duration
+	InstanceHeartbeat time.Duration
+	InstanceTTL       time.Duration
+	Buckets           int
+}
+
+// API is the client API.
+type API struct {
+	p        Params
+	store    *storage.Store
+	catalog  *catalog.Catalog
+	registry *dispatch.Registry
+	log      *slog.Logger
+	// OnIngest, when set, is called after each committed report batch with the number of
+	// tasks created and merged.
+	OnIngest func(created, merged int)
+}
+
+// New returns the client API.
+func New(p Params, store *storage.Store, cat *catalog.Catalog, reg *dispatch.Registry, log *slog.Logger) *API {
+	return &API{p: p, store: store, catalog: cat, registry: reg, log: log}
+}
+
+// Mount adds the API's routes to r.
+func (a *API) Mount(r gin.IRouter) {
+	g := r.Group("/api/v1/client", a.authenticate)
+	g.POST("/register", a.register)
+	g.POST("/heartbeat", a.heartbeat)
+	g.POST("/deregister", a.deregister)
+	g.GET("/scenes", a.scenes)
+	g.POST("/reports", a.reports)
+}
+
+const (
+	ctxGroup = "retryhub.group"
+	ctxBody  = "retryhub.body"
+)
+
+// authenticate finds the request's group, reads its body within the size limit, and checks the
+// signature. It answers 401 for a missing, unknown or badly signed group, 403 for a disabled
+// one, and 413 for a body over the limit.
+func (a *API) authenticate(c *gin.Context) {
+	ns, name := c.GetHeader(protocol.HeaderNamespace), c.GetHeader(protocol.HeaderGroup)
+	if ns == "" || name == "" {
+		httpx.Error(c, http.StatusUnauthorized, "missing_group",
+			"name the group with the "+protocol.HeaderNamespace+" and "+protocol.HeaderGroup+" headers")
+		return
+	}
+	group, err := a.catalog.GroupByName(c.Request.Context(), ns, name)
+	if errors.Is(err, storage.ErrNotFound) {
+		httpx.Error(c, http.StatusUnauthorized, "unknown_group", fmt.Sprintf("no group %q in namespace %q", name, ns))
+		return
+	}
+	if err != nil {
+		httpx.Internal(c, a.log, "looking up the group", err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, a.p.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpx.Error(c, http.StatusRequestEntityTooLarge, "body_too_large",
+				fmt.Sprintf("the body is over the limit of %d bytes; send smaller batches", a.p.MaxBodyBytes))
+			return
+		}
+		httpx.Error(c, http.StatusBadRequest, "unreadable_body", "reading the body: "+err.Error())
+		return
+	}
+	if err := protocol.Verify(group.Token, c.GetHeader(protocol.HeaderTimestamp), c.GetHeader(protocol.HeaderSignature),
+		body, time.Now(), a.p.SignatureWindow); err != nil {
+		code := "bad_signature"
+		switch {
+		case errors.Is(err, protocol.ErrMissingSignature):
+			code = "missing_signature"
+		case errors.Is(err, protocol.ErrStaleTimestamp), errors.Is(err, protocol.ErrBadTimestamp):
+			code = "bad_timestamp"
+		}
+		httpx.Error(c, http.StatusUnauthorized, code, "signature check failed: "+err.Error())
+		return
+	}
+	if !group.Enabled {
+		httpx.Error(c, http.StatusForbidden, "group_disabled", fmt.Sprintf("group %s/%s is disabled", ns, name))
+		return
+	}
+	c.Set(ctxGroup, group)
+	c.Set(ctxBody, body)
+	c.Next()
+}
+
+func groupOf(c *gin.Context) retry.Group { return c.MustGet(ctxGroup).(retry.Group) }
+
+// decode reads the signed body into v, answering 400 when it is not the expected JSON.
+func decode(c *gin.Context, v any) bool {
+	body := c.MustGet(ctxBody).([]byte)
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		httpx.Error(c, http.StatusBadRequest, "bad_json", "the body is not the expected JSON: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		httpx.Error(c, http.StatusBadRequest, "bad_json", "the body holds more than one JSON value")
+		return false
+	}
+	return true
+}
+
+var instanceIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
+
+// DefaultCapacity is an instance's capacity when it registers none.
+const DefaultCapacity = 16
+
+func (a *API) register(c *gin.Context) {
+	var req protocol.RegisterRequest
+	if !decode(c, &req) {
+		return
+	}
+	switch {
+	case !instanceIDRE.MatchString(req.InstanceID):
+		httpx.Error(c, http.StatusBadRequest, "bad_instance", "instance_id: use 1 to 64 letters, digits, '.', '_', ':' or '-'")
+		return
+	case len(req.ExecutorURL) > 512:
+		httpx.Error(c, http.StatusBadRequest, "bad_instance", "executor_url: at most 512 bytes")
+		return
+	case req.Capacity < 0 || req.Capacity > 100000:
+		httpx.Error(c, http.StatusBadRequest, "bad_instance", "capacity: want 0 (the default, 16) to 100000")
+		return
+	case len(req.SDKVersion) > 32 || len(req.Host) > 255:
+		httpx.Error(c, http.StatusBadRequest, "bad_instance", "sdk_version (32 bytes) or host (255 bytes) too long")
+		return
+	}
+	if req.ExecutorURL != "" {
+		u, err := url.Parse(req.ExecutorURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			httpx.Error(c, http.StatusBadRequest, "bad_instance", "executor_url: want an absolute http or https URL")
+			return
+		}
+	}
+	if req.Capacity == 0 {
+		req.Capacity = DefaultCapacity
+	}
+	g := groupOf(c)
+	in := retry.Instance{ID: req.InstanceID, GroupID: g.ID, ExecutorURL: req.ExecutorURL, Capacity: req.Capacity,
+		SDKVersion: req.SDKVersion, Host: req.Host, StartedAt: time.Now(), HeartbeatAt: time.Now()}
+	if err := a.store.UpsertInstance(c.Request.Context(), in); err != nil {
+		httpx.Internal(c, a.log, "registering the instance", err)
+		return
+	}
+	a.registry.Observe(in)
+	a.log.Info("client instance registered", "group", g.Namespace+"/"+g.Name, "instance", in.ID,
+		"executor", in.ExecutorURL, "capacity", in.Capacity, "sdk", in.SDKVersion, "host", in.Host)
+	c.JSON(http.StatusOK, protocol.RegisterResponse{
+		HeartbeatInterval: backoff.Duration(a.p.InstanceHeartbeat), InstanceTTL: backoff.Duration(a.p.InstanceTTL),
+		MaxBodyBytes: a.p.MaxBodyBytes, MaxPayloadBytes: a.p.MaxPayloadBytes, MaxBatch: a.p.MaxBatch})
+}
+
+func (a *API) heartbeat(c *gin.Context) {
+	var req protocol.HeartbeatRequest
+	if !decode(c, &req) {
+		return
+	}
+	err := a.store.HeartbeatInstance(c.Request.Context(), groupOf(c).ID, req.InstanceID)
+	if errors.Is(err, storage.ErrNotFound) {
+		httpx.Error(c, http.StatusNotFound, "unknown_instance", "the instance is not registered (it expired); register again")
+		return
+	}
+	if err != nil {
+		httpx.Internal(c, a.log, "recording the heartbeat", err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (a *API) deregister(c *gin.Context) {
+	var req protocol.DeregisterRequest
+	if !decode(c, &req) {
+		return
+	}
+	g := groupOf(c)
+	if err := a.store.DeleteInstance(c.Request.Context(), g.ID, req.InstanceID); err != nil {
+		httpx.Internal(c, a.log, "deregistering the instance", err)
+		return
+	}
+	a.registry.Forget(req.InstanceID)
+	a.log.Info("client instance deregistered", "group", g.Namespace+"/"+g.Name, "instance", req.InstanceID)
+	c.Status(http.StatusNoContent)
+}
+
+func (a *API) scenes(c *gin.Context) {
+	g := groupOf(c)
+	gs, err := a.catalog.GroupScenes(c.Request.Context(), g.ID)
+	if err != nil {
+		httpx.Internal(c, a.log, "reading the scenes", err)
+		return
+	}
+	auto := "0"
+	if g.AutoCreateScenes {
+		auto = "1"
+	}
+	etag := gs.ETag[:len(gs.ETag)-1] + "-" + auto + `"`
+	c.Header("ETag", etag)
+	c.Header("Cache-Control", "no-cache")
+	if c.GetHeader("If-None-Match") == etag {
+		c.Status(http.StatusNotModified)
+		return
+	}
+	resp := protocol.ScenesResponse{Namespace: g.Namespace, Group: g.Name, AutoCreateScenes: g.AutoCreateScenes,
+		Scenes: make([]protocol.ScenePolicy, len(gs.Scenes))}
+	for i := range gs.Scenes {
+		resp.Scenes[i] = gs.Scenes[i].ClientPolicy()
+	}
+	c.JSON(http.StatusOK, resp)
+}
+
+// rejectedBody answers a report batch of which no item could be stored (422).
+type rejectedBody struct {
+	Error   protocol.ErrorDetail    `json:"error"`
+	Results []protocol.ReportResult `json:"results"`
+}
+
+func (a *API) reports(c *gin.Context) {
+	var req protocol.ReportRequest
+	if !decode(c, &req) {
+		return
+	}
+	switch {
+	case len(req.Items) == 0:
+		httpx.Error(c, http.StatusBadRequest, "no_items", "the report holds no items")
+		return
+	case len(req.Items) > a.p.MaxBatch:
+		httpx.Error(c, http.StatusRequestEntityTooLarge, "too_many_items",
+			fmt.Sprintf("%d items in one report; the limit is %d", len(req.Items), a.p.MaxBatch))
+		return
+	}
+	for i, it := range req.Items {
+		if int64(len(it.Args)) > a.p.MaxPayloadBytes {
+			httpx.Error(c, http.StatusRequestEntityTooLarge, "payload_too_large",
+				fmt.Sprintf("item %d: its arguments are %d bytes; the limit is %d", i, len(it.Args), a.p.MaxPayloadBytes))
+			return
+		}
+	}
+	ctx := c.Request.Context()
+	g := groupOf(c)
+	now := time.Now()
+	results := make([]protocol.ReportResult, len(req.Items))
+	tasks := make([]storage.NewTask, 0, len(req.Items))
+	index := make([]int, 0, len(req.Items))
+	for i, it := range req.Items {
+		reject := func(reason string) {
+			results[i] = protocol.ReportResult{Status: protocol.ReportRejected, Reason: reason}
+		}
+		if err := retry.ValidateName("scene", it.Scene); err != nil {
+			reject(err.Error())
+			continue
+		}
+		if err := retry.ValidateKey(it.IdempotencyKey); err != nil {
+			reject(err.Error())
+			continue
+		}
+		if it.LocalAttempts < 0 {
+			reject("local_attempts must not be negative")
+			continue
+		}
+		args := []byte(it.Args)
+		if len(args) == 0 {
+			args = []byte("null")
+		}
+		sc, err := a.catalog.SceneByName(ctx, g.ID, it.Scene)
+		if errors.Is(err, storage.ErrNotFound) {
+			if !g.AutoCreateScenes {
+				reject(fmt.Sprintf("scene %q is not defined in group %s/%s, and the group does not create scenes on first report (auto_create_scenes is off); create the scene first",
+					it.Scene, g.Namespace, g.Name))
+				continue
+			}
+			sc, err = a.catalog.EnsureScene(ctx, g.ID, it.Scene)
+		}
+		if err != nil {
+			httpx.Internal(c, a.log, "looking up scene "+it.Scene, err)
+			return
+		}
+		t := storage.NewTask{GroupID: g.ID, SceneID: sc.ID, Bucket: retry.BucketOf(it.IdempotencyKey, a.p.Buckets),
+			Key: it.IdempotencyKey, Args: args, Error: it.Error, LocalAttempts: it.LocalAttempts,
+			State: retry.Waiting, NextAt: sc.Policies.Replay.Next(1, now)}
+		if sc.Deadline > 0 {
+			d := now.Add(sc.Deadline)
+			t.DeadlineAt = &d
+		}
+		tasks = append(tasks, t)
+		index = append(index, i)
+	}
+	if len(tasks) == 0 {
+		c.AbortWithStatusJSON(http.StatusUnprocessableEntity, rejectedBody{
+			Error:   protocol.ErrorDetail{Code: "all_rejected", Message: "no item could be stored: " + results[0].Reason},
+			Results: results})
+		return
+	}
+	stored, err := a.store.Ingest(ctx, tasks)
+	if err != nil {
+		httpx.Internal(c, a.log, "storing the report", err)
+		return
+	}
+	created, merged := 0, 0
+	for n, r := range stored {
+		status := protocol.ReportCreated
+		if r.Merged {
+			status = protocol.ReportMerged
+			merged++
+		} else {
+			created++
+		}
+		results[index[n]] = protocol.ReportResult{Status: status, TaskID: r.TaskID}
+	}
+	if a.OnIngest != nil {
+		a.OnIngest(created, merged)
+	}
+	c.JSON(http.StatusOK, protocol.ReportResponse{Results: results})
+}

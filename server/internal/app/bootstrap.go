@@ -1,0 +1,56 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+
+	"github.com/retryhub/retryhub/server/internal/config"
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+)
+
+// NewToken returns a random group token.
+func NewToken() string {
+	var b [24]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// bootstrap creates the configured namespace and group, with scene auto-creation on, in a
+// database that has no namespace yet, so that a first start can take reports at once. A
+// generated token is logged once.
+func bootstrap(ctx context.Context, store *storage.Store, b config.Bootstrap, log *slog.Logger) error {
+	if b.Namespace == "" {
+		return nil
+	}
+	existing, err := store.ListNamespaces(ctx)
+	if err != nil {
+		return err
+	}
+	if len(existing) > 0 {
+		return nil
+	}
+	ns, err := store.CreateNamespace(ctx, retry.Namespace{Name: b.Namespace, Description: "created on first start", Enabled: true})
+	if err != nil {
+		return fmt.Errorf("bootstrap namespace: %w", err)
+	}
+	token, generated := b.GroupToken, false
+	if token == "" {
+		token, generated = NewToken(), true
+	}
+	g, err := store.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: b.Group, Description: "created on first start",
+		Token: token, Enabled: true, AutoCreateScenes: true})
+	if err != nil {
+		return fmt.Errorf("config bootstrap.group_token: %w", err)
+	}
+	if generated {
+		log.Warn("created the first group; its token is shown only now, keep it for your services",
+			"namespace", ns.Name, "group", g.Name, "token", token)
+	} else {
+		log.Info("created the first group with the configured token", "namespace", ns.Name, "group", g.Name)
+	}
+	return nil
+}

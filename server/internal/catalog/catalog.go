@@ -1,0 +1,181 @@
+// Package catalog caches groups and scenes for the hot paths: every client request needs its
+// group's token, every report and every replay its scene's policy. Entries live for a short
+// time-to-live, so an edit made on any node reaches every node within it, and unknown names are
+// cached too, so a flood of requests for a group that does not exist never reaches the
+// database.
+package catalog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+)
+
+// Scene is a cached scene with its compiled back-offs.
+type Scene struct {
+	retry.Scene
+	Policies retry.Policies
+}
+
+// GroupScenes is a group's scenes as clients fetch them, with an ETag that changes whenever
+// any of them does.
+type GroupScenes struct {
+	Scenes []retry.Scene
+	ETag   string
+}
+
+type entry[T any] struct {
+	val     T
+	err     error
+	expires time.Time
+}
+
+// Catalog is the cache. It is safe for concurrent use.
+type Catalog struct {
+	store *storage.Store
+	ttl   time.Duration
+	now   func() time.Time
+
+	mu           sync.Mutex
+	groupsByName map[[2]string]entry[retry.Group]
+	groupsByID   map[int64]entry[retry.Group]
+	scenesByID   map[int64]entry[*Scene]
+	scenesByName map[sceneKey]entry[*Scene]
+	groupScenes  map[int64]entry[*GroupScenes]
+}
+
+type sceneKey struct {
+	group int64
+	name  string
+}
+
+// New returns a catalog whose entries live for ttl.
+func New(store *storage.Store, ttl time.Duration) *Catalog {
+	c := &Catalog{store: store, ttl: ttl, now: time.Now}
+	c.Invalidate()
+	return c
+}
+
+// Invalidate forgets every entry; a node calls it after changing the catalog itself.
+func (c *Catalog) Invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.groupsByName = map[[2]string]entry[retry.Group]{}
+	c.groupsByID = map[int64]entry[retry.Group]{}
+	c.scenesByID = map[int64]entry[*Scene]{}
+	c.scenesByName = map[sceneKey]entry[*Scene]{}
+	c.groupScenes = map[int64]entry[*GroupScenes]{}
+}
+
+// cached looks key up in m, loading and storing it when absent or expired. A load that failed
+// for a reason other than "not found" is not cached.
+func cached[K comparable, V any](c *Catalog, m map[K]entry[V], key K, load func() (V, error)) (V, error) {
+	now := c.now()
+	c.mu.Lock()
+	e, ok := m[key]
+	c.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.val, e.err
+	}
+	v, err := load()
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return v, err
+	}
+	c.mu.Lock()
+	m[key] = entry[V]{val: v, err: err, expires: now.Add(c.ttl)}
+	c.mu.Unlock()
+	return v, err
+}
+
+// GroupByName returns the group of that namespace and name.
+func (c *Catalog) GroupByName(ctx context.Context, namespace, name string) (retry.Group, error) {
+	c.mu.Lock()
+	m := c.groupsByName
+	c.mu.Unlock()
+	return cached(c, m, [2]string{namespace, name}, func() (retry.Group, error) {
+		return c.store.GroupByName(ctx, namespace, name)
+	})
+}
+
+// Group returns the group with that id.
+func (c *Catalog) Group(ctx context.Context, id int64) (retry.Group, error) {
+	c.mu.Lock()
+	m := c.groupsByID
+	c.mu.Unlock()
+	return cached(c, m, id, func() (retry.Group, error) { return c.store.Group(ctx, id) })
+}
+
+func compiled(sc retry.Scene, err error) (*Scene, error) {
+	if err != nil {
+		return nil, err
+	}
+	p, err := sc.Compile()
+	if err != nil {
+		return nil, err
+	}
+	return &Scene{Scene: sc, Policies: p}, nil
+}
+
+// Scene returns the scene with that id.
+func (c *Catalog) Scene(ctx context.Context, id int64) (*Scene, error) {
+	c.mu.Lock()
+	m := c.scenesByID
+	c.mu.Unlock()
+	return cached(c, m, id, func() (*Scene, error) { return compiled(c.store.Scene(ctx, id)) })
+}
+
+// SceneByName returns the group's scene of that name.
+func (c *Catalog) SceneByName(ctx context.Context, groupID int64, name string) (*Scene, error) {
+	c.mu.Lock()
+	m := c.scenesByName
+	c.mu.Unlock()
+	return cached(c, m, sceneKey{groupID, name}, func() (*Scene, error) {
+		return compiled(c.store.SceneByName(ctx, groupID, name))
+	})
+}
+
+// EnsureScene returns the group's scene of that name, creating it with the default policy
+// when it does not exist.
+func (c *Catalog) EnsureScene(ctx context.Context, groupID int64, name string) (*Scene, error) {
+	sc, err := c.SceneByName(ctx, groupID, name)
+	if !errors.Is(err, storage.ErrNotFound) {
+		return sc, err
+	}
+	created, err := compiled(c.store.EnsureScene(ctx, retry.DefaultScene(groupID, name)))
+	if err != nil {
+		return nil, fmt.Errorf("create scene %q: %w", name, err)
+	}
+	c.mu.Lock()
+	exp := c.now().Add(c.ttl)
+	c.scenesByName[sceneKey{groupID, name}] = entry[*Scene]{val: created, expires: exp}
+	c.scenesByID[created.ID] = entry[*Scene]{val: created, expires: exp}
+	delete(c.groupScenes, groupID)
+	c.mu.Unlock()
+	return created, nil
+}
+
+// GroupScenes returns the group's scenes and their ETag.
+func (c *Catalog) GroupScenes(ctx context.Context, groupID int64) (*GroupScenes, error) {
+	c.mu.Lock()
+	m := c.groupScenes
+	c.mu.Unlock()
+	return cached(c, m, groupID, func() (*GroupScenes, error) {
+		scenes, err := c.store.ListScenes(ctx, groupID)
+		if err != nil {
+			return nil, err
+		}
+		h := sha256.New()
+		for _, sc := range scenes {
+			h.Write([]byte(strconv.FormatInt(sc.ID, 10) + ":" + strconv.FormatInt(sc.Version, 10) + ";"))
+		}
+		return &GroupScenes{Scenes: scenes, ETag: `"` + hex.EncodeToString(h.Sum(nil)[:12]) + `"`}, nil
+	})
+}

@@ -1,0 +1,431 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/retryhub/retryhub/client-sdk/backoff"
+	"github.com/retryhub/retryhub/client-sdk/protocol"
+	"github.com/retryhub/retryhub/server/internal/catalog"
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+)
+
+// Params configure a Dispatcher.
+type Params struct {
+	NodeID string
+	// Concurrency bounds the calls in flight.
+	Concurrency int
+	// QueueSize bounds the claims held in memory (waiting for their time, queued, in flight).
+	QueueSize       int
+	DefaultTimeout  time.Duration
+	NoInstanceDelay time.Duration
+	BusyDelay       time.Duration
+	PausedDelay     time.Duration
+	// ClaimTimeout is added to a claim's deadline when a long attempt needs it moved.
+	ClaimTimeout time.Duration
+	// Nodes returns how many nodes share the cluster, to split scene rate limits; nil means 1.
+	Nodes func() int
+	// Client makes the calls; nil means a client tuned for many calls to few hosts.
+	Client *http.Client
+}
+
+// grace is how much longer than an attempt's timeout the dispatcher waits for the answer.
+const grace = 2 * time.Second
+
+// Dispatcher runs claims: each at its due time, on an instance the registry picks, and hands
+// the outcome to the settler. It holds at most QueueSize claims and runs at most Concurrency
+// calls at once.
+type Dispatcher struct {
+	p        Params
+	store    *storage.Store
+	catalog  *catalog.Catalog
+	registry *Registry
+	settler  *Settler
+	client   *http.Client
+	log      *slog.Logger
+	// OnRoom, when set, is called when room frees up after the queue was more than half full,
+	// so the claimer can fetch more without waiting for its next tick.
+	OnRoom func()
+
+	ready    chan *retry.Claim
+	pending  atomic.Int64
+	stopping atomic.Bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	workers  sync.WaitGroup
+
+	mu       sync.Mutex
+	timers   map[*retry.Claim]*time.Timer
+	limiters map[int64]*sceneLimiter
+}
+
+type sceneLimiter struct {
+	limit   int
+	nodes   int
+	limiter *rate.Limiter
+}
+
+// NewDispatcher returns a dispatcher; Start runs it.
+func NewDispatcher(p Params, store *storage.Store, cat *catalog.Catalog, reg *Registry, settler *Settler, log *slog.Logger) *Dispatcher {
+	client := p.Client
+	if client == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns = p.Concurrency * 2
+		tr.MaxIdleConnsPerHost = p.Concurrency
+		tr.IdleConnTimeout = 90 * time.Second
+		client = &http.Client{Transport: tr}
+	}
+	return &Dispatcher{p: p, store: store, catalog: cat, registry: reg, settler: settler, client: client, log: log,
+		ready:  make(chan *retry.Claim, p.QueueSize*2),
+		timers: map[*retry.Claim]*time.Timer{}, limiters: map[int64]*sceneLimiter{}}
+}
+
+// Start runs the workers.
+func (d *Dispatcher) Start() {
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	for range d.p.Concurrency {
+		d.workers.Add(1)
+		go d.work()
+	}
+}
+
+// Room is how many more claims the dispatcher can take.
+func (d *Dispatcher) Room() int {
+	if d.stopping.Load() {
+		return 0
+	}
+	return max(d.p.QueueSize-int(d.pending.Load()), 0)
+}
+
+// Pending is how many claims the dispatcher holds.
+func (d *Dispatcher) Pending() int { return int(d.pending.Load()) }
+
+// Submit takes claims: each runs at its due time, or at once when that has passed.
+func (d *Dispatcher) Submit(claims []retry.Claim) {
+	now := time.Now()
+	d.pending.Add(int64(len(claims)))
+	for i := range claims {
+		c := &claims[i]
+		if wait := c.DueAt.Sub(now); wait > 0 {
+			d.after(c, wait)
+		} else {
+			d.ready <- c
+		}
+	}
+}
+
+func (d *Dispatcher) after(c *retry.Claim, wait time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.timers[c] = time.AfterFunc(wait, func() {
+		d.mu.Lock()
+		_, armed := d.timers[c]
+		delete(d.timers, c)
+		d.mu.Unlock()
+		if armed {
+			d.ready <- c
+		}
+	})
+}
+
+func (d *Dispatcher) done() {
+	n := d.pending.Add(-1)
+	if d.OnRoom != nil && n == int64(d.p.QueueSize/2) {
+		d.OnRoom()
+	}
+}
+
+func (d *Dispatcher) work() {
+	defer d.workers.Done()
+	for {
+		select {
+		case c := <-d.ready:
+			if d.stopping.Load() {
+				d.settler.Add(retry.Release(c, c.DueAt))
+			} else {
+				d.run(c)
+			}
+			d.done()
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
+// Stop stops taking claims, gives back those not started (they keep their due time), waits
+// for the calls in flight until ctx ends, then cancels them (they are given back, not counted
+// as attempts).
+func (d *Dispatcher) Stop(ctx context.Context) {
+	d.stopping.Store(true)
+	d.mu.Lock()
+	for c, t := range d.timers {
+		// A timer that already fired hands its claim to the queue, drained below.
+		if t.Stop() {
+			delete(d.timers, c)
+			d.settler.Add(retry.Release(c, c.DueAt))
+			d.done()
+		}
+	}
+	d.mu.Unlock()
+	for {
+		select {
+		case c := <-d.ready:
+			d.settler.Add(retry.Release(c, c.DueAt))
+			d.done()
+			continue
+		default:
+		}
+		break
+	}
+	idle := make(chan struct{})
+	go func() {
+		for d.pending.Load() > 0 {
+			select {
+			case c := <-d.ready:
+				d.settler.Add(retry.Release(c, c.DueAt))
+				d.done()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		close(idle)
+	}()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		d.log.Warn("shutdown: cancelling calls in flight", "calls", d.pending.Load())
+	}
+	d.cancel()
+	d.workers.Wait()
+}
+
+// Abandon stops at once without giving anything back, as a crash would: the claims return to
+// waiting when the sweeper finds their deadline passed.
+func (d *Dispatcher) Abandon() {
+	d.stopping.Store(true)
+	d.mu.Lock()
+	for c, t := range d.timers {
+		t.Stop()
+		delete(d.timers, c)
+	}
+	d.mu.Unlock()
+	d.cancel()
+	d.workers.Wait()
+}
+
+// run makes one claim's call and settles it.
+func (d *Dispatcher) run(c *retry.Claim) {
+	now := time.Now()
+	sc, err := d.catalog.Scene(d.ctx, c.SceneID)
+	if err != nil {
+		d.log.Error("dispatch: read scene; the task waits", "task", c.TaskID, "scene", c.SceneID, "err", err)
+		d.settler.Add(retry.Release(c, now.Add(d.p.BusyDelay)))
+		return
+	}
+	if !sc.Enabled {
+		d.settler.Add(retry.Release(c, now.Add(d.p.PausedDelay)))
+		return
+	}
+	if wait := d.reserve(sc); wait > 0 {
+		if wait <= time.Second && now.Add(wait).Before(c.RunDeadline) {
+			d.pending.Add(1) // the timer holds it again; work() releases the current hold
+			d.after(c, wait)
+		} else {
+			d.settler.Add(retry.Release(c, now.Add(wait)))
+		}
+		return
+	}
+	group, err := d.catalog.Group(d.ctx, c.GroupID)
+	if err != nil {
+		d.log.Error("dispatch: read group; the task waits", "task", c.TaskID, "group", c.GroupID, "err", err)
+		d.settler.Add(retry.Release(c, now.Add(d.p.BusyDelay)))
+		return
+	}
+	timeout := sc.Timeout
+	if timeout <= 0 {
+		timeout = d.p.DefaultTimeout
+	}
+	if need := now.Add(timeout + 2*grace); need.After(c.RunDeadline) {
+		ok, err := d.store.ExtendClaim(d.ctx, c, need.Add(d.p.ClaimTimeout))
+		if err != nil || !ok {
+			// The claim no longer holds (or cannot be made to last): leave the task to whoever
+			// holds it, or to the sweeper.
+			d.log.Warn("dispatch: claim could not be extended for the attempt; skipping", "task", c.TaskID, "err", err)
+			return
+		}
+	}
+	body, err := d.request(c, sc, group, timeout)
+	if err != nil {
+		d.settle(c, sc, retry.Result{Outcome: retry.OutcomeFailed, Error: err.Error(), Permanent: true}, "", now)
+		return
+	}
+	tried := map[string]bool{}
+	sawBusy := false
+	for {
+		lease, err := d.registry.Pick(c.GroupID, sc.Routing, c.IdempotencyKey, tried)
+		if errors.Is(err, ErrNoInstance) && !sawBusy {
+			d.settler.Add(retry.Release(c, now.Add(d.p.NoInstanceDelay)))
+			return
+		}
+		if err != nil {
+			d.settler.Add(retry.Release(c, now.Add(d.p.BusyDelay)))
+			return
+		}
+		tried[lease.Instance.ID] = true
+		start := time.Now()
+		res, verdict := d.call(lease.Instance.ExecutorURL, group.Token, body, timeout)
+		switch verdict {
+		case callBusy:
+			lease.Done(d.p.BusyDelay, 0)
+			sawBusy = true
+			continue
+		case callUnreachable:
+			lease.Done(0, d.p.NoInstanceDelay)
+			d.log.Warn("dispatch: client instance unreachable", "instance", lease.Instance.ID, "url", lease.Instance.ExecutorURL, "err", res.Error)
+			continue
+		case callCancelled:
+			lease.Done(0, 0)
+			d.settler.Add(retry.Release(c, time.Now()))
+			return
+		}
+		lease.Done(0, 0)
+		d.settle(c, sc, res, lease.Instance.ID, start)
+		return
+	}
+}
+
+// reserve takes a token of the scene's rate limit, returning how long to wait for it.
+func (d *Dispatcher) reserve(sc *catalog.Scene) time.Duration {
+	if sc.RateLimit <= 0 {
+		return 0
+	}
+	nodes := 1
+	if d.p.Nodes != nil {
+		nodes = max(d.p.Nodes(), 1)
+	}
+	d.mu.Lock()
+	l := d.limiters[sc.ID]
+	if l == nil || l.limit != sc.RateLimit || l.nodes != nodes {
+		share := max(float64(sc.RateLimit)/float64(nodes), 0.01)
+		l = &sceneLimiter{limit: sc.RateLimit, nodes: nodes, limiter: rate.NewLimiter(rate.Limit(share), max(int(share), 1))}
+		d.limiters[sc.ID] = l
+	}
+	d.mu.Unlock()
+	r := l.limiter.Reserve()
+	wait := r.Delay()
+	if wait > time.Second {
+		r.Cancel()
+	}
+	return wait
+}
+
+func (d *Dispatcher) request(c *retry.Claim, sc *catalog.Scene, g retry.Group, timeout time.Duration) ([]byte, error) {
+	req := protocol.ExecuteRequest{Kind: c.Kind.String(), TaskID: c.TaskID, Namespace: g.Namespace, Group: g.Name,
+		Scene: sc.Name, IdempotencyKey: c.IdempotencyKey, Args: json.RawMessage(c.Args), Attempt: c.Number(),
+		Timeout: backoff.Duration(timeout)}
+	if !json.Valid(req.Args) {
+		return nil, fmt.Errorf("stored arguments are not valid JSON")
+	}
+	if c.Kind == retry.KindCallback {
+		outcome := protocol.OutcomeExhausted
+		if c.State == retry.Succeeded {
+			outcome = protocol.OutcomeSucceeded
+		}
+		req.Callback = &protocol.CallbackInfo{Outcome: outcome, LastError: c.LastError, Attempts: c.Attempts}
+	}
+	return json.Marshal(req)
+}
+
+type verdict int
+
+const (
+	callAnswered verdict = iota
+	callBusy
+	callUnreachable
+	callCancelled
+)
+
+// maxAnswer bounds the answer read from an instance.
+const maxAnswer = 64 << 10
+
+// call POSTs a signed request to an executor and reads what became of it.
+func (d *Dispatcher) call(url, token string, body []byte, timeout time.Duration) (retry.Result, verdict) {
+	ctx, cancel := context.WithTimeout(d.ctx, timeout+grace)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return retry.Result{Outcome: retry.OutcomeFailed, Error: "bad executor URL: " + err.Error()}, callUnreachable
+	}
+	req.Header.Set("Content-Type", "application/json")
+	protocol.SignRequest(req.Header, token, body, time.Now())
+	resp, err := d.client.Do(req)
+	if err != nil {
+		switch {
+		case d.ctx.Err() != nil:
+			return retry.Result{}, callCancelled
+		case errors.Is(err, context.DeadlineExceeded):
+			return retry.Result{Outcome: retry.OutcomeTimedOut,
+				Error: fmt.Sprintf("no answer within %s", timeout+grace)}, callAnswered
+		case isDialError(err):
+			return retry.Result{Error: err.Error()}, callUnreachable
+		}
+		return retry.Result{Outcome: retry.OutcomeFailed, Error: "call failed: " + err.Error()}, callAnswered
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return retry.Result{Outcome: retry.OutcomeTimedOut, Error: fmt.Sprintf("no answer within %s", timeout+grace)}, callAnswered
+		}
+		return retry.Result{Outcome: retry.OutcomeFailed, Error: "reading the answer: " + err.Error()}, callAnswered
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		var ans protocol.ExecuteResponse
+		if err := json.Unmarshal(raw, &ans); err != nil {
+			return retry.Result{Outcome: retry.OutcomeFailed, Error: "unreadable answer: " + err.Error()}, callAnswered
+		}
+		if ans.Status == protocol.ExecuteSucceeded {
+			return retry.Result{Outcome: retry.OutcomeSucceeded}, callAnswered
+		}
+		if ans.Error == "" {
+			ans.Error = "failed without an error text"
+		}
+		return retry.Result{Outcome: retry.OutcomeFailed, Error: ans.Error, Permanent: ans.Permanent}, callAnswered
+	case http.StatusTooManyRequests:
+		return retry.Result{}, callBusy
+	}
+	msg := string(raw)
+	var eb protocol.ErrorBody
+	if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
+		msg = eb.Error.Code + ": " + eb.Error.Message
+	}
+	return retry.Result{Outcome: retry.OutcomeFailed, Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callAnswered
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (d *Dispatcher) settle(c *retry.Claim, sc *catalog.Scene, res retry.Result, instance string, start time.Time) {
+	att := &retry.Attempt{TaskID: c.TaskID, Kind: c.Kind, Number: c.Number(), NodeID: d.p.NodeID, InstanceID: instance,
+		StartedAt: start, Duration: time.Since(start), Outcome: res.Outcome, Error: retry.TruncateError(res.Error)}
+	if c.Kind == retry.KindCallback {
+		d.settler.Add(retry.SettleCallback(c, &sc.Scene, sc.Policies, res, att, time.Now()))
+		return
+	}
+	d.settler.Add(retry.SettleReplay(c, &sc.Scene, sc.Policies, res, att, time.Now()))
+}

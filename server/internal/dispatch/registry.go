@@ -1,0 +1,275 @@
+// Package dispatch delivers claimed tasks to live client instances: the registry knows which
+// instances are live and how loaded they are from this node's view, the dispatcher runs each
+// claim at its time on a picked instance and turns the answer into a settlement, and the
+// settler writes settlements to the database in batches.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+)
+
+// Errors of Pick.
+var (
+	// ErrNoInstance: the group has no live instance with an executor.
+	ErrNoInstance = errors.New("no live client instance")
+	// ErrBusy: every live instance is at capacity or asked to be left alone for a while.
+	ErrBusy = errors.New("every client instance is busy")
+)
+
+// Registry is this node's list of live client instances, refreshed from the database (any node
+// may receive an instance's heartbeat), with this node's in-flight count per instance and the
+// instances that recently answered busy or could not be reached.
+type Registry struct {
+	store    *storage.Store
+	ttl      time.Duration
+	interval time.Duration
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	groups map[int64]*groupInstances
+	byID   map[string]*instance
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type groupInstances struct {
+	list []*instance // by id
+	next uint64      // round robin position
+}
+
+type instance struct {
+	retry.Instance
+	inflight  int
+	busyUntil time.Time
+	downUntil time.Time
+	lastUsed  time.Time
+}
+
+// NewRegistry returns a registry of instances whose heartbeat is younger than ttl, reloaded
+// every interval.
+func NewRegistry(store *storage.Store, ttl, interval time.Duration, log *slog.Logger) *Registry {
+	return &Registry{store: store, ttl: ttl, interval: interval, log: log,
+		groups: map[int64]*groupInstances{}, byID: map[string]*instance{}}
+}
+
+// Start loads the instances and keeps reloading them until Stop.
+func (r *Registry) Start(ctx context.Context) error {
+	if err := r.Refresh(ctx); err != nil {
+		return err
+	}
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(r.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.stop:
+				return
+			case <-t.C:
+				if err := r.Refresh(ctx); err != nil {
+					r.log.Warn("refresh client instances", "err", err)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// Stop ends the reloading.
+func (r *Registry) Stop() {
+	if r.stop != nil {
+		close(r.stop)
+		<-r.done
+	}
+}
+
+// Refresh reloads the live instances, keeping this node's view of those it knew.
+func (r *Registry) Refresh(ctx context.Context) error {
+	live, err := r.store.LiveInstances(ctx, time.Now().Add(-r.ttl))
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	groups := make(map[int64]*groupInstances)
+	byID := make(map[string]*instance, len(live))
+	for _, in := range live {
+		inst, ok := r.byID[in.ID]
+		if ok {
+			inst.Instance = in
+		} else {
+			inst = &instance{Instance: in}
+		}
+		byID[in.ID] = inst
+		g := groups[in.GroupID]
+		if g == nil {
+			g = &groupInstances{}
+			if old := r.groups[in.GroupID]; old != nil {
+				g.next = old.next
+			}
+			groups[in.GroupID] = g
+		}
+		g.list = append(g.list, inst)
+	}
+	r.groups, r.byID = groups, byID
+	return nil
+}
+
+// Observe adds or refreshes an instance at once, without waiting for the next reload: the
+// client API calls it when an instance registers on this node.
+func (r *Registry) Observe(in retry.Instance) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.byID[in.ID]; ok {
+		if old.GroupID == in.GroupID {
+			old.Instance = in
+			old.downUntil = time.Time{}
+			return
+		}
+		r.removeLocked(in.ID)
+	}
+	inst := &instance{Instance: in}
+	r.byID[in.ID] = inst
+	g := r.groups[in.GroupID]
+	if g == nil {
+		g = &groupInstances{}
+		r.groups[in.GroupID] = g
+	}
+	g.list = append(g.list, inst)
+	sort.Slice(g.list, func(i, j int) bool { return g.list[i].ID < g.list[j].ID })
+}
+
+// Forget removes an instance that deregistered.
+func (r *Registry) Forget(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removeLocked(id)
+}
+
+func (r *Registry) removeLocked(id string) {
+	inst, ok := r.byID[id]
+	if !ok {
+		return
+	}
+	delete(r.byID, id)
+	g := r.groups[inst.GroupID]
+	if g == nil {
+		return
+	}
+	for i, x := range g.list {
+		if x.ID == id {
+			g.list = append(g.list[:i:i], g.list[i+1:]...)
+			break
+		}
+	}
+}
+
+// Live returns how many live instances with an executor a group has.
+func (r *Registry) Live(groupID int64) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	if g := r.groups[groupID]; g != nil {
+		for _, in := range g.list {
+			if in.ExecutorURL != "" {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Lease is an instance picked for one call. Its holder must call Done.
+type Lease struct {
+	r    *Registry
+	inst *instance
+	// Instance is the picked instance.
+	Instance retry.Instance
+}
+
+// Pick chooses an instance of the group by the routing strategy, skipping the excluded ids,
+// the instances at capacity, and those that recently answered busy or could not be reached.
+func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclude map[string]bool) (*Lease, error) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.groups[groupID]
+	if g == nil {
+		return nil, ErrNoInstance
+	}
+	var cands []*instance
+	reachable := 0
+	for _, in := range g.list {
+		if in.ExecutorURL == "" || exclude[in.ID] || now.Before(in.downUntil) {
+			continue
+		}
+		reachable++
+		if now.Before(in.busyUntil) || (in.Capacity > 0 && in.inflight >= in.Capacity) {
+			continue
+		}
+		cands = append(cands, in)
+	}
+	if reachable == 0 {
+		return nil, ErrNoInstance
+	}
+	if len(cands) == 0 {
+		return nil, ErrBusy
+	}
+	var pick *instance
+	switch routing {
+	case retry.Random:
+		pick = cands[rand.IntN(len(cands))]
+	case retry.ConsistentHash:
+		// Rendezvous hashing: the key goes to the instance that scores highest with it, so
+		// instances joining or leaving move only their own share of keys.
+		var best uint64
+		for _, in := range cands {
+			h := fnv.New64a()
+			h.Write([]byte(in.ID))
+			h.Write([]byte{0})
+			h.Write([]byte(key))
+			if s := h.Sum64(); pick == nil || s > best {
+				pick, best = in, s
+			}
+		}
+	case retry.LeastRecentlyUsed:
+		for _, in := range cands {
+			if pick == nil || in.lastUsed.Before(pick.lastUsed) {
+				pick = in
+			}
+		}
+	default:
+		pick = cands[g.next%uint64(len(cands))]
+		g.next++
+	}
+	pick.inflight++
+	pick.lastUsed = now
+	return &Lease{r: r, inst: pick, Instance: pick.Instance}, nil
+}
+
+// Done ends the call. busyFor and downFor, when positive, keep the instance out of picks for
+// that long: after a "busy" answer, and after the instance could not be reached.
+func (l *Lease) Done(busyFor, downFor time.Duration) {
+	l.r.mu.Lock()
+	defer l.r.mu.Unlock()
+	l.inst.inflight--
+	now := time.Now()
+	if busyFor > 0 {
+		l.inst.busyUntil = now.Add(busyFor)
+	}
+	if downFor > 0 {
+		l.inst.downUntil = now.Add(downFor)
+	}
+}

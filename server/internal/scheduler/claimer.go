@@ -1,0 +1,148 @@
+package scheduler
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+)
+
+// Sink takes claimed tasks: dispatch.
+type Sink interface {
+	// Room is how many more claims it can take.
+	Room() int
+	// Submit hands it claims.
+	Submit(claims []retry.Claim)
+}
+
+// ClaimerParams configure a Claimer.
+type ClaimerParams struct {
+	NodeID string
+	// Batch bounds the claims of one statement.
+	Batch int
+	// Lookahead claims what falls due before the next tick; dispatch fires each at its time.
+	Lookahead time.Duration
+	// ClaimTimeout is how long a claim holds beyond its due time before the sweeper may take
+	// the task back.
+	ClaimTimeout time.Duration
+	// MaxPasses bounds the statements of one round per kind; zero means 8.
+	MaxPasses int
+}
+
+// Claimer claims the due tasks and callbacks of this node's buckets and hands them to
+// dispatch. A round runs on every cron tick and whenever dispatch has room again after being
+// full, and claims what falls due before the next tick, the earliest first in each bucket,
+// spreading what dispatch has room for evenly over the buckets.
+type Claimer struct {
+	p     ClaimerParams
+	store *storage.Store
+	held  func() []int
+	sink  Sink
+	log   *slog.Logger
+
+	wake   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+	offset int
+}
+
+// NewClaimer returns a claimer of the buckets held returns; Start runs it.
+func NewClaimer(store *storage.Store, p ClaimerParams, held func() []int, sink Sink, log *slog.Logger) *Claimer {
+	if p.MaxPasses <= 0 {
+		p.MaxPasses = 8
+	}
+	return &Claimer{p: p, store: store, held: held, sink: sink, log: log, wake: make(chan struct{}, 1)}
+}
+
+// Wake asks for a round soon; rounds never overlap, and wakes during a round merge into one.
+// The cron tick and dispatch call it.
+func (c *Claimer) Wake() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs rounds until Stop.
+func (c *Claimer) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel, c.done = cancel, make(chan struct{})
+	go func() {
+		defer close(c.done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.wake:
+				c.Exec(ctx)
+			}
+		}
+	}()
+}
+
+// Stop ends the claimer, waiting for a round under way.
+func (c *Claimer) Stop() {
+	if c.cancel != nil {
+		c.cancel()
+		<-c.done
+	}
+}
+
+// Exec runs one round: replays, then callbacks. It returns how many it claimed.
+func (c *Claimer) Exec(ctx context.Context) int {
+	n := c.claim(ctx, retry.KindReplay)
+	return n + c.claim(ctx, retry.KindCallback)
+}
+
+func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) int {
+	buckets := c.held()
+	if len(buckets) == 0 {
+		return 0
+	}
+	// Rotate, so that when there is room for fewer claims than buckets, each bucket gets its
+	// turn over the rounds.
+	c.offset = (c.offset + 1) % len(buckets)
+	active := append(append([]int{}, buckets[c.offset:]...), buckets[:c.offset]...)
+	total := 0
+	for pass := 0; pass < c.p.MaxPasses && len(active) > 0 && ctx.Err() == nil; pass++ {
+		room := min(c.sink.Room(), c.p.Batch)
+		if room <= 0 {
+			break
+		}
+		if len(active) > room {
+			active = active[:room]
+		}
+		per := (room + len(active) - 1) / len(active)
+		now := time.Now()
+		claims, err := c.store.Claim(ctx, storage.ClaimParams{Kind: kind, Buckets: active,
+			DueBy: now.Add(c.p.Lookahead), PerBucket: per, Token: rand.Int64N(1<<62) + 1, Node: c.p.NodeID,
+			Deadline: now.Add(c.p.Lookahead + c.p.ClaimTimeout)})
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("claim due work", "kind", kind, "buckets", len(active), "err", err)
+			}
+			break
+		}
+		if len(claims) == 0 {
+			break
+		}
+		c.sink.Submit(claims)
+		total += len(claims)
+		// Buckets that filled their share may have more: the next pass asks only them.
+		count := map[int]int{}
+		for i := range claims {
+			count[claims[i].Bucket]++
+		}
+		var more []int
+		for _, b := range active {
+			if count[b] >= per {
+				more = append(more, b)
+			}
+		}
+		active = more
+	}
+	return total
+}

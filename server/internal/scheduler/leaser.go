@@ -1,0 +1,158 @@
+package scheduler
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/storage"
+)
+
+// LeaserParams configure a Leaser.
+type LeaserParams struct {
+	NodeID  string
+	Buckets int
+	// Interval is how often leases are renewed and the share recomputed.
+	Interval time.Duration
+	// NodeTTL is how long a node without a heartbeat counts as live.
+	NodeTTL time.Duration
+	// LeaseDuration is how long a lease lasts unrenewed.
+	LeaseDuration time.Duration
+}
+
+// Leaser takes this node's share of the buckets through leases in the database. Each node
+// computes the same assignment from the list of live nodes (rendezvous hashing: a bucket goes to
+// the node that scores highest with it, so a node joining or leaving moves only its own share),
+// releases the buckets that are no longer its own, and takes or renews those that are, where
+// the lease is free, expired, or its own. A node that stops renewing loses its buckets when its
+// leases expire; a node leaving releases them at once.
+type Leaser struct {
+	p     LeaserParams
+	store *storage.Store
+	log   *slog.Logger
+	loop  loop
+
+	held  atomic.Pointer[[]int]
+	nodes atomic.Int32
+}
+
+// NewLeaser returns a leaser; Start runs it.
+func NewLeaser(store *storage.Store, p LeaserParams, log *slog.Logger) *Leaser {
+	l := &Leaser{p: p, store: store, log: log}
+	l.loop = loop{name: "leaser", interval: p.Interval, exec: l.exec, log: log}
+	l.held.Store(&[]int{})
+	l.nodes.Store(1)
+	return l
+}
+
+// Held returns the buckets this node holds now, in order. The slice must not be changed.
+func (l *Leaser) Held() []int { return *l.held.Load() }
+
+// Nodes returns how many nodes were live at the last pass.
+func (l *Leaser) Nodes() int { return int(l.nodes.Load()) }
+
+// Start runs the leaser until Stop.
+func (l *Leaser) Start() { l.loop.start() }
+
+// Exec runs one pass: read the live nodes, release what is no longer ours, take what is.
+func (l *Leaser) Exec(ctx context.Context) error {
+	now := time.Now()
+	nodes, err := l.store.LiveNodes(ctx, now.Add(-l.p.NodeTTL))
+	if err != nil {
+		return err
+	}
+	ids := make([]string, 0, len(nodes)+1)
+	for _, n := range nodes {
+		ids = append(ids, n.ID)
+	}
+	if !slices.Contains(ids, l.p.NodeID) {
+		ids = append(ids, l.p.NodeID)
+	}
+	l.nodes.Store(int32(len(ids)))
+	mine := Share(ids, l.p.NodeID, l.p.Buckets)
+	var drop []int
+	for _, b := range l.Held() {
+		if _, ok := slices.BinarySearch(mine, b); !ok {
+			drop = append(drop, b)
+		}
+	}
+	if len(drop) > 0 {
+		// Stop claiming them first, then let them go.
+		kept := slices.DeleteFunc(slices.Clone(l.Held()), func(b int) bool { return slices.Contains(drop, b) })
+		l.held.Store(&kept)
+		if err := l.store.ReleaseBuckets(ctx, l.p.NodeID, drop); err != nil {
+			return err
+		}
+	}
+	held, err := l.store.AcquireBuckets(ctx, l.p.NodeID, mine, now, now.Add(l.p.LeaseDuration))
+	if err != nil {
+		return err
+	}
+	held = slices.DeleteFunc(held, func(b int) bool { _, ok := slices.BinarySearch(mine, b); return !ok })
+	if len(held) != len(l.Held()) {
+		l.log.Info("bucket leases changed", "held", len(held), "share", len(mine), "nodes", len(ids))
+	}
+	l.held.Store(&held)
+	return nil
+}
+
+func (l *Leaser) exec(ctx context.Context) {
+	if err := l.Exec(ctx); err != nil && ctx.Err() == nil {
+		l.log.Warn("renew bucket leases", "err", err)
+		// Leases we could not renew may expire; stop claiming those past their time. Claims
+		// stay safe either way (they are conditional), so this only avoids useless work.
+	}
+}
+
+// Stop ends leasing and releases every bucket, so other nodes take them at once.
+func (l *Leaser) Stop(ctx context.Context) {
+	l.loop.stop()
+	l.held.Store(&[]int{})
+	if err := l.store.ReleaseBuckets(ctx, l.p.NodeID, nil); err != nil {
+		l.log.Warn("release bucket leases", "err", err)
+	}
+}
+
+// Abandon ends leasing and leaves the leases to expire, as a crash would.
+func (l *Leaser) Abandon() {
+	l.loop.stop()
+	l.held.Store(&[]int{})
+}
+
+// Share returns, in order, the buckets that node owns among nodes by rendezvous hashing.
+func Share(nodes []string, node string, buckets int) []int {
+	var mine []int
+	for b := range buckets {
+		var (
+			best  string
+			score uint64
+		)
+		for _, n := range nodes {
+			h := fnv.New64a()
+			h.Write([]byte(n))
+			h.Write([]byte{byte(b), byte(b >> 8), byte(b >> 16)})
+			s := mix(h.Sum64())
+			if best == "" || s > score || (s == score && n < best) {
+				best, score = n, s
+			}
+		}
+		if best == node {
+			mine = append(mine, b)
+		}
+	}
+	return mine
+}
+
+// mix spreads FNV's output (a finalizer from splitmix64), so similar node names and bucket
+// numbers do not score alike.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}

@@ -1,0 +1,88 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/catalog"
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+)
+
+// Sweeper takes back tasks whose claim outlived its deadline: the node that claimed them, or
+// the client it called, stopped answering. Each counts as a timed-out attempt and is settled
+// like any other, on the condition that the task is still running under the same claim token,
+// so a task that finished meanwhile is never overwritten.
+type Sweeper struct {
+	store   *storage.Store
+	catalog *catalog.Catalog
+	held    func() []int
+	nodeID  string
+	log     *slog.Logger
+	loop    loop
+}
+
+// sweepBatch bounds the tasks taken back per pass and kind.
+const sweepBatch = 500
+
+// NewSweeper returns a sweeper of the buckets held returns, passing every interval.
+func NewSweeper(store *storage.Store, cat *catalog.Catalog, held func() []int, nodeID string, interval time.Duration, log *slog.Logger) *Sweeper {
+	s := &Sweeper{store: store, catalog: cat, held: held, nodeID: nodeID, log: log}
+	s.loop = loop{name: "sweeper", interval: interval, exec: func(ctx context.Context) { s.Exec(ctx) }, log: log}
+	return s
+}
+
+// Start sweeps until Stop.
+func (s *Sweeper) Start() { s.loop.start() }
+
+// Stop ends the sweeper.
+func (s *Sweeper) Stop() { s.loop.stop() }
+
+// Exec runs one pass and returns how many tasks it took back.
+func (s *Sweeper) Exec(ctx context.Context) int {
+	total := 0
+	for _, kind := range []retry.AttemptKind{retry.KindReplay, retry.KindCallback} {
+		n, err := s.sweep(ctx, kind)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("sweep stuck tasks", "kind", kind, "err", err)
+		}
+		total += n
+	}
+	return total
+}
+
+func (s *Sweeper) sweep(ctx context.Context, kind retry.AttemptKind) (int, error) {
+	now := time.Now()
+	stuck, err := s.store.Stuck(ctx, kind, s.held(), now, sweepBatch)
+	if err != nil || len(stuck) == 0 {
+		return 0, err
+	}
+	batch := make([]retry.Settlement, 0, len(stuck))
+	for i := range stuck {
+		c := &stuck[i]
+		sc, err := s.catalog.Scene(ctx, c.SceneID)
+		if err != nil {
+			return 0, fmt.Errorf("scene %d of task %d: %w", c.SceneID, c.TaskID, err)
+		}
+		msg := fmt.Sprintf("no result by the claim's deadline %s: node %s or its client instance stopped answering",
+			c.RunDeadline.Format(time.RFC3339), c.ClaimedBy)
+		res := retry.Result{Outcome: retry.OutcomeTimedOut, Error: msg}
+		att := &retry.Attempt{TaskID: c.TaskID, Kind: kind, Number: c.Number(), NodeID: c.ClaimedBy,
+			StartedAt: c.DueAt, Duration: max(c.RunDeadline.Sub(c.DueAt), 0), Outcome: retry.OutcomeTimedOut, Error: msg}
+		if kind == retry.KindCallback {
+			batch = append(batch, retry.SettleCallback(c, &sc.Scene, sc.Policies, res, att, now))
+		} else {
+			batch = append(batch, retry.SettleReplay(c, &sc.Scene, sc.Policies, res, att, now))
+		}
+	}
+	n, err := s.store.Settle(ctx, batch)
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		s.log.Info("took back stuck tasks", "kind", kind, "tasks", n)
+	}
+	return int(n), nil
+}
