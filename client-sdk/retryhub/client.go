@@ -38,9 +38,12 @@ type Client struct {
 	hb     *heartbeat
 	pol    *policySync
 
+	// q is set once by Start; failed calls read it without locking.
+	q atomic.Pointer[queue]
+
+	// mu serializes Start and Shutdown; the fields below belong to them.
 	mu      sync.Mutex
 	state   int // clientNew, clientRunning, clientStopping, clientStopped
-	q       *queue
 	spool   *spool
 	snd     *sender
 	srv     *http.Server
@@ -89,6 +92,20 @@ func newClient(cfg Config, reg *registry) (*Client, error) {
 		limits:    &c.limits,
 	}
 	c.pol = &policySync{api: c.api, reg: reg, log: log, interval: cfg.PolicyRefreshInterval}
+	c.hb = &heartbeat{
+		api:         c.api,
+		reg:         reg,
+		log:         log,
+		limits:      &c.limits,
+		instance:    cfg.InstanceID,
+		capacity:    cfg.Capacity,
+		inFlight:    func() int { return int(c.exec.inFlight.Load()) },
+		interval:    cfg.HeartbeatInterval,
+		minDelay:    cfg.RetryMinDelay,
+		maxDelay:    cfg.RetryMaxDelay,
+		configDelay: cfg.ConfigErrorDelay,
+		rescan:      make(chan struct{}, 1),
+	}
 	return c, nil
 }
 
@@ -130,7 +147,7 @@ func (c *Client) Start(ctx context.Context) error {
 			c.log.Info("retryhub: re-sending reports found in the spool", "count", len(items), "dir", c.cfg.SpoolDir)
 		}
 	}
-	c.q = newQueue(c.cfg.MaxQueuedReports, c.cfg.ReportBatchSize, c.spool, loaded)
+	q := newQueue(c.cfg.MaxQueuedReports, c.cfg.ReportBatchSize, c.spool, loaded)
 
 	fail := func(err error) error {
 		if c.spool != nil {
@@ -150,31 +167,19 @@ func (c *Client) Start(ctx context.Context) error {
 			executorURL = deriveExecutorURL(c.cfg.ListenAddr, ln.Addr())
 		}
 	}
+	c.hb.executorURL = executorURL
+	c.q.Store(q)
 	scenes, ok := c.reg.attach(c)
 	if !ok {
+		c.q.Store(nil)
 		if ln != nil {
 			ln.Close()
 		}
 		return fail(errors.New("another client already serves these scenes; shut it down first"))
 	}
 
-	c.hb = &heartbeat{
-		api:         c.api,
-		reg:         c.reg,
-		log:         c.log,
-		limits:      &c.limits,
-		instance:    c.cfg.InstanceID,
-		executorURL: executorURL,
-		capacity:    c.cfg.Capacity,
-		inFlight:    func() int { return int(c.exec.inFlight.Load()) },
-		interval:    c.cfg.HeartbeatInterval,
-		minDelay:    c.cfg.RetryMinDelay,
-		maxDelay:    c.cfg.RetryMaxDelay,
-		configDelay: c.cfg.ConfigErrorDelay,
-		rescan:      make(chan struct{}, 1),
-	}
 	c.snd = &sender{
-		q:           c.q,
+		q:           q,
 		api:         c.api,
 		log:         c.log,
 		limits:      &c.limits,
@@ -210,9 +215,6 @@ func (c *Client) Start(ctx context.Context) error {
 		c.log.Warn("retryhub: cannot fetch scene policies yet; scenes use their code defaults meanwhile", "err", err)
 	}
 	cancel()
-	for _, s := range scenes {
-		c.pol.apply(s)
-	}
 
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = stop
@@ -280,12 +282,7 @@ func (c *Client) Handler() http.Handler { return c.exec }
 // sceneAdded takes a scene declared while the client runs.
 func (c *Client) sceneAdded(s *scene) {
 	c.pol.apply(s)
-	c.mu.Lock()
-	hb := c.hb
-	c.mu.Unlock()
-	if hb != nil {
-		hb.scenesChanged()
-	}
+	c.hb.scenesChanged()
 }
 
 // enqueue queues a report, checking its size against the server's limit.
@@ -293,9 +290,7 @@ func (c *Client) enqueue(ctx context.Context, item protocol.ReportItem) error {
 	if l := c.limits.Load(); l != nil && l.MaxPayloadBytes > 0 && int64(len(item.Args)) > l.MaxPayloadBytes {
 		return fmt.Errorf("%w: %d bytes of JSON, the server accepts %d", ErrArgsTooLarge, len(item.Args), l.MaxPayloadBytes)
 	}
-	c.mu.Lock()
-	q := c.q
-	c.mu.Unlock()
+	q := c.q.Load()
 	if q == nil {
 		return ErrNotStarted
 	}
@@ -378,14 +373,10 @@ func (c *Client) Stats() Stats {
 		Rejected:  c.stats.rejected.Load(),
 		InFlight:  int(c.exec.inFlight.Load()),
 	}
-	c.mu.Lock()
-	if c.q != nil {
-		st.Queued = c.q.len()
+	if q := c.q.Load(); q != nil {
+		st.Queued = q.len()
 	}
-	if c.hb != nil {
-		st.Registered = c.hb.registered.Load()
-	}
-	c.mu.Unlock()
+	st.Registered = c.hb.registered.Load()
 	return st
 }
 
@@ -416,18 +407,21 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	// Running replays finish.
 	if c.srv != nil {
 		if err := c.srv.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stop the executor listener: %w", err))
+			_ = c.srv.Close()
+			errs = append(errs, fmt.Errorf("stop the executor listener: replays still running were cut off: %w", err))
 		}
+		<-c.srvDone
 	}
 	c.waitIdle(ctx)
 
 	// Reports: none are added from now on; deliver the rest within ctx.
-	c.q.close()
-	c.flushReports(ctx)
+	q := c.q.Load()
+	q.close()
+	c.flushReports(ctx, q)
 
 	c.cancel()
 	c.wg.Wait()
-	left := c.q.len()
+	left := q.len()
 	if c.spool != nil {
 		if err := c.spool.close(); err != nil {
 			errs = append(errs, err)
@@ -463,10 +457,10 @@ func (c *Client) waitIdle(ctx context.Context) {
 
 // flushReports asks the sender to deliver everything and waits until the queue is empty or
 // ctx ends.
-func (c *Client) flushReports(ctx context.Context) {
+func (c *Client) flushReports(ctx context.Context, q *queue) {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for c.q.len() > 0 {
+	for q.len() > 0 {
 		select {
 		case c.snd.flush <- struct{}{}:
 		default:

@@ -28,13 +28,16 @@ const (
 	DefaultLocalAttempts = 3
 )
 
-// DefaultLocalBackoff spaces the local attempts of a scene declared without WithLocalBackoff:
-// 100ms, 200ms, 400ms, … capped at 2s, with equal jitter.
-var DefaultLocalBackoff = backoff.Policy{
-	Strategy: backoff.Exponential,
-	Base:     backoff.Duration(100 * time.Millisecond),
-	Cap:      backoff.Duration(2 * time.Second),
-	Jitter:   backoff.EqualJitter,
+// DefaultLocalBackoff returns the policy that spaces the local attempts of a scene declared
+// without WithLocalBackoff, and of Do without a back-off: 100ms, 200ms, 400ms, … capped at
+// 2s, with equal jitter.
+func DefaultLocalBackoff() backoff.Policy {
+	return backoff.Policy{
+		Strategy: backoff.Exponential,
+		Base:     backoff.Duration(100 * time.Millisecond),
+		Cap:      backoff.Duration(2 * time.Second),
+		Jitter:   backoff.EqualJitter,
+	}
 }
 
 // Option sets a per-scene option of Retryable or RetryableOn. Mode, local attempts, local

@@ -364,3 +364,27 @@ func TestConfigValidation(t *testing.T) {
 	}
 	var _ http.Handler = c.Handler()
 }
+
+func TestCancelledCallsAreStillReported(t *testing.T) {
+	fs := newFakeServer(t, "secret")
+	var calls atomic.Int32
+	var f func(context.Context, int) error
+	c := startClient(t, testConfig(fs.URL()), func(c *Client) {
+		f = RetryableOn(c, "cancelled-remote", failing(-1, &calls), WithMode(LocalRemote), WithLocalAttempts(5),
+			WithLocalBackoff(fixed(10*time.Second)))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	err := f(ctx, 1)
+	// Cancelling stops the local retries, not the remote ones: the report does not wait on ctx.
+	if !errors.Is(err, ErrReported) || !errors.Is(err, errBoom) || calls.Load() != 1 {
+		t.Fatalf("got %v after %d calls; want reported after 1", err, calls.Load())
+	}
+	if !strings.Contains(err.Error(), "context canceled") {
+		t.Errorf("error %q does not say why local retries stopped", err)
+	}
+	eventually(t, "delivery", func() bool { return c.Stats().Delivered == 1 })
+	if it := fs.items()[0]; it.LocalAttempts != 1 {
+		t.Errorf("reported %d local attempts, want 1", it.LocalAttempts)
+	}
+}

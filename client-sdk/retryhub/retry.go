@@ -8,7 +8,7 @@ import (
 	"github.com/retryhub/retryhub/client-sdk/backoff"
 )
 
-var defaultLocalBackoff = DefaultLocalBackoff.MustCompile()
+var defaultLocalBackoff = DefaultLocalBackoff().MustCompile()
 
 // Do runs fn, retrying it in-process until it succeeds, attempts runs are used up (the first
 // included; values below 1 mean 1), ctx ends, or it returns a Permanent error. b spaces the
@@ -38,7 +38,7 @@ func Do(ctx context.Context, attempts int, b *backoff.Backoff, fn func(context.C
 		return nil
 	}
 	if IsPermanent(err) {
-		return fmt.Errorf("retryhub: permanent failure after %d attempts, not retried: %w", n, err)
+		return fmt.Errorf("retryhub: permanent failure after %s, not retried: %w", attemptsText(n), err)
 	}
 	return localFailure("call", n, stop, err)
 }
@@ -90,7 +90,15 @@ func retryLocal(ctx context.Context, attempts int, b *backoff.Backoff, err error
 // localFailure is the error of local retries that ended without success.
 func localFailure(what string, attempts int, stop, err error) error {
 	if stop != nil {
-		return fmt.Errorf("retryhub: %s: stopped after %d attempts: %w; last failure: %w", what, attempts, stop, err)
+		return fmt.Errorf("retryhub: %s: stopped after %s: %w; last failure: %w", what, attemptsText(attempts), stop, err)
 	}
-	return fmt.Errorf("retryhub: %s: failed after %d attempts: %w", what, attempts, err)
+	return fmt.Errorf("retryhub: %s: failed after %s: %w", what, attemptsText(attempts), err)
+}
+
+// attemptsText says "1 attempt" or "n attempts".
+func attemptsText(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return fmt.Sprintf("%d attempts", n)
 }

@@ -99,7 +99,7 @@ func (s *sender) batchLimits() (int, int64) {
 		if l.MaxBatch > 0 {
 			n = min(n, l.MaxBatch)
 		}
-		if l.MaxBodyBytes > 0 {
+		if l.MaxBodyBytes > 2048 {
 			maxBytes = l.MaxBodyBytes - 1024 // room for the envelope
 		}
 	}

@@ -311,6 +311,8 @@ func (s *spool) done(seqs []uint64) error {
 // submit hands r to the writer and waits until it is written and fsynced. The first caller to
 // find no writer becomes the writer and writes, in rounds, everything submitted meanwhile.
 func (s *spool) submit(r spoolRec) error {
+	// Only a writer settling reports compacts: a caller queueing a report never pays for it.
+	mayCompact := r.done != nil
 	ch := make(chan error, 1)
 	s.mu.Lock()
 	if s.closed {
@@ -329,7 +331,7 @@ func (s *spool) submit(r spoolRec) error {
 			for _, w := range waiters {
 				w <- err
 			}
-			if err == nil {
+			if err == nil && mayCompact {
 				s.maybeCompact()
 			}
 			s.mu.Lock()
