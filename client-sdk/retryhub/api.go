@@ -59,9 +59,14 @@ func (e *apiError) Error() string {
 }
 
 // configProblem reports whether the answer means the client is misconfigured (credentials,
-// group, request shape), which only a person can fix.
+// group, request shape, a server that does not speak this API): a 4xx other than those that
+// ask to try again later. Only a person can fix it.
 func (e *apiError) configProblem() bool {
-	return e.status == http.StatusBadRequest || e.status == http.StatusUnauthorized || e.status == http.StatusForbidden
+	switch e.status {
+	case http.StatusRequestTimeout, http.StatusTooEarly, http.StatusTooManyRequests:
+		return false
+	}
+	return e.status >= 400 && e.status < 500
 }
 
 // do sends one signed request. It tries the servers in turn, starting with the one that

@@ -329,6 +329,8 @@ func (c *Client) Report(ctx context.Context, scene string, args any, key string,
 	}
 	if key == "" {
 		key = defaultKey(scene, raw)
+	} else if err := checkKey(key); err != nil {
+		return fmt.Errorf("retryhub: Report(%q): not reported: %w", scene, err)
 	}
 	item := protocol.ReportItem{Scene: scene, IdempotencyKey: key, Args: raw, LocalAttempts: 1}
 	if cause != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -112,6 +113,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Token == "" {
 		errs = append(errs, errors.New("Token is empty"))
 	}
+	if c.InstanceID != "" && !instanceIDRE.MatchString(c.InstanceID) {
+		errs = append(errs, fmt.Errorf("InstanceID %q: use 1 to 64 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", c.InstanceID))
+	}
 	if c.ExecutorURL != "" {
 		if u, err := url.Parse(c.ExecutorURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("ExecutorURL %q: want an absolute http(s) URL", c.ExecutorURL))
@@ -166,9 +170,24 @@ func setDefault[V comparable](v *V, def V) {
 	}
 }
 
+// instanceIDRE is the server's rule for instance ids.
+var instanceIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
+
+// generateInstanceID returns "<hostname>-<12 hex digits>", the hostname cut and cleaned so
+// that the id keeps to the server's rule.
 func generateInstanceID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r < 128 && (r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return r
+		}
+		return -1
+	}, host)
+	host = strings.TrimLeft(host, "._-")
+	if len(host) > 48 {
+		host = host[:48]
+	}
+	if host == "" {
 		host = "instance"
 	}
 	var b [6]byte

@@ -23,6 +23,9 @@ var (
 	// ErrArgsTooLarge says the call's serialized arguments exceed what the server accepts for
 	// one report (RegisterResponse.MaxPayloadBytes). The failure was not reported.
 	ErrArgsTooLarge = errors.New("arguments too large to report")
+	// ErrInvalidKey says an idempotency key given with WithKey or Report is not one the server
+	// accepts (1 to MaxKeyLen bytes of UTF-8). The failure was not reported.
+	ErrInvalidKey = errors.New("invalid idempotency key")
 )
 
 // permanentError marks a failure that must not be retried.

@@ -165,6 +165,15 @@ func (fs *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 				resp.Results[i] = protocol.ReportResult{Status: protocol.ReportCreated, TaskID: int64(len(fs.committed))}
 			}
 		}
+		if allRejected(resp.Results) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			json.NewEncoder(w).Encode(map[string]any{
+				"error":   protocol.ErrorDetail{Code: "all_rejected", Message: "no item could be stored"},
+				"results": resp.Results,
+			})
+			return
+		}
 		if fs.failNextCommitAnswers > 0 {
 			fs.failNextCommitAnswers--
 			fail(w, http.StatusInternalServerError, "internal", "answer lost")
@@ -307,3 +316,12 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 // scenePolicy returns the policy in force for a scene of c.
 func (c *Client) scenePolicy(name string) *policy { return c.reg.get(name).pol.Load() }
+
+func allRejected(rs []protocol.ReportResult) bool {
+	for _, r := range rs {
+		if r.Status != protocol.ReportRejected {
+			return false
+		}
+	}
+	return true
+}

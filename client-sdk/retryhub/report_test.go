@@ -155,10 +155,17 @@ func TestRejectedReportsAreLoggedAndDropped(t *testing.T) {
 	c := startClient(t, cfg, func(c *Client) {
 		f = RetryableOn(c, "closed-scene", func(context.Context, int) error { return errBoom }, WithMode(Remote))
 	})
+	// Alone in its batch (answered 422 with the reasons), then beside an accepted one (200).
 	if err := f(context.Background(), 1); !errors.Is(err, ErrReported) {
 		t.Fatal(err)
 	}
 	eventually(t, "the rejection", func() bool { return c.Stats().Rejected == 1 && c.Stats().Queued == 0 })
+	f(context.Background(), 2)
+	c.Report(context.Background(), "open-scene", 2, "", errBoom)
+	eventually(t, "the mixed batch", func() bool {
+		st := c.Stats()
+		return st.Rejected == 2 && st.Delivered == 1 && st.Queued == 0
+	})
 	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "scene is closed") {
 		t.Fatalf("the rejection was not logged at error level with its reason:\n%s", out)
 	}
@@ -354,6 +361,14 @@ func TestConfigValidation(t *testing.T) {
 			t.Errorf("%s: NewClient accepted it", name)
 		}
 	}
+	if _, err := NewClient(Config{Servers: []string{"http://x"}, Group: "g", Token: "t", InstanceID: "web 1"}); err == nil {
+		t.Error("an instance id the server refuses was accepted")
+	}
+	for range 3 {
+		if id := generateInstanceID(); !instanceIDRE.MatchString(id) {
+			t.Errorf("generated instance id %q breaks the server's rule", id)
+		}
+	}
 	c, err := NewClient(Config{Servers: []string{"http://x/"}, Group: "g", Token: "t"})
 	if err != nil {
 		t.Fatal(err)
@@ -386,5 +401,23 @@ func TestCancelledCallsAreStillReported(t *testing.T) {
 	eventually(t, "delivery", func() bool { return c.Stats().Delivered == 1 })
 	if it := fs.items()[0]; it.LocalAttempts != 1 {
 		t.Errorf("reported %d local attempts, want 1", it.LocalAttempts)
+	}
+}
+
+func TestBadKeysAreRefusedAtOnce(t *testing.T) {
+	fs := newFakeServer(t, "secret")
+	var f func(context.Context, int) error
+	c := startClient(t, testConfig(fs.URL()), func(c *Client) {
+		f = RetryableOn(c, "bad-key", func(context.Context, int) error { return errBoom },
+			WithMode(Remote), WithKey(func(int) string { return "" }))
+	})
+	if err := f(context.Background(), 1); !errors.Is(err, ErrInvalidKey) || !errors.Is(err, errBoom) || errors.Is(err, ErrReported) {
+		t.Fatalf("an empty key gave %v, want ErrInvalidKey wrapping the failure", err)
+	}
+	if err := c.Report(context.Background(), "bad-key", 1, strings.Repeat("k", MaxKeyLen+1), errBoom); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("a long key gave %v, want ErrInvalidKey", err)
+	}
+	if c.Stats().Queued != 0 {
+		t.Fatal("a report with a bad key was queued")
 	}
 }

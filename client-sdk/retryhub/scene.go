@@ -7,12 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
+	"unicode/utf8"
 
 	"github.com/retryhub/retryhub/client-sdk/backoff"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
@@ -158,17 +159,31 @@ func RetryableOn[T any](c *Client, scene string, fn func(context.Context, T) err
 	return declare(c.reg, scene, fn, opts)
 }
 
+// sceneNameRE is the server's rule for scene names.
+var sceneNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
 // validSceneName reports why name is not a usable scene name, or "".
 func validSceneName(name string) string {
-	switch {
-	case name == "":
-		return "the scene name is empty"
-	case len(name) > 128:
-		return "the scene name is longer than 128 bytes"
-	case strings.IndexFunc(name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-		return "the scene name contains spaces or control characters"
+	if !sceneNameRE.MatchString(name) {
+		return "a scene name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 	}
 	return ""
+}
+
+// MaxKeyLen is the longest idempotency key the server accepts, in bytes.
+const MaxKeyLen = 191
+
+// checkKey says why key is not an idempotency key the server accepts.
+func checkKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: it is empty", ErrInvalidKey)
+	case len(key) > MaxKeyLen:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidKey, len(key), MaxKeyLen)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidKey)
+	}
+	return nil
 }
 
 func declare[T any](reg *registry, name string, fn func(context.Context, T) error, opts []Option) func(context.Context, T) error {
@@ -300,6 +315,9 @@ func (w *wrapped[T]) failed(ctx context.Context, arg T, err error, p *policy) er
 	var key string
 	if w.key != nil {
 		key = w.key(arg)
+		if kerr := checkKey(key); kerr != nil {
+			return fmt.Errorf("retryhub: scene %q: failed after %s and was not reported, WithKey gave a bad key (%w): %w", s.name, attemptsText(attempts), kerr, err)
+		}
 	} else {
 		key = defaultKey(s.name, args)
 	}

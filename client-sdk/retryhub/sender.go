@@ -149,9 +149,15 @@ func (s *sender) post(ctx context.Context, batch []*entry) ([]*entry, error) {
 		return batch, err
 	}
 	switch resp.status {
-	case http.StatusOK:
+	case http.StatusOK, http.StatusUnprocessableEntity:
+		// 200: the batch is committed, with a result per item. 422: none of its items could be
+		// stored, and the results say why for each.
 		var rr protocol.ReportResponse
-		if err := json.Unmarshal(resp.body, &rr); err != nil {
+		if resp.status == http.StatusUnprocessableEntity {
+			if err := json.Unmarshal(resp.body, &rr); err != nil || len(rr.Results) != len(batch) {
+				return batch, resp.asError("POST " + protocol.PathReports)
+			}
+		} else if err := json.Unmarshal(resp.body, &rr); err != nil {
 			return batch, fmt.Errorf("POST %s on %s: %w: %v", protocol.PathReports, resp.server, errMalformedAnswer, err)
 		}
 		if len(rr.Results) != len(batch) {
