@@ -166,6 +166,8 @@ func (a *App) retention() {
 }
 
 func (a *App) routes() http.Handler {
+	// gin prints every route in its debug mode; the server logs through slog instead.
+	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(httpx.Recover(a.log), httpx.Log(a.log))
 	r.GET("/healthz", a.health)

@@ -89,7 +89,7 @@ type namespaceRow struct {
 	ID          int64  `gorm:"primaryKey;autoIncrement"`
 	Name        string `gorm:"type:varchar(64);not null;uniqueIndex:uk_namespace_name"`
 	Description string `gorm:"type:varchar(512);not null;default:''"`
-	Enabled     bool   `gorm:"not null;default:true"`
+	Enabled     bool   `gorm:"not null"`
 	CreatedAt   Time   `gorm:"not null"`
 	UpdatedAt   Time   `gorm:"not null"`
 }
@@ -102,7 +102,7 @@ type groupRow struct {
 	Name             string `gorm:"type:varchar(64);not null;uniqueIndex:uk_group_name,priority:2"`
 	Description      string `gorm:"type:varchar(512);not null;default:''"`
 	Token            string `gorm:"type:varchar(128);not null"`
-	Enabled          bool   `gorm:"not null;default:true"`
+	Enabled          bool   `gorm:"not null"`
 	AutoCreateScenes bool   `gorm:"not null;default:false"`
 	CreatedAt        Time   `gorm:"not null"`
 	UpdatedAt        Time   `gorm:"not null"`
@@ -115,7 +115,7 @@ type sceneRow struct {
 	GroupID             int64  `gorm:"not null;uniqueIndex:uk_scene_name,priority:1"`
 	Name                string `gorm:"type:varchar(64);not null;uniqueIndex:uk_scene_name,priority:2"`
 	Description         string `gorm:"type:varchar(512);not null;default:''"`
-	Enabled             bool   `gorm:"not null;default:true"`
+	Enabled             bool   `gorm:"not null"`
 	Mode                string `gorm:"type:varchar(16);not null"`
 	LocalAttempts       int    `gorm:"type:int;not null"`
 	LocalBackoff        string `gorm:"type:text;not null"`

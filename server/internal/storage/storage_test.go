@@ -134,7 +134,7 @@ func TestIngestMergesActiveKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if task.Merges != 1 || task.LastError != "second failure" || task.State != retry.Waiting ||
+		if task.Merges != 2 || task.LastError != "second failure" || task.State != retry.Waiting ||
 			string(task.Args) != `{"k":"a"}` || task.LocalAttempts != 3 {
 			t.Fatalf("merged task: %+v", task)
 		}

@@ -35,7 +35,7 @@ type IngestResult struct {
 
 // ingestCols are the columns an ingest writes; the others take their defaults.
 const ingestCols = "group_id, scene_id, bucket, idem_key, active_key, args, state, local_attempts, next_at, " +
-	"deadline_at, last_error, cb_error, report_id, created_at, updated_at"
+	"deadline_at, last_error, cb_error, report_id, created_at, updated_at, merges"
 
 // Ingest stores a batch of reports in one transaction: one multi-row insert in which a key
 // already active in its scene merges into the existing task (counting the merge and keeping the
@@ -50,32 +50,38 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 		key   string
 	}
 	first := make(map[sk]int, len(tasks))
+	repeats := make(map[sk]int)
 	uniq := make([]int, 0, len(tasks))
 	for i := range tasks {
 		k := sk{tasks[i].SceneID, tasks[i].Key}
-		if _, dup := first[k]; !dup {
-			first[k] = i
-			uniq = append(uniq, i)
+		if _, dup := first[k]; dup {
+			repeats[k]++
+			continue
 		}
+		first[k] = i
+		uniq = append(uniq, i)
 	}
 	reportID := rand.Int64N(1<<62) + 1
 	now := T(time.Now())
 	var q strings.Builder
 	q.WriteString("INSERT INTO rh_task (" + ingestCols + ") VALUES ")
-	args := make([]any, 0, len(uniq)*14)
+	args := make([]any, 0, len(uniq)*15)
 	for n, i := range uniq {
 		t := &tasks[i]
 		if n > 0 {
 			q.WriteByte(',')
 		}
-		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,'',?,?,?)")
+		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,'',?,?,?,?)")
 		args = append(args, t.GroupID, t.SceneID, t.Bucket, t.Key, t.Key, string(t.Args), int8(t.State),
-			t.LocalAttempts, T(t.NextAt), TP(t.DeadlineAt), retry.TruncateError(t.Error), reportID, now, now)
+			t.LocalAttempts, T(t.NextAt), TP(t.DeadlineAt), retry.TruncateError(t.Error), reportID, now, now,
+			repeats[sk{t.SceneID, t.Key}])
 	}
+	// A new row counts the repeats of its key inside the batch as merges; an existing one adds
+	// this report and those repeats.
 	if s.mysql {
-		q.WriteString(" ON DUPLICATE KEY UPDATE merges = merges + 1, last_error = VALUES(last_error), updated_at = VALUES(updated_at)")
+		q.WriteString(" ON DUPLICATE KEY UPDATE merges = merges + 1 + VALUES(merges), last_error = VALUES(last_error), updated_at = VALUES(updated_at)")
 	} else {
-		q.WriteString(" ON CONFLICT (scene_id, active_key) DO UPDATE SET merges = merges + 1, last_error = excluded.last_error, updated_at = excluded.updated_at")
+		q.WriteString(" ON CONFLICT (scene_id, active_key) DO UPDATE SET merges = merges + 1 + excluded.merges, last_error = excluded.last_error, updated_at = excluded.updated_at")
 	}
 
 	scenes := map[int64]bool{}

@@ -1,0 +1,296 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/retryhub/retryhub/client-sdk/protocol"
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+)
+
+func TestReportedTaskIsReplayed(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 5, nil)
+		in := newInstance(t, testToken, succeed)
+		w.register("i1", in.url(), 4)
+
+		res := w.report(item("notify", "order-1"))
+		if res[0].Status != protocol.ReportCreated || res[0].TaskID == 0 {
+			t.Fatalf("report result %+v", res[0])
+		}
+		tk := w.waitTask(res[0].TaskID, 10*time.Second, "succeeded", func(tk retry.Task) bool { return tk.State == retry.Succeeded })
+		if tk.Attempts != 1 || tk.EndedAt == nil || tk.CallbackState != retry.CallbackNone {
+			t.Fatalf("succeeded task: %+v", tk)
+		}
+		calls := in.callsOf(protocol.KindReplay)
+		if len(calls) != 1 {
+			t.Fatalf("%d replay calls, want 1", len(calls))
+		}
+		c := calls[0]
+		if c.Scene != "notify" || c.IdempotencyKey != "order-1" || string(c.Args) != `{"order":"order-1"}` ||
+			c.Group != "orders" || c.Namespace != w.group.Namespace || c.Attempt != 1 || c.TaskID != tk.ID {
+			t.Fatalf("replay call: %+v", c)
+		}
+		atts := w.attempts(tk.ID)
+		if len(atts) != 1 || atts[0].Outcome != retry.OutcomeSucceeded || atts[0].InstanceID != "i1" || atts[0].NodeID != "n1" {
+			t.Fatalf("attempts: %+v", atts)
+		}
+	})
+}
+
+func TestFailingTaskIsExhaustedWithEveryAttemptRecorded(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 3, nil)
+		in := newInstance(t, testToken, fail("partner says 503"))
+		w.register("i1", in.url(), 4)
+
+		id := w.report(item("notify", "order-2"))[0].TaskID
+		tk := w.waitTask(id, 15*time.Second, "exhausted", func(tk retry.Task) bool { return tk.State == retry.Exhausted })
+		if tk.Attempts != 3 || tk.LastError != "partner says 503 (attempt 3)" || tk.EndedAt == nil {
+			t.Fatalf("exhausted task: %+v", tk)
+		}
+		atts := w.attempts(id)
+		if len(atts) != 3 {
+			t.Fatalf("%d attempts recorded, want 3", len(atts))
+		}
+		for i, a := range atts {
+			if a.Number != i+1 || a.Outcome != retry.OutcomeFailed || a.Kind != retry.KindReplay ||
+				!strings.Contains(a.Error, "503") || a.InstanceID != "i1" {
+				t.Fatalf("attempt %d: %+v", i+1, a)
+			}
+		}
+		// A dead letter stays as it is: no further calls.
+		time.Sleep(500 * time.Millisecond)
+		if n := len(in.callsOf(protocol.KindReplay)); n != 3 {
+			t.Fatalf("%d replay calls, want 3", n)
+		}
+		// A new report with the same key starts a new task: the old one has ended.
+		again := w.report(item("notify", "order-2"))[0]
+		if again.Status != protocol.ReportCreated || again.TaskID == id {
+			t.Fatalf("same key after exhaustion: %+v", again)
+		}
+	})
+}
+
+func TestPermanentFailureExhaustsAtOnce(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 10, nil)
+		in := newInstance(t, testToken, func(protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+			return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "card declined", Permanent: true}
+		})
+		w.register("i1", in.url(), 4)
+		id := w.report(item("notify", "order-p"))[0].TaskID
+		tk := w.waitTask(id, 10*time.Second, "exhausted", func(tk retry.Task) bool { return tk.State == retry.Exhausted })
+		if tk.Attempts != 1 || tk.LastError != "card declined" {
+			t.Fatalf("permanent failure: %+v", tk)
+		}
+	})
+}
+
+func TestCallbackAfterSuccessAndAfterExhaustion(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 2, func(sc *retry.Scene) {
+			sc.Callback.Enabled = true
+			sc.Callback.MaxAttempts = 3
+		})
+		var callbackFailures atomic.Int32
+		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+			if req.Kind == protocol.KindCallback {
+				// The first callback call fails: callbacks are retried by their own policy.
+				if req.IdempotencyKey == "good" && callbackFailures.Add(1) == 1 {
+					return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "callback store down"}
+				}
+				return succeed(req)
+			}
+			if req.IdempotencyKey == "good" {
+				return succeed(req)
+			}
+			return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "still broken"}
+		})
+		w.register("i1", in.url(), 8)
+		res := w.report(item("notify", "good"), item("notify", "bad"))
+		good, bad := res[0].TaskID, res[1].TaskID
+
+		g := w.waitTask(good, 10*time.Second, "called back", func(tk retry.Task) bool { return tk.CallbackState == retry.CallbackSucceeded })
+		if g.State != retry.Succeeded || g.CallbackAttempts != 2 {
+			t.Fatalf("good task: %+v", g)
+		}
+		b := w.waitTask(bad, 10*time.Second, "called back", func(tk retry.Task) bool { return tk.CallbackState == retry.CallbackSucceeded })
+		if b.State != retry.Exhausted || b.Attempts != 2 || b.CallbackAttempts != 1 {
+			t.Fatalf("bad task: %+v", b)
+		}
+		outcomes := map[string]string{}
+		for _, c := range in.callsOf(protocol.KindCallback) {
+			if c.Callback == nil {
+				t.Fatalf("callback call without outcome: %+v", c)
+			}
+			outcomes[c.IdempotencyKey] = c.Callback.Outcome
+			if c.IdempotencyKey == "bad" && (c.Callback.LastError != "still broken" || c.Callback.Attempts != 2) {
+				t.Fatalf("exhausted callback info: %+v", c.Callback)
+			}
+		}
+		if outcomes["good"] != protocol.OutcomeSucceeded || outcomes["bad"] != protocol.OutcomeExhausted {
+			t.Fatalf("callback outcomes: %v", outcomes)
+		}
+		kinds := map[retry.AttemptKind]int{}
+		for _, a := range w.attempts(good) {
+			kinds[a.Kind]++
+		}
+		if kinds[retry.KindReplay] != 1 || kinds[retry.KindCallback] != 2 {
+			t.Fatalf("attempts of the good task by kind: %v", kinds)
+		}
+	})
+}
+
+func TestCallbackThatKeepsFailingEndsExhausted(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 1, func(sc *retry.Scene) {
+			sc.Callback.Enabled = true
+			sc.Callback.MaxAttempts = 2
+		})
+		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+			if req.Kind == protocol.KindCallback {
+				return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "no"}
+			}
+			return succeed(req)
+		})
+		w.register("i1", in.url(), 8)
+		id := w.report(item("notify", "k"))[0].TaskID
+		tk := w.waitTask(id, 10*time.Second, "callback exhausted", func(tk retry.Task) bool { return tk.CallbackState == retry.CallbackExhausted })
+		if tk.State != retry.Succeeded || tk.CallbackAttempts != 2 || tk.CallbackError != "no" {
+			t.Fatalf("task: %+v", tk)
+		}
+	})
+}
+
+func TestDuplicateKeyMerges(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 5, nil)
+		// No instance: the task stays active, so repeats merge into it.
+		first := w.report(item("notify", "dup"))[0]
+		second := w.report(item("notify", "dup"), item("notify", "dup"), item("notify", "other"))
+		if second[0].Status != protocol.ReportMerged || second[0].TaskID != first.TaskID ||
+			second[1].Status != protocol.ReportMerged || second[1].TaskID != first.TaskID ||
+			second[2].Status != protocol.ReportCreated {
+			t.Fatalf("results %+v after %+v", second, first)
+		}
+		if n := w.countTasks(); n != 2 {
+			t.Fatalf("%d tasks stored, want 2", n)
+		}
+		if tk := w.task(first.TaskID); tk.Merges != 2 {
+			t.Fatalf("merges %d, want 2", tk.Merges)
+		}
+	})
+}
+
+func TestNoInstanceWaitsThenRunsWhenOneRegisters(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 2, nil)
+		id := w.report(item("notify", "patient"))[0].TaskID
+		// Several rounds of claims pass with no instance: the task must neither fail nor use
+		// up its attempts.
+		time.Sleep(2500 * time.Millisecond)
+		tk := w.task(id)
+		if tk.State != retry.Waiting || tk.Attempts != 0 || len(w.attempts(id)) != 0 {
+			t.Fatalf("without an instance the task is %s with %d attempts", tk.State, tk.Attempts)
+		}
+		in := newInstance(t, testToken, succeed)
+		w.register("late", in.url(), 2)
+		w.waitTask(id, 10*time.Second, "succeeded", func(tk retry.Task) bool { return tk.State == retry.Succeeded })
+	})
+}
+
+func TestBusyInstanceIsBackPressureNotFailure(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 2, nil)
+		var busy atomic.Int32
+		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+			if busy.Add(1) <= 3 {
+				return http.StatusTooManyRequests, protocol.ExecuteResponse{}
+			}
+			return succeed(req)
+		})
+		w.register("i1", in.url(), 2)
+		id := w.report(item("notify", "bp"))[0].TaskID
+		tk := w.waitTask(id, 15*time.Second, "succeeded", func(tk retry.Task) bool { return tk.State == retry.Succeeded })
+		if tk.Attempts != 1 {
+			t.Fatalf("busy answers were counted as attempts: %d attempts", tk.Attempts)
+		}
+	})
+}
+
+func TestForgedExecutorAnswerIsNotTrusted(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 1, nil)
+		// This instance holds a different token: it refuses the server's calls as forged.
+		in := newInstance(t, "some-other-token-000000", succeed)
+		w.register("i1", in.url(), 2)
+		id := w.report(item("notify", "x"))[0].TaskID
+		tk := w.waitTask(id, 10*time.Second, "exhausted", func(tk retry.Task) bool { return tk.State == retry.Exhausted })
+		if !strings.Contains(tk.LastError, "401") {
+			t.Fatalf("last error %q", tk.LastError)
+		}
+		in.mu.Lock()
+		forged := in.forged
+		in.mu.Unlock()
+		if forged != 1 {
+			t.Fatalf("instance saw %d unverifiable calls, want 1", forged)
+		}
+	})
+}
+
+func TestPausedSceneHoldsItsTasks(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 3, func(sc *retry.Scene) { sc.Enabled = false })
+		in := newInstance(t, testToken, succeed)
+		w.register("i1", in.url(), 2)
+		id := w.report(item("notify", "held"))[0].TaskID
+		time.Sleep(2 * time.Second)
+		if tk := w.task(id); tk.State != retry.Waiting || tk.Attempts != 0 || len(in.callsOf(protocol.KindReplay)) != 0 {
+			t.Fatalf("a paused scene's task ran: %+v", tk)
+		}
+		sc := w.scene
+		sc.Enabled = true
+		if _, err := node.Store.UpdateScene(context.Background(), sc); err != nil {
+			t.Fatal(err)
+		}
+		w.waitTask(id, 10*time.Second, "succeeded", func(tk retry.Task) bool { return tk.State == retry.Succeeded })
+	})
+}
+
+func TestHealth(t *testing.T) {
+	node := startNode(t, testConfig(storagetest.SQLite(t)), "n1")
+	resp, err := http.Get(node.URL() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Status      string `json:"status"`
+		NodeID      string `json:"node_id"`
+		Database    string `json:"database"`
+		BucketsHeld int    `json:"buckets_held"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || h.Status != "ok" || h.NodeID != "n1" || h.Database != "ok" || h.BucketsHeld != 128 {
+		t.Fatalf("health %d %+v", resp.StatusCode, h)
+	}
+}
