@@ -257,7 +257,7 @@ func (d *Dispatcher) run(c *retry.Claim) {
 	if timeout <= 0 {
 		timeout = d.p.DefaultTimeout
 	}
-	if need := now.Add(timeout + 2*grace); need.After(c.RunDeadline) {
+	if need := now.Add(timeout + grace); need.After(c.RunDeadline) {
 		ok, err := d.store.ExtendClaim(d.ctx, c, need.Add(d.p.ClaimTimeout))
 		if err != nil || !ok {
 			// The claim no longer holds (or cannot be made to last): leave the task to whoever

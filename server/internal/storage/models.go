@@ -117,16 +117,16 @@ type sceneRow struct {
 	Description         string `gorm:"type:varchar(512);not null;default:''"`
 	Enabled             bool   `gorm:"not null"`
 	Mode                string `gorm:"type:varchar(16);not null"`
-	LocalAttempts       int    `gorm:"type:int;not null"`
+	LocalAttempts       int    `gorm:"size:32;not null"`
 	LocalBackoff        string `gorm:"type:text;not null"`
-	MaxAttempts         int    `gorm:"type:int;not null"`
+	MaxAttempts         int    `gorm:"size:32;not null"`
 	Backoff             string `gorm:"type:text;not null"`
 	TimeoutMs           int64  `gorm:"not null;default:0"`
 	DeadlineMs          int64  `gorm:"not null;default:0"`
 	Routing             string `gorm:"type:varchar(32);not null"`
-	RateLimit           int    `gorm:"type:int;not null;default:0"`
+	RateLimit           int    `gorm:"size:32;not null;default:0"`
 	CallbackEnabled     bool   `gorm:"not null;default:false"`
-	CallbackMaxAttempts int    `gorm:"type:int;not null"`
+	CallbackMaxAttempts int    `gorm:"size:32;not null"`
 	CallbackBackoff     string `gorm:"type:text;not null"`
 	Version             int64  `gorm:"not null;default:1"`
 	CreatedAt           Time   `gorm:"not null"`
@@ -145,14 +145,14 @@ type taskRow struct {
 	ID            int64   `gorm:"primaryKey;autoIncrement;index:idx_task_scene,priority:3"`
 	GroupID       int64   `gorm:"not null"`
 	SceneID       int64   `gorm:"not null;uniqueIndex:uk_task_active,priority:1;index:idx_task_scene,priority:1"`
-	Bucket        int     `gorm:"type:int;not null;index:idx_task_due,priority:1;index:idx_task_cb_due,priority:1"`
+	Bucket        int     `gorm:"size:32;not null;index:idx_task_due,priority:1;index:idx_task_cb_due,priority:1"`
 	IdemKey       string  `gorm:"type:varchar(191);not null"`
 	ActiveKey     *string `gorm:"type:varchar(191);uniqueIndex:uk_task_active,priority:2"`
 	Args          string  `gorm:"type:mediumtext;not null"`
 	State         int8    `gorm:"type:tinyint;not null;index:idx_task_due,priority:2;index:idx_task_scene,priority:2;index:idx_task_ended,priority:1"`
-	Attempts      int     `gorm:"type:int;not null;default:0"`
-	LocalAttempts int     `gorm:"type:int;not null;default:0"`
-	Merges        int     `gorm:"type:int;not null;default:0"`
+	Attempts      int     `gorm:"size:32;not null;default:0"`
+	LocalAttempts int     `gorm:"size:32;not null;default:0"`
+	Merges        int     `gorm:"size:32;not null;default:0"`
 	NextAt        Time    `gorm:"not null;index:idx_task_due,priority:4"`
 	DeadlineAt    *Time
 	ClaimToken    int64 `gorm:"not null;default:0;index:idx_task_due,priority:3;index:idx_task_cb_due,priority:3"`
@@ -160,7 +160,7 @@ type taskRow struct {
 	ClaimedBy     string `gorm:"type:varchar(64);not null;default:''"`
 	LastError     string `gorm:"type:text;not null"`
 	CbState       int8   `gorm:"type:tinyint;not null;default:0;index:idx_task_cb_due,priority:2"`
-	CbAttempts    int    `gorm:"type:int;not null;default:0"`
+	CbAttempts    int    `gorm:"size:32;not null;default:0"`
 	CbNextAt      *Time  `gorm:"index:idx_task_cb_due,priority:4"`
 	CbError       string `gorm:"type:text;not null"`
 	ReportID      int64  `gorm:"not null;default:0"`
@@ -175,7 +175,7 @@ type attemptRow struct {
 	ID         int64  `gorm:"primaryKey;autoIncrement;index:idx_attempt_task,priority:2"`
 	TaskID     int64  `gorm:"not null;index:idx_attempt_task,priority:1"`
 	Kind       int8   `gorm:"type:tinyint;not null"`
-	Number     int    `gorm:"type:int;not null"`
+	Number     int    `gorm:"size:32;not null"`
 	NodeID     string `gorm:"type:varchar(64);not null"`
 	InstanceID string `gorm:"type:varchar(64);not null"`
 	StartedAt  Time   `gorm:"not null;index:idx_attempt_started"`
@@ -190,7 +190,7 @@ type instanceRow struct {
 	ID          string `gorm:"primaryKey;type:varchar(64)"`
 	GroupID     int64  `gorm:"not null;index:idx_instance_group"`
 	ExecutorURL string `gorm:"type:varchar(512);not null"`
-	Capacity    int    `gorm:"type:int;not null"`
+	Capacity    int    `gorm:"size:32;not null"`
 	SDKVersion  string `gorm:"column:sdk_version;type:varchar(32);not null"`
 	Host        string `gorm:"type:varchar(255);not null"`
 	StartedAt   Time   `gorm:"not null"`
@@ -210,7 +210,7 @@ type nodeRow struct {
 func (nodeRow) TableName() string { return "rh_server_node" }
 
 type leaseRow struct {
-	Bucket    int    `gorm:"primaryKey;autoIncrement:false;type:int"`
+	Bucket    int    `gorm:"primaryKey;autoIncrement:false;size:32"`
 	NodeID    string `gorm:"type:varchar(64);not null;default:'';index:idx_lease_node"`
 	ExpiresAt Time   `gorm:"not null"`
 }

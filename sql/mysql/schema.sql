@@ -1,0 +1,167 @@
+-- retryhub schema for MySQL 8, MariaDB 10.6+ and TiDB.
+--
+-- The server creates these tables itself in an empty database on start; this file is the same
+-- schema for a DBA to read, review and apply by hand (a test keeps the two identical). All
+-- times are UTC with millisecond precision. Text compares byte for byte (utf8mb4_bin): keys
+-- and names are case-sensitive, as they are on the embedded SQLite store.
+
+-- Facts about the database itself, such as the number of buckets it was set up with.
+CREATE TABLE rh_meta (
+  name  VARCHAR(64)  NOT NULL,
+  value VARCHAR(255) NOT NULL,
+  PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Namespaces group the business services of one team or domain.
+CREATE TABLE rh_namespace (
+  id          BIGINT       NOT NULL AUTO_INCREMENT,
+  name        VARCHAR(64)  NOT NULL,
+  description VARCHAR(512) NOT NULL DEFAULT '',
+  enabled     TINYINT(1)   NOT NULL,
+  created_at  DATETIME(3)  NOT NULL,
+  updated_at  DATETIME(3)  NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_namespace_name (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- A group is one business service; its token signs client traffic in both directions.
+CREATE TABLE rh_group (
+  id                 BIGINT       NOT NULL AUTO_INCREMENT,
+  namespace_id       BIGINT       NOT NULL,
+  name               VARCHAR(64)  NOT NULL,
+  description        VARCHAR(512) NOT NULL DEFAULT '',
+  token              VARCHAR(128) NOT NULL,
+  enabled            TINYINT(1)   NOT NULL,
+  auto_create_scenes TINYINT(1)   NOT NULL DEFAULT 0,
+  created_at         DATETIME(3)  NOT NULL,
+  updated_at         DATETIME(3)  NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_group_name (namespace_id, name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- A scene is one retryable operation of a group, with its policy. Back-offs are JSON
+-- documents, never indexed: {"strategy":"exponential","base":"1s","cap":"10m","jitter":"full"}.
+CREATE TABLE rh_scene (
+  id                    BIGINT       NOT NULL AUTO_INCREMENT,
+  group_id              BIGINT       NOT NULL,
+  name                  VARCHAR(64)  NOT NULL,
+  description           VARCHAR(512) NOT NULL DEFAULT '',
+  enabled               TINYINT(1)   NOT NULL,
+  mode                  VARCHAR(16)  NOT NULL,              -- LOCAL, REMOTE, LOCAL_REMOTE
+  local_attempts        INT          NOT NULL,
+  local_backoff         TEXT         NOT NULL,
+  max_attempts          INT          NOT NULL,
+  backoff               TEXT         NOT NULL,
+  timeout_ms            BIGINT       NOT NULL DEFAULT 0,    -- per attempt; 0 = server default
+  deadline_ms           BIGINT       NOT NULL DEFAULT 0,    -- whole task; 0 = none
+  routing               VARCHAR(32)  NOT NULL,              -- round_robin, random, consistent_hash, least_recently_used
+  rate_limit            INT          NOT NULL DEFAULT 0,    -- replays per second; 0 = none
+  callback_enabled      TINYINT(1)   NOT NULL DEFAULT 0,
+  callback_max_attempts INT          NOT NULL,
+  callback_backoff      TEXT         NOT NULL,
+  version               BIGINT       NOT NULL DEFAULT 1,
+  created_at            DATETIME(3)  NOT NULL,
+  updated_at            DATETIME(3)  NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_scene_name (group_id, name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Retry tasks.
+--   state:    1 waiting, 2 running, 3 succeeded, 4 exhausted (dead letter), 5 paused, 6 cancelled
+--   cb_state: 0 none, 1 waiting, 2 running, 3 succeeded, 4 exhausted
+-- active_key holds idem_key only while the task is active (waiting, running, paused), so the
+-- unique key allows one active task per key and scene, and any number of ended ones.
+-- claim_token is 0 unless a node holds a claim on the task (its replay or its callback).
+-- Indexes, by the query they serve:
+--   idx_task_due     claiming due replays, reading a claim back, finding stuck replays
+--   idx_task_cb_due  the same for callbacks
+--   uk_task_active   merging a repeated key into the active task
+--   idx_task_scene   listing and bulk actions by scene and state, paged by id
+--   idx_task_ended   retention of ended tasks
+CREATE TABLE rh_task (
+  id             BIGINT       NOT NULL AUTO_INCREMENT,
+  group_id       BIGINT       NOT NULL,
+  scene_id       BIGINT       NOT NULL,
+  bucket         INT          NOT NULL,
+  idem_key       VARCHAR(191) NOT NULL,
+  active_key     VARCHAR(191) DEFAULT NULL,
+  args           MEDIUMTEXT   NOT NULL,                     -- the call's arguments, JSON
+  state          TINYINT      NOT NULL,
+  attempts       INT          NOT NULL DEFAULT 0,           -- remote replays so far
+  local_attempts INT          NOT NULL DEFAULT 0,           -- in-process attempts before the report
+  merges         INT          NOT NULL DEFAULT 0,           -- repeated reports merged into this task
+  next_at        DATETIME(3)  NOT NULL,                     -- next replay (while running: the one claimed)
+  deadline_at    DATETIME(3)  DEFAULT NULL,                 -- the task's overall deadline
+  claim_token    BIGINT       NOT NULL DEFAULT 0,
+  run_deadline   DATETIME(3)  DEFAULT NULL,                 -- when a running claim lapses
+  claimed_by     VARCHAR(64)  NOT NULL DEFAULT '',          -- the node of the last claim
+  last_error     TEXT         NOT NULL,
+  cb_state       TINYINT      NOT NULL DEFAULT 0,
+  cb_attempts    INT          NOT NULL DEFAULT 0,
+  cb_next_at     DATETIME(3)  DEFAULT NULL,
+  cb_error       TEXT         NOT NULL,
+  report_id      BIGINT       NOT NULL DEFAULT 0,           -- the report batch that created it
+  created_at     DATETIME(3)  NOT NULL,
+  updated_at     DATETIME(3)  NOT NULL,
+  ended_at       DATETIME(3)  DEFAULT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_task_active (scene_id, active_key),
+  KEY idx_task_scene (scene_id, state, id),
+  KEY idx_task_due (bucket, state, claim_token, next_at),
+  KEY idx_task_cb_due (bucket, cb_state, claim_token, cb_next_at),
+  KEY idx_task_ended (state, ended_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Every replay and callback call made for a task.
+--   kind:    1 replay, 2 callback
+--   outcome: 1 succeeded, 2 failed, 3 timed out
+CREATE TABLE rh_attempt (
+  id          BIGINT      NOT NULL AUTO_INCREMENT,
+  task_id     BIGINT      NOT NULL,
+  kind        TINYINT     NOT NULL,
+  number      INT         NOT NULL,
+  node_id     VARCHAR(64) NOT NULL,
+  instance_id VARCHAR(64) NOT NULL,
+  started_at  DATETIME(3) NOT NULL,
+  duration_ms BIGINT      NOT NULL,
+  outcome     TINYINT     NOT NULL,
+  error       TEXT        NOT NULL,
+  PRIMARY KEY (id),
+  KEY idx_attempt_task (task_id, id),
+  KEY idx_attempt_started (started_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Live processes of the groups, with the executor endpoint replays are sent to.
+CREATE TABLE rh_client_instance (
+  id           VARCHAR(64)  NOT NULL,
+  group_id     BIGINT       NOT NULL,
+  executor_url VARCHAR(512) NOT NULL,
+  capacity     INT          NOT NULL,
+  sdk_version  VARCHAR(32)  NOT NULL,
+  host         VARCHAR(255) NOT NULL,
+  started_at   DATETIME(3)  NOT NULL,
+  heartbeat_at DATETIME(3)  NOT NULL,
+  PRIMARY KEY (id),
+  KEY idx_instance_group (group_id),
+  KEY idx_instance_heartbeat (heartbeat_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Server nodes and their heartbeats.
+CREATE TABLE rh_server_node (
+  id           VARCHAR(64)  NOT NULL,
+  address      VARCHAR(255) NOT NULL,
+  version      VARCHAR(32)  NOT NULL,
+  started_at   DATETIME(3)  NOT NULL,
+  heartbeat_at DATETIME(3)  NOT NULL,
+  PRIMARY KEY (id),
+  KEY idx_node_heartbeat (heartbeat_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per bucket: which node holds it, until when. The server fills it on first start.
+CREATE TABLE rh_bucket_lease (
+  bucket     INT         NOT NULL,
+  node_id    VARCHAR(64) NOT NULL DEFAULT '',
+  expires_at DATETIME(3) NOT NULL,
+  PRIMARY KEY (bucket),
+  KEY idx_lease_node (node_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
