@@ -40,6 +40,8 @@ type Client struct {
 
 	// q is set once by Start; failed calls read it without locking.
 	q atomic.Pointer[queue]
+	// queueFullLogged is when a full queue was last logged (Unix nanoseconds).
+	queueFullLogged atomic.Int64
 
 	// mu serializes Start and Shutdown; the fields below belong to them.
 	mu      sync.Mutex
@@ -296,12 +298,24 @@ func (c *Client) enqueue(ctx context.Context, item protocol.ReportItem) error {
 	}
 	if err := q.push(item); err != nil {
 		if errors.Is(err, ErrQueueFull) {
-			c.log.WarnContext(ctx, "retryhub: report queue full; the failed call is returned to its caller unreported",
-				"scene", item.Scene, "key", item.IdempotencyKey)
+			c.warnQueueFull(ctx, item)
 		}
 		return err
 	}
 	return nil
+}
+
+// queueFullLogEvery spaces the warnings about a full queue; every refused call gets its error.
+const queueFullLogEvery = 10 * time.Second
+
+func (c *Client) warnQueueFull(ctx context.Context, item protocol.ReportItem) {
+	now := time.Now().UnixNano()
+	last := c.queueFullLogged.Load()
+	if now-last < int64(queueFullLogEvery) || !c.queueFullLogged.CompareAndSwap(last, now) {
+		return
+	}
+	c.log.WarnContext(ctx, "retryhub: report queue full; failed calls are returned to their callers unreported until it drains",
+		"scene", item.Scene, "key", item.IdempotencyKey, "max", c.cfg.MaxQueuedReports)
 }
 
 // Report hands a failed call to the server for remote retry, as a Retryable does after its

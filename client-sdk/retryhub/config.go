@@ -60,8 +60,10 @@ type Config struct {
 	MaxQueuedReports int
 	// SpoolDir, when set, keeps every queued report in a journal file in this directory until
 	// the server has committed it, so that a restart of the process loses nothing: the next
-	// client of the same namespace and group re-sends what it finds there. Empty means reports
-	// are held in memory only.
+	// client of the same namespace and group re-sends what it finds there. A failed call then
+	// returns once its report is fsynced (concurrent calls share one fsync). Each client needs a
+	// directory of its own per group; a second one is refused at Start. Empty means reports are
+	// held in memory only, and lost if the process ends before delivering them.
 	SpoolDir string
 
 	// PolicyRefreshInterval is how often the client asks the server for changed scene
