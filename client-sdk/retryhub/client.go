@@ -474,12 +474,17 @@ func (c *Client) waitIdle(ctx context.Context) {
 // flushReports asks the sender to deliver everything and waits until the queue is empty or
 // ctx ends.
 func (c *Client) flushReports(ctx context.Context, q *queue) {
+	c.snd.draining.Store(true)
+	select {
+	case c.snd.flush <- struct{}{}:
+	default:
+	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for q.len() > 0 {
-		select {
-		case c.snd.flush <- struct{}{}:
-		default:
+		if q.pendingLen() > 0 {
+			// Reports pushed while the sender went idle: wake it without waiting for its tick.
+			q.signal()
 		}
 		select {
 		case <-ctx.Done():

@@ -421,3 +421,30 @@ func TestBadKeysAreRefusedAtOnce(t *testing.T) {
 		t.Fatal("a report with a bad key was queued")
 	}
 }
+
+func TestShutdownDoesNotWaitOutALongBackoff(t *testing.T) {
+	fs := newFakeServer(t, "secret")
+	fs.set(func(fs *fakeServer) { fs.down = true })
+	cfg := testConfig(fs.URL())
+	cfg.RetryMinDelay, cfg.RetryMaxDelay = time.Hour, time.Hour
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := RetryableOn(c, "long-backoff", func(context.Context, int) error { return errBoom }, WithMode(Remote))
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f(context.Background(), 1)
+	time.Sleep(100 * time.Millisecond) // a delivery failed; the sender is in its hour-long back-off
+	fs.set(func(fs *fakeServer) { fs.down = false })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got := fs.committedCount(); got != 1 || time.Since(start) > time.Second {
+		t.Fatalf("Shutdown delivered %d reports in %s; want 1, at once", got, time.Since(start))
+	}
+}

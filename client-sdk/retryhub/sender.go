@@ -34,6 +34,8 @@ type sender struct {
 
 	// flush asks for everything pending to be sent now.
 	flush chan struct{}
+	// draining says the client shuts down: every wake sends what is pending, full batch or not.
+	draining atomic.Bool
 	// failing says the last delivery failed (for logging changes of state once).
 	failing bool
 }
@@ -58,6 +60,7 @@ func (s *sender) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.q.wake:
+			all = s.draining.Load()
 		case <-ticker.C:
 			all = true
 		case <-s.flush:
@@ -86,6 +89,9 @@ func (s *sender) run(ctx context.Context) {
 				t.Stop()
 				return
 			case <-t.C:
+			case <-s.flush:
+				// Shutdown asks once: try now rather than after a long back-off.
+				t.Stop()
 			}
 			all = true
 		}
