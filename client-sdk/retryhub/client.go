@@ -348,7 +348,7 @@ func (c *Client) Report(ctx context.Context, scene string, args any, key string,
 	}
 	item := protocol.ReportItem{Scene: scene, IdempotencyKey: key, Args: raw, LocalAttempts: 1}
 	if cause != nil {
-		item.Error = cause.Error()
+		item.Error = errorText(cause)
 	}
 	if err := c.enqueue(ctx, item); err != nil {
 		return fmt.Errorf("retryhub: Report(%q): not reported: %w", scene, err)

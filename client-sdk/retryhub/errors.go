@@ -65,6 +65,7 @@ type NoRetryError struct {
 	Body string
 }
 
+// Error says the downstream service asked not to retry, with its status and answer.
 func (e *NoRetryError) Error() string {
 	if e.Body == "" {
 		return fmt.Sprintf("downstream answered %s and asked not to retry", e.Status)

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/retryhub/retryhub/client-sdk/backoff"
 )
@@ -225,5 +226,16 @@ func TestDeclarationMistakesPanic(t *testing.T) {
 			}()
 			f()
 		})
+	}
+}
+
+func TestErrorTextIsBounded(t *testing.T) {
+	long := errors.New(strings.Repeat("é", maxErrorText))
+	got := errorText(long)
+	if len(got) > maxErrorText+len("…") || !strings.HasSuffix(got, "…") || !utf8.ValidString(got) {
+		t.Fatalf("cut text has %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
+	}
+	if errorText(errBoom) != "boom" {
+		t.Fatal("a short text was changed")
 	}
 }

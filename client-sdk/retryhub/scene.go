@@ -321,7 +321,7 @@ func (w *wrapped[T]) failed(ctx context.Context, arg T, err error, p *policy) er
 	} else {
 		key = defaultKey(s.name, args)
 	}
-	item := protocol.ReportItem{Scene: s.name, IdempotencyKey: key, Args: args, Error: err.Error(), LocalAttempts: attempts}
+	item := protocol.ReportItem{Scene: s.name, IdempotencyKey: key, Args: args, Error: errorText(err), LocalAttempts: attempts}
 	if qerr := c.enqueue(ctx, item); qerr != nil {
 		return fmt.Errorf("retryhub: scene %q: failed after %s and was not reported: %w; last failure: %w", s.name, attemptsText(attempts), qerr, err)
 	}
@@ -367,6 +367,22 @@ func decodeArgs(raw json.RawMessage, v any) error {
 		return fmt.Errorf("decode arguments into %T: %w", v, err)
 	}
 	return nil
+}
+
+// maxErrorText bounds the failure text a report carries.
+const maxErrorText = 4 << 10
+
+// errorText is err's text, cut to maxErrorText bytes on a rune boundary.
+func errorText(err error) string {
+	msg := err.Error()
+	if len(msg) <= maxErrorText {
+		return msg
+	}
+	cut := maxErrorText
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "…"
 }
 
 // defaultKey is the hex SHA-256 of the scene name, a newline and the JSON arguments.
