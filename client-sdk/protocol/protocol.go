@@ -153,6 +153,10 @@ type ReportItem struct {
 	Error string `json:"error"`
 	// LocalAttempts is how many times the call ran in-process before the report.
 	LocalAttempts int `json:"local_attempts"`
+	// FailedAt is when the call last failed, in Unix milliseconds; zero means when the server
+	// receives the report. A report re-sent after an outage keeps its task's deadline counted
+	// from the failure, not from its arrival.
+	FailedAt int64 `json:"failed_at,omitempty"`
 }
 
 // ReportRequest carries a batch of failed calls.
@@ -179,7 +183,12 @@ type ReportResult struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// ReportResponse answers a ReportRequest, only after the batch is committed.
+// ReportResponse answers a ReportRequest, only after the batch is committed: 200 with a result
+// per item when at least one item was stored, or 422 when none could be, with the same results
+// beside an ErrorBody's "error" (code "all_rejected"). Other answers store nothing: 400 for a
+// body that is not a ReportRequest or holds no items, 401 and 403 for the group and signature,
+// 413 for a body, an item's arguments or a batch over the limits of RegisterResponse, and 5xx
+// when the server could not commit (send again: a repeated key merges).
 type ReportResponse struct {
 	Results []ReportResult `json:"results"`
 }
@@ -231,8 +240,14 @@ const (
 	ExecuteFailed    = "failed"
 )
 
-// ExecuteResponse is the instance's answer (HTTP 200). A busy instance answers 429 instead;
-// that is back-pressure, not a failed attempt.
+// ExecuteResponse is the instance's answer (HTTP 200). A busy instance, or one shutting down,
+// answers 429 instead (an ErrorBody with code "busy" or "shutting_down"): back-pressure, not a
+// failed attempt. Any other status is a failed attempt with the ErrorBody's message; 401 when
+// the server's signature does not verify, 404 with code "unknown_scene" when the instance has no
+// function for the scene.
+//
+// A signed request could be captured and sent again within the signature window; replays are
+// at least once anyway, and the idempotency key is what makes them effectively once.
 type ExecuteResponse struct {
 	Status string `json:"status"`
 	Error  string `json:"error,omitempty"`

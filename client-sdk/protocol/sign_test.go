@@ -43,3 +43,22 @@ func TestSignVerify(t *testing.T) {
 		}
 	}
 }
+
+func TestRules(t *testing.T) {
+	for _, ok := range []string{"orders", "send-email", "a.b_c", "X1"} {
+		if !ValidName(ok) {
+			t.Errorf("%q refused", ok)
+		}
+	}
+	for _, bad := range []string{"", "-x", "has space", "ünï", "a:b", string(make([]byte, 65))} {
+		if ValidName(bad) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if !ValidInstanceID("host-1:7070") || ValidInstanceID("") || ValidInstanceID("a b") {
+		t.Error("instance id rule")
+	}
+	if CheckKey("k") != nil || CheckKey("") == nil || CheckKey(string(make([]byte, MaxKeyLen+1))) == nil || CheckKey("\xff") == nil {
+		t.Error("key rule")
+	}
+}

@@ -346,7 +346,7 @@ func (c *Client) Report(ctx context.Context, scene string, args any, key string,
 	} else if err := checkKey(key); err != nil {
 		return fmt.Errorf("retryhub: Report(%q): not reported: %w", scene, err)
 	}
-	item := protocol.ReportItem{Scene: scene, IdempotencyKey: key, Args: raw, LocalAttempts: 1}
+	item := protocol.ReportItem{Scene: scene, IdempotencyKey: key, Args: raw, LocalAttempts: 1, FailedAt: time.Now().UnixMilli()}
 	if cause != nil {
 		item.Error = errorText(cause)
 	}

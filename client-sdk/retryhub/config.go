@@ -9,9 +9,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
 // Version is the SDK version a client announces when it registers.
@@ -115,8 +116,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Token == "" {
 		errs = append(errs, errors.New("Token is empty"))
 	}
-	if c.InstanceID != "" && !instanceIDRE.MatchString(c.InstanceID) {
-		errs = append(errs, fmt.Errorf("InstanceID %q: use 1 to 64 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", c.InstanceID))
+	if c.InstanceID != "" && !protocol.ValidInstanceID(c.InstanceID) {
+		errs = append(errs, fmt.Errorf("InstanceID %q: use %s", c.InstanceID, protocol.InstanceIDRule))
 	}
 	if c.ExecutorURL != "" {
 		if u, err := url.Parse(c.ExecutorURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -171,9 +172,6 @@ func setDefault[V comparable](v *V, def V) {
 		*v = def
 	}
 }
-
-// instanceIDRE is the server's rule for instance ids.
-var instanceIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
 
 // generateInstanceID returns "<hostname>-<12 hex digits>", the hostname cut and cleaned so
 // that the id keeps to the server's rule.

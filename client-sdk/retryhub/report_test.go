@@ -365,7 +365,7 @@ func TestConfigValidation(t *testing.T) {
 		t.Error("an instance id the server refuses was accepted")
 	}
 	for range 3 {
-		if id := generateInstanceID(); !instanceIDRE.MatchString(id) {
+		if id := generateInstanceID(); !protocol.ValidInstanceID(id) {
 			t.Errorf("generated instance id %q breaks the server's rule", id)
 		}
 	}

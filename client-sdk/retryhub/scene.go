@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -159,29 +158,21 @@ func RetryableOn[T any](c *Client, scene string, fn func(context.Context, T) err
 	return declare(c.reg, scene, fn, opts)
 }
 
-// sceneNameRE is the server's rule for scene names.
-var sceneNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-
 // validSceneName reports why name is not a usable scene name, or "".
 func validSceneName(name string) string {
-	if !sceneNameRE.MatchString(name) {
-		return "a scene name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+	if !protocol.ValidName(name) {
+		return "a scene name is " + protocol.NameRule
 	}
 	return ""
 }
 
 // MaxKeyLen is the longest idempotency key the server accepts, in bytes.
-const MaxKeyLen = 191
+const MaxKeyLen = protocol.MaxKeyLen
 
 // checkKey says why key is not an idempotency key the server accepts.
 func checkKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: it is empty", ErrInvalidKey)
-	case len(key) > MaxKeyLen:
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidKey, len(key), MaxKeyLen)
-	case !utf8.ValidString(key):
-		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidKey)
+	if err := protocol.CheckKey(key); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidKey, err)
 	}
 	return nil
 }
@@ -321,7 +312,8 @@ func (w *wrapped[T]) failed(ctx context.Context, arg T, err error, p *policy) er
 	} else {
 		key = defaultKey(s.name, args)
 	}
-	item := protocol.ReportItem{Scene: s.name, IdempotencyKey: key, Args: args, Error: errorText(err), LocalAttempts: attempts}
+	item := protocol.ReportItem{Scene: s.name, IdempotencyKey: key, Args: args, Error: errorText(err), LocalAttempts: attempts,
+		FailedAt: time.Now().UnixMilli()}
 	if qerr := c.enqueue(ctx, item); qerr != nil {
 		return fmt.Errorf("retryhub: scene %q: failed after %s and was not reported: %w; last failure: %w", s.name, attemptsText(attempts), qerr, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"regexp"
 	"time"
 	"unicode/utf8"
 
@@ -276,9 +275,7 @@ func BucketOf(key string, buckets int) int {
 }
 
 // MaxKeyLen bounds an idempotency key, in bytes.
-const MaxKeyLen = 191
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+const MaxKeyLen = protocol.MaxKeyLen
 
 // ErrInvalid is wrapped by every validation error of this package.
 var ErrInvalid = errors.New("invalid")
@@ -286,22 +283,16 @@ var ErrInvalid = errors.New("invalid")
 // ValidateName checks the name of a namespace, group or scene: 1 to 64 letters, digits, '.',
 // '_' or '-', starting with a letter or digit.
 func ValidateName(kind, name string) error {
-	if !nameRE.MatchString(name) {
-		return fmt.Errorf("%w %s name %q: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalid, kind, name)
+	if !protocol.ValidName(name) {
+		return fmt.Errorf("%w %s name %q: use %s", ErrInvalid, kind, name, protocol.NameRule)
 	}
 	return nil
 }
 
 // ValidateKey checks an idempotency key.
 func ValidateKey(key string) error {
-	if key == "" {
-		return fmt.Errorf("%w idempotency key: it is empty", ErrInvalid)
-	}
-	if len(key) > MaxKeyLen {
-		return fmt.Errorf("%w idempotency key: %d bytes, at most %d", ErrInvalid, len(key), MaxKeyLen)
-	}
-	if !utf8.ValidString(key) {
-		return fmt.Errorf("%w idempotency key: not valid UTF-8", ErrInvalid)
+	if err := protocol.CheckKey(key); err != nil {
+		return fmt.Errorf("%w idempotency key: %v", ErrInvalid, err)
 	}
 	return nil
 }

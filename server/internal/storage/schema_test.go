@@ -133,4 +133,3 @@ func describe(t *testing.T, db *sql.DB) map[string]string {
 	}
 	return facts
 }
-

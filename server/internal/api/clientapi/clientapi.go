@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"regexp"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -139,8 +138,6 @@ func decode(c *gin.Context, v any) bool {
 	return true
 }
 
-var instanceIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
-
 // DefaultCapacity is an instance's capacity when it registers none.
 const DefaultCapacity = 16
 
@@ -150,8 +147,8 @@ func (a *API) register(c *gin.Context) {
 		return
 	}
 	switch {
-	case !instanceIDRE.MatchString(req.InstanceID):
-		httpx.Error(c, http.StatusBadRequest, "bad_instance", "instance_id: use 1 to 64 letters, digits, '.', '_', ':' or '-'")
+	case !protocol.ValidInstanceID(req.InstanceID):
+		httpx.Error(c, http.StatusBadRequest, "bad_instance", "instance_id: use "+protocol.InstanceIDRule)
 		return
 	case len(req.ExecutorURL) > 512:
 		httpx.Error(c, http.StatusBadRequest, "bad_instance", "executor_url: at most 512 bytes")
@@ -316,7 +313,13 @@ func (a *API) reports(c *gin.Context) {
 			Key: it.IdempotencyKey, Args: args, Error: it.Error, LocalAttempts: it.LocalAttempts,
 			State: retry.Waiting, NextAt: sc.Policies.Replay.Next(1, now)}
 		if sc.Deadline > 0 {
-			d := now.Add(sc.Deadline)
+			// The deadline counts from the failure, when the client says when that was (a report
+			// re-sent after an outage), but never from the future.
+			from := now
+			if it.FailedAt > 0 && it.FailedAt < now.UnixMilli() {
+				from = time.UnixMilli(it.FailedAt)
+			}
+			d := from.Add(sc.Deadline)
 			t.DeadlineAt = &d
 		}
 		tasks = append(tasks, t)
