@@ -116,6 +116,8 @@ func (x *executor) execute(ctx context.Context, s *scene, req *protocol.ExecuteR
 		}
 		decodeErr, err = s.callback(ctx, req)
 	default:
+		ctx = context.WithValue(ctx, replayKey{}, ReplayInfo{Scene: req.Scene, TaskID: req.TaskID,
+			IdempotencyKey: req.IdempotencyKey, Attempt: req.Attempt})
 		decodeErr, err = s.replay(ctx, req.Args)
 	}
 	switch {

@@ -35,8 +35,10 @@ func TestExecutorRunsReplays(t *testing.T) {
 	c := localClient(t)
 	var got email
 	var inFlow bool
+	var replay ReplayInfo
 	RetryableOn(c, "exec-send", func(ctx context.Context, e email) error {
 		got, inFlow = e, InFlow(ctx)
+		replay, _ = ReplayOf(ctx)
 		if e.To == "bad@example.com" {
 			return Permanent(errors.New("mailbox does not exist"))
 		}
@@ -48,8 +50,11 @@ func TestExecutorRunsReplays(t *testing.T) {
 	h := c.Handler()
 
 	resp := decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":"a@example.com","subject":"hi"}`)))
-	if resp.Status != protocol.ExecuteSucceeded || got.To != "a@example.com" || !inFlow {
-		t.Fatalf("answer %+v, args %+v, in flow %v", resp, got, inFlow)
+	if resp.Status != protocol.ExecuteSucceeded || got.To != "a@example.com" || !inFlow || replay.Scene != "exec-send" || replay.Attempt < 1 {
+		t.Fatalf("answer %+v, args %+v, in flow %v, replay %+v", resp, got, inFlow, replay)
+	}
+	if _, ok := ReplayOf(context.Background()); ok {
+		t.Fatal("a plain context says it is a replay")
 	}
 	resp = decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":"later@example.com"}`)))
 	if resp.Status != protocol.ExecuteFailed || resp.Error != "boom" || resp.Permanent {

@@ -30,6 +30,26 @@ func InFlow(ctx context.Context) bool {
 	return v
 }
 
+// ReplayInfo describes a server replay running the function.
+type ReplayInfo struct {
+	Scene string
+	// TaskID is the server's task.
+	TaskID int64
+	// IdempotencyKey is the task's key: pass it on to make the call effectively once.
+	IdempotencyKey string
+	// Attempt numbers this replay among the task's replays, from 1.
+	Attempt int
+}
+
+type replayKey struct{}
+
+// ReplayOf reports whether ctx runs a server replay (as opposed to the first call or a local
+// retry), and which.
+func ReplayOf(ctx context.Context) (ReplayInfo, bool) {
+	v, ok := ctx.Value(replayKey{}).(ReplayInfo)
+	return v, ok
+}
+
 // Transport wraps base (nil means http.DefaultTransport) so that requests carry the retry flow
 // to downstream services: a request whose context is in a flow gets protocol.HeaderFlow, and a
 // request whose context has a deadline gets protocol.HeaderDeadline (Unix milliseconds). A
