@@ -26,9 +26,17 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## bench: the benchmarks (numbers that matter are measured here, never asserted in tests)
+## demo: a server on a fresh SQLite database and the example order service driving it for about
+##       30 s through a flaky broker and partner, then a summary (DEMO_PORT, DEMO_SECONDS)
+demo:
+	GO="$(GO)" bash examples/demo.sh
+
+## bench: the benchmarks (numbers that matter are measured here, never asserted in tests):
+##        the SDK's call overhead, then the server's ingest, replay and due-lag runs on SQLite and
+##        MariaDB (RETRYHUB_BENCH_TASKS sets their size)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchmem ./client-sdk/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./server/internal/bench/
 
 clean:
 	rm -rf bin data

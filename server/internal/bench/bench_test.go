@@ -1,0 +1,355 @@
+// Package bench measures the numbers that matter, against the real parts: reports ingested
+// per second through the client API, next to the raw multi-row INSERT rate of the same
+// database; replay attempts per second with every attempt stored; and how late due tasks are
+// dispatched. `make bench` runs them; nothing here asserts a time.
+//
+// Sizes can be raised with RETRYHUB_BENCH_TASKS (default 20000) for longer runs.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/retryhub/retryhub/client-sdk/backoff"
+	"github.com/retryhub/retryhub/client-sdk/protocol"
+	"github.com/retryhub/retryhub/server/internal/app"
+	"github.com/retryhub/retryhub/server/internal/config"
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+)
+
+const token = "bench-token-0123456789abcdef"
+
+func tasks() int {
+	if n, err := strconv.Atoi(os.Getenv("RETRYHUB_BENCH_TASKS")); err == nil && n > 0 {
+		return n
+	}
+	return 20000
+}
+
+func eachDB(b *testing.B, fn func(b *testing.B, target storagetest.Target)) {
+	b.Run("sqlite", func(b *testing.B) { fn(b, storagetest.SQLite(b)) })
+	b.Run("mysql", func(b *testing.B) { fn(b, storagetest.MySQL(b)) })
+}
+
+func node(b *testing.B, target storagetest.Target) *app.App {
+	b.Helper()
+	cfg := config.Default()
+	cfg.Server.Listen = "127.0.0.1:0"
+	cfg.Database.DSN = target.DSN
+	cfg.Database.SlowQuery = 0
+	cfg.Bootstrap = config.Bootstrap{}
+	cfg.Dispatch.SettleInterval = 5 * time.Millisecond
+	ctx := context.Background()
+	a, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := a.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		a.Shutdown(ctx)
+	})
+	return a
+}
+
+type world struct {
+	group retry.Group
+	scene retry.Scene
+}
+
+func setup(b *testing.B, a *app.App) world {
+	b.Helper()
+	ctx := context.Background()
+	ns, err := a.Store.CreateNamespace(ctx, retry.Namespace{Name: storagetest.RandomName("bench"), Enabled: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := a.Store.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: "orders", Token: token, Enabled: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sc := retry.DefaultScene(g.ID, "notify")
+	sc.Mode = protocol.Remote
+	sc.Backoff = backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Hour)}
+	sc, err = a.Store.CreateScene(ctx, sc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return world{group: g, scene: sc}
+}
+
+// BenchmarkIngest reports failed calls through the client API, 500 per signed request from 4
+// senders, and reports rows/s: every row committed before its answer.
+func BenchmarkIngest(b *testing.B) {
+	eachDB(b, func(b *testing.B, target storagetest.Target) {
+		a := node(b, target)
+		w := setup(b, a)
+		const batch, senders = 500, 4
+		n := tasks()
+		var seq atomic.Int64
+		b.ResetTimer()
+		start := time.Now()
+		for range b.N {
+			var wg sync.WaitGroup
+			for range senders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						first := seq.Add(batch) - batch
+						if first >= int64(n)*int64(b.N) {
+							return
+						}
+						req := protocol.ReportRequest{}
+						for i := first; i < first+batch; i++ {
+							req.Items = append(req.Items, protocol.ReportItem{Scene: "notify", IdempotencyKey: "k" + strconv.FormatInt(i, 10),
+								Args: json.RawMessage(`{"order":"` + strconv.FormatInt(i, 10) + `","amount":1999}`), Error: "timeout", LocalAttempts: 3})
+						}
+						post(b, a.URL(), w.group, req)
+					}
+				}()
+			}
+			wg.Wait()
+		}
+		elapsed := time.Since(start)
+		b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "rows/s")
+	})
+}
+
+func post(b *testing.B, base string, g retry.Group, req protocol.ReportRequest) {
+	body, _ := json.Marshal(req)
+	r, _ := http.NewRequest(http.MethodPost, base+protocol.PathReports, bytes.NewReader(body))
+	r.Header.Set(protocol.HeaderNamespace, g.Namespace)
+	r.Header.Set(protocol.HeaderGroup, g.Name)
+	protocol.SignRequest(r.Header, token, body, time.Now())
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Errorf("report answered %d", resp.StatusCode)
+	}
+}
+
+// BenchmarkRawInsert is the ceiling BenchmarkIngest is measured against: multi-row INSERTs of
+// 500 rows of the same width into a table with the same indexes, from 4 connections, straight
+// through database/sql.
+func BenchmarkRawInsert(b *testing.B) {
+	eachDB(b, func(b *testing.B, target storagetest.Target) {
+		store := storagetest.Open(b, target)
+		_ = store
+		dsn, _ := config.ParseDSN(target.DSN)
+		var db *sql.DB
+		var err error
+		if dsn.Driver == config.MySQL {
+			db, err = sql.Open("mysql", dsn.MySQL.FormatDSN())
+		} else {
+			b.Skip("the raw ceiling is measured on MySQL, the production store")
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		const batch, senders = 500, 4
+		n := tasks()
+		cols := "group_id, scene_id, bucket, idem_key, active_key, args, state, local_attempts, next_at, last_error, cb_error, report_id, created_at, updated_at"
+		row := "(?,?,?,?,?,?,?,?,?,?,'',?,?,?)"
+		var seq atomic.Int64
+		b.ResetTimer()
+		start := time.Now()
+		for range b.N {
+			var wg sync.WaitGroup
+			for range senders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						first := seq.Add(batch) - batch
+						if first >= int64(n)*int64(b.N) {
+							return
+						}
+						var q strings.Builder
+						q.WriteString("INSERT INTO rh_task (" + cols + ") VALUES ")
+						args := make([]any, 0, batch*13)
+						now := time.Now().UTC()
+						for i := first; i < first+batch; i++ {
+							if i > first {
+								q.WriteByte(',')
+							}
+							q.WriteString(row)
+							k := "k" + strconv.FormatInt(i, 10)
+							args = append(args, 1, 1, int(i%128), k, k, `{"order":"`+k+`","amount":1999}`, 1, 3, now, "timeout", 1, now, now)
+						}
+						if _, err := db.Exec(q.String(), args...); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		}
+		b.ReportMetric(float64(n*b.N)/time.Since(start).Seconds(), "rows/s")
+	})
+}
+
+// BenchmarkReplay replays a backlog of due tasks on an instance that succeeds at once, and
+// reports attempts/s: each a claim, an HTTP call, a settlement and a stored attempt.
+func BenchmarkReplay(b *testing.B) {
+	eachDB(b, func(b *testing.B, target storagetest.Target) {
+		a := node(b, target)
+		w := setup(b, a)
+		var calls atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			calls.Add(1)
+			rw.Header().Set("Content-Type", "application/json")
+			rw.Write([]byte(`{"status":"succeeded"}`))
+		}))
+		defer srv.Close()
+		register(b, a, w, srv.URL+"/x", 512)
+		n := tasks()
+		for range b.N {
+			b.StopTimer()
+			due := time.Now().Add(3 * time.Second)
+			load(b, a.Store, w, n, due, 0)
+			base := calls.Load()
+			time.Sleep(time.Until(due))
+			b.StartTimer()
+			waitCalls(b, &calls, base+int64(n))
+			waitSettled(b, a.Store, w)
+			b.ReportMetric(float64(n)/time.Since(due).Seconds(), "attempts/s")
+		}
+	})
+}
+
+// BenchmarkDueLag loads tasks falling due evenly over a few seconds, beside a larger backlog
+// that is not due, and reports how late each reached the instance: p50 and p99, in ms.
+func BenchmarkDueLag(b *testing.B) {
+	eachDB(b, func(b *testing.B, target storagetest.Target) {
+		a := node(b, target)
+		w := setup(b, a)
+		var mu sync.Mutex
+		var lags []float64
+		var calls atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			defer calls.Add(1)
+			var req protocol.ExecuteRequest
+			json.NewDecoder(r.Body).Decode(&req)
+			var due struct {
+				Due int64 `json:"due"`
+			}
+			json.Unmarshal(req.Args, &due)
+			mu.Lock()
+			lags = append(lags, float64(time.Now().UnixMilli()-due.Due))
+			mu.Unlock()
+			rw.Write([]byte(`{"status":"succeeded"}`))
+		}))
+		defer srv.Close()
+		register(b, a, w, srv.URL+"/x", 512)
+		n := tasks()
+		for range b.N {
+			b.StopTimer()
+			load(b, a.Store, w, 4*n, time.Now().Add(time.Hour), 0) // the backlog, not due
+			spreadFrom := time.Now().Add(3 * time.Second)
+			base := calls.Load()
+			load(b, a.Store, w, n, spreadFrom, 5*time.Second) // due over 5 s, 3 s from now
+			b.StartTimer()
+			waitCalls(b, &calls, base+int64(n))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		slices.Sort(lags)
+		b.ReportMetric(lags[len(lags)/2], "p50-ms")
+		b.ReportMetric(lags[len(lags)*99/100], "p99-ms")
+	})
+}
+
+func register(b *testing.B, a *app.App, w world, url string, capacity int) {
+	b.Helper()
+	body, _ := json.Marshal(protocol.RegisterRequest{InstanceID: "bench-1", ExecutorURL: url, Capacity: capacity})
+	r, _ := http.NewRequest(http.MethodPost, a.URL()+protocol.PathRegister, bytes.NewReader(body))
+	r.Header.Set(protocol.HeaderNamespace, w.group.Namespace)
+	r.Header.Set(protocol.HeaderGroup, w.group.Name)
+	protocol.SignRequest(r.Header, token, body, time.Now())
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("register: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+var loaded atomic.Int64
+
+// load stores n waiting tasks due from `from`, spread evenly over `spread`; each one's
+// arguments carry its due time.
+func load(b *testing.B, s *storage.Store, w world, n int, from time.Time, spread time.Duration) {
+	b.Helper()
+	ctx := context.Background()
+	for start := 0; start < n; start += 1000 {
+		var batch []storage.NewTask
+		for i := start; i < min(start+1000, n); i++ {
+			due := from
+			if spread > 0 {
+				due = from.Add(time.Duration(int64(spread) * int64(i) / int64(n)))
+			}
+			key := fmt.Sprintf("t-%d", loaded.Add(1))
+			batch = append(batch, storage.NewTask{GroupID: w.group.ID, SceneID: w.scene.ID, Bucket: retry.BucketOf(key, 128),
+				Key: key, Args: []byte(fmt.Sprintf(`{"due":%d}`, due.UnixMilli())), State: retry.Waiting, NextAt: due})
+		}
+		if _, err := s.Ingest(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// waitCalls waits until the instance has answered want calls in all.
+func waitCalls(b *testing.B, calls *atomic.Int64, want int64) {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Minute)
+	for calls.Load() < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d calls after 10 minutes", calls.Load(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitSettled waits until no task of the scene is running: every result is written.
+func waitSettled(b *testing.B, s *storage.Store, w world) {
+	b.Helper()
+	for {
+		ids, err := s.TaskIDs(context.Background(), storage.TaskFilter{SceneIDs: []int64{w.scene.ID},
+			States: []retry.State{retry.Running}}, 0, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(ids) == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
