@@ -113,6 +113,10 @@ func (s *Service) notify(ctx context.Context, n PartnerNotice) error {
 		s.store.update(n.OrderID, func(o *Order) { o.Partner = StateDone })
 	case retryhub.IsPermanent(err):
 		s.store.update(n.OrderID, func(o *Order) { o.Partner = StateFailed })
+		if r, ok := retryhub.ReplayOf(ctx); ok {
+			s.log.WarnContext(ctx, "the partner refused an order's notification for good; its task ends exhausted",
+				"order", n.OrderID, "task", r.TaskID, "replay", r.Attempt, "err", err)
+		}
 	}
 	return err
 }
@@ -141,7 +145,6 @@ func (s *Service) CreateOrder(ctx context.Context, in NewOrder) (Order, error) {
 	}
 	o := s.store.create(in, time.Now())
 	s.orders.Add(1)
-	ctx = direct(ctx)
 
 	err := s.publishOrderCreated(ctx, OrderCreated{OrderID: o.ID, Customer: o.Customer,
 		AmountCents: o.AmountCents, Currency: o.Currency, CreatedAt: o.CreatedAt})

@@ -51,22 +51,12 @@ type sceneStats struct {
 	callbacksSucceeded, callbacksExhaust  atomic.Int64
 }
 
-// directKey marks the context of a call the service makes itself.
-type directKey struct{}
-
-// direct marks ctx as carrying a call the service makes, so that the scene's function can tell
-// its attempts from the replays the server sends through the executor endpoint (those run
-// under the executor's request context, which lacks the mark).
-func direct(ctx context.Context) context.Context { return context.WithValue(ctx, directKey{}, true) }
-
-func isDirect(ctx context.Context) bool { v, _ := ctx.Value(directKey{}).(bool); return v }
-
-// attempt counts one run of the scene's function and its outcome. A run in a call the
-// service made is the call's first attempt, or a local retry when it runs in the call's retry
-// flow (retryhub.InFlow: the SDK marks every attempt after the first). A run without the
-// service's mark is a replay.
+// attempt counts one run of the scene's function and its outcome. A server replay is told by
+// retryhub.ReplayOf; any other run belongs to a call the service made: its first attempt, or a
+// local retry when it runs in the call's retry flow (retryhub.InFlow: the SDK marks every
+// local attempt after the first; the service's own calls never start inside a flow).
 func (s *sceneStats) attempt(ctx context.Context, err error) {
-	if isDirect(ctx) {
+	if _, replay := retryhub.ReplayOf(ctx); !replay {
 		if retryhub.InFlow(ctx) {
 			s.localRetries.Add(1)
 		}
