@@ -240,7 +240,7 @@ func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclud
 			h.Write([]byte(in.ID))
 			h.Write([]byte{0})
 			h.Write([]byte(key))
-			if s := h.Sum64(); pick == nil || s > best {
+			if s := mix(h.Sum64()); pick == nil || s > best {
 				pick, best = in, s
 			}
 		}
@@ -272,4 +272,16 @@ func (l *Lease) Done(busyFor, downFor time.Duration) {
 	if downFor > 0 {
 		l.inst.downUntil = now.Add(downFor)
 	}
+}
+
+// mix spreads FNV's output over all 64 bits (the splitmix64 finalizer). FNV-1a alone leaves
+// the high bits to the instance id and the low bits to the key's last bytes, so comparing raw
+// sums sent most keys to one instance.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }
