@@ -224,7 +224,14 @@ func serve(addr string, h http.Handler, log *slog.Logger) (string, func(context.
 func demo(ctx context.Context, o options, svc *orders.Service, client *retryhub.Client,
 	broker *orders.Broker, partner *orders.PartnerServer, apiURL string) error {
 	start := time.Now()
-	progress := func() { printProgress(os.Stdout, time.Since(start), svc.Stats()) }
+	last := -time.Second
+	progress := func() {
+		// At most one line a second: the drain's last tick and its end may coincide.
+		if now := time.Since(start); now-last >= time.Second {
+			last = now
+			printProgress(os.Stdout, now, svc.Stats())
+		}
+	}
 	fmt.Printf("orders: %s of traffic at %.0f orders/s, fail rate %.2f; a progress line every %s\n",
 		o.duration, o.rate, o.failRate, o.progress)
 
