@@ -70,6 +70,9 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	timers   map[*retry.Claim]*time.Timer
 	limiters map[int64]*sceneLimiter
+	// granted holds the claims waiting for a rate-limit token they have already reserved: when
+	// their timer fires they run without reserving another.
+	granted map[*retry.Claim]bool
 }
 
 type sceneLimiter struct {
@@ -90,7 +93,7 @@ func NewDispatcher(p Params, store *storage.Store, cat *catalog.Catalog, reg *Re
 	}
 	return &Dispatcher{p: p, store: store, catalog: cat, registry: reg, settler: settler, client: client, log: log,
 		ready:  make(chan *retry.Claim, p.QueueSize*2),
-		timers: map[*retry.Claim]*time.Timer{}, limiters: map[int64]*sceneLimiter{}}
+		timers: map[*retry.Claim]*time.Timer{}, limiters: map[int64]*sceneLimiter{}, granted: map[*retry.Claim]bool{}}
 }
 
 // Start runs the workers.
@@ -154,11 +157,11 @@ func (d *Dispatcher) work() {
 		select {
 		case c := <-d.ready:
 			if d.stopping.Load() {
-				d.settler.Add(retry.Release(c, c.DueAt))
+				d.giveBack(c)
 			} else {
 				d.run(c)
+				d.done()
 			}
-			d.done()
 		case <-d.ctx.Done():
 			return
 		}
@@ -175,6 +178,7 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 		// A timer that already fired hands its claim to the queue, drained below.
 		if t.Stop() {
 			delete(d.timers, c)
+			delete(d.granted, c)
 			d.settler.Add(retry.Release(c, c.DueAt))
 			d.done()
 		}
@@ -183,8 +187,7 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 	for {
 		select {
 		case c := <-d.ready:
-			d.settler.Add(retry.Release(c, c.DueAt))
-			d.done()
+			d.giveBack(c)
 			continue
 		default:
 		}
@@ -195,8 +198,7 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 		for d.pending.Load() > 0 {
 			select {
 			case c := <-d.ready:
-				d.settler.Add(retry.Release(c, c.DueAt))
-				d.done()
+				d.giveBack(c)
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
@@ -209,6 +211,15 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 	}
 	d.cancel()
 	d.workers.Wait()
+}
+
+// giveBack releases a claim that was not started; it keeps its due time.
+func (d *Dispatcher) giveBack(c *retry.Claim) {
+	d.mu.Lock()
+	delete(d.granted, c)
+	d.mu.Unlock()
+	d.settler.Add(retry.Release(c, c.DueAt))
+	d.done()
 }
 
 // Abandon stops at once without giving anything back, as a crash would: the claims return to
@@ -228,6 +239,10 @@ func (d *Dispatcher) Abandon() {
 // run makes one claim's call and settles it.
 func (d *Dispatcher) run(c *retry.Claim) {
 	now := time.Now()
+	d.mu.Lock()
+	granted := d.granted[c]
+	delete(d.granted, c)
+	d.mu.Unlock()
 	sc, err := d.catalog.Scene(d.ctx, c.SceneID)
 	if err != nil {
 		d.log.Error("dispatch: read scene; the task waits", "task", c.TaskID, "scene", c.SceneID, "err", err)
@@ -238,14 +253,22 @@ func (d *Dispatcher) run(c *retry.Claim) {
 		d.settler.Add(retry.Release(c, now.Add(d.p.PausedDelay)))
 		return
 	}
-	if wait := d.reserve(sc); wait > 0 {
-		if wait <= time.Second && now.Add(wait).Before(c.RunDeadline) {
-			d.pending.Add(1) // the timer holds it again; work() releases the current hold
-			d.after(c, wait)
-		} else {
-			d.settler.Add(retry.Release(c, now.Add(wait)))
+	if r := d.reserve(sc, granted); r != nil {
+		// Wait for the token when it comes soon enough, holding it; otherwise give the token
+		// back and the task too, due when the token would have come.
+		if wait := r.Delay(); wait > 0 {
+			if wait <= time.Second && now.Add(wait).Before(c.RunDeadline) {
+				d.pending.Add(1) // the timer holds it again; work() releases the current hold
+				d.mu.Lock()
+				d.granted[c] = true
+				d.mu.Unlock()
+				d.after(c, wait)
+			} else {
+				r.Cancel()
+				d.settler.Add(retry.Release(c, now.Add(wait)))
+			}
+			return
 		}
-		return
 	}
 	group, err := d.catalog.Group(d.ctx, c.GroupID)
 	if err != nil {
@@ -306,10 +329,11 @@ func (d *Dispatcher) run(c *retry.Claim) {
 	}
 }
 
-// reserve takes a token of the scene's rate limit, returning how long to wait for it.
-func (d *Dispatcher) reserve(sc *catalog.Scene) time.Duration {
-	if sc.RateLimit <= 0 {
-		return 0
+// reserve takes a token of the scene's rate limit, unless the claim was granted one already or
+// the scene has no limit (then it returns nil). The reservation says how long to wait for it.
+func (d *Dispatcher) reserve(sc *catalog.Scene, granted bool) *rate.Reservation {
+	if sc.RateLimit <= 0 || granted {
+		return nil
 	}
 	nodes := 1
 	if d.p.Nodes != nil {
@@ -323,12 +347,7 @@ func (d *Dispatcher) reserve(sc *catalog.Scene) time.Duration {
 		d.limiters[sc.ID] = l
 	}
 	d.mu.Unlock()
-	r := l.limiter.Reserve()
-	wait := r.Delay()
-	if wait > time.Second {
-		r.Cancel()
-	}
-	return wait
+	return l.limiter.Reserve()
 }
 
 func (d *Dispatcher) request(c *retry.Claim, sc *catalog.Scene, g retry.Group, timeout time.Duration) ([]byte, error) {
