@@ -1,0 +1,240 @@
+package dispatch_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/catalog"
+	"github.com/retryhub/retryhub/server/internal/dispatch"
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+)
+
+// succeeded is the settlement of a successful attempt of the claim.
+func (f *fixture) succeeded(c *retry.Claim) retry.Settlement {
+	f.t.Helper()
+	sc, err := catalog.New(f.store, 0).Scene(context.Background(), c.SceneID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	now := time.Now()
+	att := &retry.Attempt{TaskID: c.TaskID, Kind: c.Kind, Number: c.Number(), NodeID: "node-1", InstanceID: "i1",
+		StartedAt: now, Duration: time.Millisecond, Outcome: retry.OutcomeSucceeded}
+	if c.Kind == retry.KindCallback {
+		return retry.SettleCallback(c, &sc.Scene, sc.Policies, retry.Result{Outcome: retry.OutcomeSucceeded}, att, now)
+	}
+	return retry.SettleReplay(c, &sc.Scene, sc.Policies, retry.Result{Outcome: retry.OutcomeSucceeded}, att, now)
+}
+
+// written records what the settler wrote, batch by batch.
+type written struct {
+	mu      sync.Mutex
+	batches [][]int64 // task ids
+	changed int64
+}
+
+func (w *written) record(batch []retry.Settlement, changed int64) {
+	ids := make([]int64, len(batch))
+	for i := range batch {
+		ids[i] = batch[i].TaskID
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.batches = append(w.batches, ids)
+	w.changed += changed
+}
+
+func (w *written) ids() []int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []int64
+	for _, b := range w.batches {
+		out = append(out, b...)
+	}
+	return out
+}
+
+func TestSettlerWritesEverythingInBatchesInOrder(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, nil)
+		f.report(time.Now(), keys("k", 60)...)
+		claims := f.claim(retry.KindReplay, time.Now())
+		if len(claims) != 60 {
+			t.Fatalf("claimed %d, want 60", len(claims))
+		}
+		st := dispatch.NewSettler(s, 7, 20*time.Millisecond, testLogger(t))
+		var w written
+		st.OnSettled = w.record
+		st.Start()
+		var order []int64
+		for i := range claims {
+			st.Add(f.succeeded(&claims[i]))
+			order = append(order, claims[i].TaskID)
+			if i%13 == 0 {
+				time.Sleep(5 * time.Millisecond) // some batches close on the interval, some on size
+			}
+		}
+		waitUntil(t, 10*time.Second, "every settlement to be written", func() bool { return len(w.ids()) == len(claims) })
+		st.Stop(context.Background())
+
+		got := w.ids()
+		for i := range order {
+			if got[i] != order[i] {
+				t.Fatalf("settlements written in the order %v, want the order they were added %v", got, order)
+			}
+		}
+		w.mu.Lock()
+		for _, b := range w.batches {
+			if len(b) > 7 {
+				t.Errorf("a batch of %d settlements, more than the batch size 7", len(b))
+			}
+		}
+		if len(w.batches) < 60/7 {
+			t.Errorf("%d batches for 60 settlements of at most 7", len(w.batches))
+		}
+		if w.changed != 60 {
+			t.Errorf("the batches changed %d tasks, want 60", w.changed)
+		}
+		w.mu.Unlock()
+		for _, c := range claims {
+			tk := f.task(c.TaskID)
+			if tk.State != retry.Succeeded || tk.Attempts != 1 || tk.ClaimToken != 0 {
+				t.Fatalf("task %d after its settlement: %s, %d attempts, claim token %d", tk.ID, tk.State, tk.Attempts, tk.ClaimToken)
+			}
+			if atts := f.attempts(c.TaskID); len(atts) != 1 || atts[0].Outcome != retry.OutcomeSucceeded {
+				t.Fatalf("task %d attempts: %+v", tk.ID, atts)
+			}
+		}
+	})
+}
+
+func TestSettlerStopWritesWhatIsQueued(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, nil)
+		ids := f.report(time.Now(), keys("k", 5)...)
+		claims := f.claim(retry.KindReplay, time.Now())
+		// Neither the size nor the interval would close this batch during the test.
+		st := dispatch.NewSettler(s, 1000, time.Hour, testLogger(t))
+		st.Start()
+		for i := range claims {
+			st.Add(f.succeeded(&claims[i]))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st.Stop(ctx)
+		for _, id := range ids {
+			if tk := f.task(id); tk.State != retry.Succeeded {
+				t.Fatalf("task %d is %s after Stop, want succeeded: Stop writes what is queued", id, tk.State)
+			}
+		}
+	})
+}
+
+func TestSettlerAbandonWritesNothing(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, nil)
+		ids := f.report(time.Now(), keys("k", 5)...)
+		claims := f.claim(retry.KindReplay, time.Now())
+		st := dispatch.NewSettler(s, 1000, time.Hour, testLogger(t))
+		st.Start()
+		for i := range claims {
+			st.Add(f.succeeded(&claims[i]))
+		}
+		st.Abandon()
+		for _, id := range ids {
+			if tk := f.task(id); tk.State != retry.Running || tk.Attempts != 0 || len(f.attempts(id)) != 0 {
+				t.Fatalf("task %d after Abandon: %s with %d attempts, want still running with none", id, tk.State, tk.Attempts)
+			}
+		}
+	})
+}
+
+func TestSettlerAddAfterStopDoesNotBlock(t *testing.T) {
+	t.Parallel()
+	s := storagetest.Open(t, storagetest.SQLite(t))
+	f := newFixture(t, s, nil)
+	f.report(time.Now(), "k")
+	c := f.claim(retry.KindReplay, time.Now())[0]
+	st := dispatch.NewSettler(s, 2, time.Hour, testLogger(t))
+	st.Start()
+	st.Stop(context.Background())
+	added := make(chan struct{})
+	go func() {
+		defer close(added)
+		for range 100 { // far more than the queue holds
+			st.Add(f.succeeded(&c))
+		}
+	}()
+	select {
+	case <-added:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Add after Stop blocked")
+	}
+	// Stop and Abandon again are harmless.
+	st.Stop(context.Background())
+	st.Abandon()
+}
+
+func TestSettlementOfALostClaimChangesNothing(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := newFixture(t, s, nil)
+		id := f.report(time.Now(), "k")[0]
+		old := f.claim(retry.KindReplay, time.Now())[0]
+		// The claim lapses and the task goes back to waiting (as the sweeper or an operator
+		// would do), then another node claims it afresh.
+		if _, err := s.Settle(ctx, []retry.Settlement{retry.Release(&old, time.Now())}); err != nil {
+			t.Fatal(err)
+		}
+		fresh := f.claim(retry.KindReplay, time.Now())
+		if len(fresh) != 1 {
+			t.Fatalf("the released task was not claimed again: %d claims", len(fresh))
+		}
+		st := dispatch.NewSettler(s, 10, time.Millisecond, testLogger(t))
+		var w written
+		st.OnSettled = w.record
+		st.Start()
+		st.Add(f.succeeded(&old))
+		st.Stop(ctx)
+		if len(w.ids()) != 1 || w.changed != 0 {
+			t.Fatalf("wrote %v changing %d tasks; want the late settlement written and changing none", w.ids(), w.changed)
+		}
+		tk := f.task(id)
+		if tk.State != retry.Running || tk.ClaimToken != fresh[0].Token || tk.Attempts != 0 {
+			t.Fatalf("the late settlement changed the task: %s, token %d (fresh claim %d), %d attempts",
+				tk.State, tk.ClaimToken, fresh[0].Token, tk.Attempts)
+		}
+	})
+}
+
+func TestSettlerStopGivesUpWhenTheDatabaseIsGone(t *testing.T) {
+	t.Parallel()
+	s := storagetest.Open(t, storagetest.SQLite(t))
+	f := newFixture(t, s, nil)
+	f.report(time.Now(), "k")
+	c := f.claim(retry.KindReplay, time.Now())[0]
+	st := dispatch.NewSettler(s, 10, time.Millisecond, testLogger(t))
+	st.Start()
+	settlement := f.succeeded(&c)
+	s.Close()
+	st.Add(settlement)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() {
+		st.Stop(ctx)
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop kept retrying a write to a closed database after its context ended")
+	}
+}
