@@ -114,6 +114,22 @@ type RegisterRequest struct {
 	Host       string `json:"host"`
 	// Scenes lists the scenes this instance has functions registered for.
 	Scenes []string `json:"scenes,omitempty"`
+	// Declarations say how the code declared those scenes. When the group creates scenes
+	// automatically, the server creates each declared scene it does not have yet from its
+	// declaration (the rest of the policy takes the server's defaults); scenes it has keep their
+	// policy, which then overrides the code's.
+	Declarations []SceneDeclaration `json:"declarations,omitempty"`
+}
+
+// SceneDeclaration is a scene as the business code declared it.
+type SceneDeclaration struct {
+	Name          string           `json:"name"`
+	Mode          Mode             `json:"mode"`
+	LocalAttempts int              `json:"local_attempts"`
+	LocalBackoff  backoff.Policy   `json:"local_backoff"`
+	Timeout       backoff.Duration `json:"timeout,omitempty"`
+	// Callback says the code registered a callback: the created scene has its callback on.
+	Callback bool `json:"callback,omitempty"`
 }
 
 // RegisterResponse tells the instance how to stay listed and what the server accepts.

@@ -279,6 +279,9 @@ func outboundIPv4() string {
 // once (429 beyond), answers 404 for scenes not declared on this client, and runs replays with
 // their arguments decoded into the scene's argument type, under the request's timeout and in a
 // retry flow (see InFlow).
+//
+// The handler serves as soon as the client is made, before Start: an application can mount it
+// in its server first and start the client after.
 func (c *Client) Handler() http.Handler { return c.exec }
 
 // sceneAdded takes a scene declared while the client runs.

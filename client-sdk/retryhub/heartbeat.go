@@ -54,6 +54,9 @@ func (h *heartbeat) register(ctx context.Context) error {
 		SDKVersion:  Version,
 		Host:        host,
 		Scenes:      h.reg.names(),
+		// The server creates the scenes it does not have from these, so that a first report
+		// does not turn a scene declared Remote into one with the server's default mode.
+		Declarations: h.reg.declarations(),
 	}
 	resp, err := h.api.postJSON(ctx, protocol.PathRegister, req)
 	if err != nil {

@@ -89,6 +89,23 @@ func (r *registry) names() []string {
 	return names
 }
 
+// declarations describes the registered scenes as the code declared them, sorted by name.
+func (r *registry) declarations() []protocol.SceneDeclaration {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]protocol.SceneDeclaration, 0, len(r.scenes))
+	for _, s := range r.scenes {
+		d := protocol.SceneDeclaration{Name: s.name, Mode: s.code.mode, LocalAttempts: s.code.attempts,
+			Timeout: backoff.Duration(s.code.timeout), Callback: s.callback != nil}
+		if s.code.backoff != nil {
+			d.LocalBackoff = s.code.backoff.Policy()
+		}
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b protocol.SceneDeclaration) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
 // all returns the registered scenes.
 func (r *registry) all() []*scene {
 	r.mu.RLock()

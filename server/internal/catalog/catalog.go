@@ -145,11 +145,18 @@ func (c *Catalog) SceneByName(ctx context.Context, groupID int64, name string) (
 // EnsureScene returns the group's scene of that name, creating it with the default policy
 // when it does not exist.
 func (c *Catalog) EnsureScene(ctx context.Context, groupID int64, name string) (*Scene, error) {
+	return c.EnsureSceneFrom(ctx, retry.DefaultScene(groupID, name))
+}
+
+// EnsureSceneFrom returns def's group's scene of def's name, creating it as def when it does
+// not exist. An existing scene is returned as it is.
+func (c *Catalog) EnsureSceneFrom(ctx context.Context, def retry.Scene) (*Scene, error) {
+	groupID, name := def.GroupID, def.Name
 	sc, err := c.SceneByName(ctx, groupID, name)
 	if !errors.Is(err, storage.ErrNotFound) {
 		return sc, err
 	}
-	created, err := compiled(c.store.EnsureScene(ctx, retry.DefaultScene(groupID, name)))
+	created, err := compiled(c.store.EnsureScene(ctx, def))
 	if err != nil {
 		return nil, fmt.Errorf("create scene %q: %w", name, err)
 	}

@@ -308,16 +308,27 @@ func applyEnv(cfg *Config, environ []string) error {
 	for _, l := range ls {
 		byEnv[envName(l.key)] = l
 	}
+	// A variable under a section's prefix that names no key is a typo, and an error; other
+	// RETRYHUB_ variables (a service's RETRYHUB_TOKEN, say) are not the server's business.
+	sections := map[string]bool{}
+	for _, l := range ls {
+		sec, _, _ := strings.Cut(l.key, ".")
+		sections[envName(sec)+"_"] = true
+	}
 	var unknown []string
 	for _, kv := range environ {
 		name, val, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, EnvPrefix) || envOutsideConfig[name] ||
-			strings.HasPrefix(name, EnvPrefix+"TEST_") {
+		if !ok || !strings.HasPrefix(name, EnvPrefix) || envOutsideConfig[name] {
 			continue
 		}
 		l, known := byEnv[name]
 		if !known {
-			unknown = append(unknown, name)
+			for sec := range sections {
+				if strings.HasPrefix(name, sec) {
+					unknown = append(unknown, name)
+					break
+				}
+			}
 			continue
 		}
 		if err := set(l.value, val); err != nil {

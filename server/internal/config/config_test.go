@@ -30,7 +30,8 @@ func write(t *testing.T, body string) string {
 func TestFileThenEnvironment(t *testing.T) {
 	p := write(t, "server:\n  listen: 127.0.0.1:9000\nscheduler:\n  buckets: 64\n  lease_duration: 20s\n")
 	cfg, err := Load(p, []string{"RETRYHUB_SCHEDULER_BUCKETS=32", "RETRYHUB_DISPATCH_NO_INSTANCE_DELAY=3s",
-		"RETRYHUB_DATABASE_DSN=mysql://root:@tcp(127.0.0.1:3306)/rh", "PATH=/bin", "RETRYHUB_ADMIN_PASSWORD=x"})
+		"RETRYHUB_DATABASE_DSN=mysql://root:@tcp(127.0.0.1:3306)/rh", "PATH=/bin", "RETRYHUB_ADMIN_PASSWORD=x",
+		"RETRYHUB_TOKEN=a-service-token"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -503,3 +503,33 @@ func TestSDKFollowsAPolicyEditWithoutARestart(t *testing.T) {
 	})
 }
 
+func TestSDKDeclaredScenesAreCreatedAsDeclared(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		w := newSDKWorld(t, target)
+		g := w.group
+		g.AutoCreateScenes = true
+		if err := w.store.UpdateGroup(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+		// A scene the server already has keeps the server's policy.
+		w.scene("existing", protocol.Local, nil)
+		node := startNode(t, testConfig(target), "n1")
+		c := w.client(node.URL(), nil)
+		noop := func(context.Context, Order) error { return nil }
+		retryhub.RetryableOn(c, "declared", noop, retryhub.WithMode(retryhub.Remote), retryhub.WithLocalAttempts(1),
+			retryhub.WithCallback(func(context.Context, retryhub.CallbackEvent[Order]) error { return nil }))
+		retryhub.RetryableOn(c, "existing", noop, retryhub.WithMode(retryhub.Remote))
+		start(t, c)
+		ctx := context.Background()
+		sc, err := w.store.SceneByName(ctx, g.ID, "declared")
+		if err != nil {
+			t.Fatalf("the declared scene was not created at registration: %v", err)
+		}
+		if sc.Mode != protocol.Remote || sc.LocalAttempts != 1 || !sc.Callback.Enabled || sc.MaxAttempts != retry.DefaultScene(0, "x").MaxAttempts {
+			t.Fatalf("declared scene: %+v", sc)
+		}
+		if ex, _ := w.store.SceneByName(ctx, g.ID, "existing"); ex.Mode != protocol.Local {
+			t.Fatalf("an existing scene was changed by a declaration: %s", ex.Mode)
+		}
+	})
+}

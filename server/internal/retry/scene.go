@@ -72,6 +72,27 @@ func DefaultScene(groupID int64, name string) Scene {
 	}
 }
 
+// FromDeclaration returns the scene a client declared: the default policy with the mode, local
+// attempts, local back-off, timeout and callback switch of the declaration, where those are
+// valid (an invalid field keeps its default).
+func FromDeclaration(groupID int64, d protocol.SceneDeclaration) Scene {
+	sc := DefaultScene(groupID, d.Name)
+	if d.Mode.Valid() {
+		sc.Mode = d.Mode
+	}
+	if d.LocalAttempts >= 1 && d.LocalAttempts <= MaxLocalAttempts {
+		sc.LocalAttempts = d.LocalAttempts
+	}
+	if _, err := d.LocalBackoff.Compile(); err == nil {
+		sc.LocalBackoff = d.LocalBackoff
+	}
+	if t := time.Duration(d.Timeout); t > 0 && t <= MaxTimeout {
+		sc.Timeout = t
+	}
+	sc.Callback.Enabled = d.Callback
+	return sc
+}
+
 // Validate checks every rule of a scene; the error names the field at fault.
 func (s *Scene) Validate() error {
 	if err := ValidateName("scene", s.Name); err != nil {

@@ -101,7 +101,8 @@ func (s *Scene) Compile() (Policies, error) {
 }
 
 // SettleReplay decides what a replay's result does to its task: success ends it; a failure
-// schedules the next replay by the scene's back-off, or exhausts the task when the failure is
+// schedules the next replay by the scene's back-off (the report took its first step, so the
+// n-th failed replay waits its (n+1)-th), or exhausts the task when the failure is
 // permanent, the attempts are used up, or the next replay would fall past the task's deadline.
 // A task that ends starts its callback when the scene has one.
 func SettleReplay(c *Claim, sc *Scene, p Policies, res Result, att *Attempt, now time.Time) Settlement {
@@ -112,7 +113,9 @@ func SettleReplay(c *Claim, sc *Scene, p Policies, res Result, att *Attempt, now
 		s.State = Succeeded
 	} else {
 		s.LastError = TruncateError(res.Error)
-		next := Truncate(p.Replay.Next(s.Attempts, now))
+		// The report itself was the first failure, which the first replay's wait followed; the
+		// n-th failed replay is failure n+1.
+		next := Truncate(p.Replay.Next(s.Attempts+1, now))
 		switch {
 		case res.Permanent, s.Attempts >= sc.MaxAttempts:
 			s.State = Exhausted

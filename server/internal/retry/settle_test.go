@@ -184,3 +184,21 @@ func TestBucketOf(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestReplaysWalkTheLadderFromItsSecondStep(t *testing.T) {
+	sc := DefaultScene(1, "s") // levels: 10s, 15s, 30s, …
+	p, _ := sc.Compile()
+	// The report waits the first step before the first replay.
+	if first := p.Replay.Next(1, t0).Sub(t0); first != 10*time.Second {
+		t.Fatalf("first replay after %s, want 10s", first)
+	}
+	want := []time.Duration{15 * time.Second, 30 * time.Second, 35 * time.Second}
+	c := &Claim{Kind: KindReplay}
+	for i, w := range want {
+		c.Attempts = i
+		s := SettleReplay(c, &sc, p, Result{Outcome: OutcomeFailed, Error: "x"}, nil, t0)
+		if got := s.NextAt.Sub(t0); got != w {
+			t.Fatalf("after failed replay %d the next waits %s, want %s", i+1, got, w)
+		}
+	}
+}

@@ -178,11 +178,29 @@ func (a *API) register(c *gin.Context) {
 		return
 	}
 	a.registry.Observe(in)
+	if g.AutoCreateScenes {
+		a.createDeclared(c, g, req.Declarations)
+	}
 	a.log.Info("client instance registered", "group", g.Namespace+"/"+g.Name, "instance", in.ID,
 		"executor", in.ExecutorURL, "capacity", in.Capacity, "sdk", in.SDKVersion, "host", in.Host)
 	c.JSON(http.StatusOK, protocol.RegisterResponse{
 		HeartbeatInterval: backoff.Duration(a.p.InstanceHeartbeat), InstanceTTL: backoff.Duration(a.p.InstanceTTL),
 		MaxBodyBytes: a.p.MaxBodyBytes, MaxPayloadBytes: a.p.MaxPayloadBytes, MaxBatch: a.p.MaxBatch})
+}
+
+// createDeclared creates the declared scenes the group does not have yet, each from its
+// declaration. A scene that cannot be created is logged; the report that needs it will create
+// it with the defaults, or say why not.
+func (a *API) createDeclared(c *gin.Context, g retry.Group, decls []protocol.SceneDeclaration) {
+	for _, d := range decls {
+		if !protocol.ValidName(d.Name) {
+			continue
+		}
+		sc := retry.FromDeclaration(g.ID, d)
+		if _, err := a.catalog.EnsureSceneFrom(c.Request.Context(), sc); err != nil {
+			a.log.Warn("create a declared scene", "group", g.Namespace+"/"+g.Name, "scene", d.Name, "err", err)
+		}
+	}
 }
 
 func (a *API) heartbeat(c *gin.Context) {
