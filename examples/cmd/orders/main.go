@@ -395,8 +395,8 @@ func printSummary(w io.Writer, st orders.Stats, broker *orders.Broker, partner *
   exhausted        replays that failed with a retryhub.Permanent error: each ended its task at
                    once as exhausted, a dead letter for an operator
   open             reported tasks no replay has ended yet (still waiting on the server)
-  callbacks        task outcomes the scene's callback was told of; scenes created on first
-                   report have the callback off until an operator turns it on in the console
+  callbacks        task outcomes the scene's callback was told of (notify-partner declares one;
+                   callbacks run after their task ends, so they may trail its outcome)
 `)
 	b := broker.Stats()
 	fmt.Fprintf(w, "\nbroker: %d messages stored, %d repeated copies dropped by message id\n", b.Messages, b.Duplicates)
