@@ -115,7 +115,9 @@ func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) int {
 		if len(active) > room {
 			active = active[:room]
 		}
-		per := (room + len(active) - 1) / len(active)
+		// Round down: every bucket may fill its share, and the shares must fit the room. What
+		// the rounding leaves is taken by the next pass.
+		per := room / len(active)
 		now := time.Now()
 		claims, err := c.store.Claim(ctx, storage.ClaimParams{Kind: kind, Buckets: active,
 			DueBy: now.Add(c.p.Lookahead), PerBucket: per, Token: rand.Int64N(1<<62) + 1, Node: c.p.NodeID,
