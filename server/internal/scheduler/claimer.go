@@ -46,7 +46,8 @@ type Claimer struct {
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
-	offset int
+	// offset is where each kind's rotation over the buckets stands.
+	offset map[retry.AttemptKind]int
 }
 
 // NewClaimer returns a claimer of the buckets held returns; Start runs it.
@@ -54,7 +55,8 @@ func NewClaimer(store *storage.Store, p ClaimerParams, held func() []int, sink S
 	if p.MaxPasses <= 0 {
 		p.MaxPasses = 8
 	}
-	return &Claimer{p: p, store: store, held: held, sink: sink, log: log, wake: make(chan struct{}, 1)}
+	return &Claimer{p: p, store: store, held: held, sink: sink, log: log, wake: make(chan struct{}, 1),
+		offset: map[retry.AttemptKind]int{}}
 }
 
 // Wake asks for a round soon; rounds never overlap, and wakes during a round merge into one.
@@ -103,9 +105,11 @@ func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) int {
 		return 0
 	}
 	// Rotate, so that when there is room for fewer claims than buckets, each bucket gets its
-	// turn over the rounds.
-	c.offset = (c.offset + 1) % len(buckets)
-	active := append(append([]int{}, buckets[c.offset:]...), buckets[:c.offset]...)
+	// turn over the rounds. Each kind turns on its own: one shared offset stepped twice a round
+	// skipped every other bucket when the held count was even.
+	off := (c.offset[kind] + 1) % len(buckets)
+	c.offset[kind] = off
+	active := append(append([]int{}, buckets[off:]...), buckets[:off]...)
 	total := 0
 	for pass := 0; pass < c.p.MaxPasses && len(active) > 0 && ctx.Err() == nil; pass++ {
 		room := min(c.sink.Room(), c.p.Batch)
