@@ -102,8 +102,9 @@ func (l *Leaser) Exec(ctx context.Context) error {
 func (l *Leaser) exec(ctx context.Context) {
 	if err := l.Exec(ctx); err != nil && ctx.Err() == nil {
 		l.log.Warn("renew bucket leases", "err", err)
-		// Leases we could not renew may expire; stop claiming those past their time. Claims
-		// stay safe either way (they are conditional), so this only avoids useless work.
+		// Leases we could not renew may expire and pass to other nodes while this one still
+		// counts them as held until a pass succeeds. That is safe: claims, settlements and sweeps
+		// are conditional on the task's state and claim token, never on the lease.
 	}
 }
 
