@@ -19,7 +19,7 @@ type Heartbeat struct {
 // NewHeartbeat returns the heartbeat of node, beating every interval.
 func NewHeartbeat(store *storage.Store, node retry.Node, interval time.Duration, log *slog.Logger) *Heartbeat {
 	h := &Heartbeat{store: store, node: node}
-	h.loop = loop{name: "heartbeat", interval: interval, exec: h.exec, log: log}
+	h.loop = loop{name: "heartbeat", interval: interval, exec: h.exec, log: log, finish: passTimeout}
 	return h
 }
 
@@ -27,7 +27,7 @@ func NewHeartbeat(store *storage.Store, node retry.Node, interval time.Duration,
 func (h *Heartbeat) Beat(ctx context.Context) error { return h.store.HeartbeatNode(ctx, h.node) }
 
 func (h *Heartbeat) exec(ctx context.Context) {
-	if err := h.Beat(ctx); err != nil && ctx.Err() == nil {
+	if err := h.Beat(ctx); err != nil { // stop never cancels a beat: an error is real
 		h.loop.log.Warn("node heartbeat", "node", h.node.ID, "err", err)
 	}
 }
@@ -35,7 +35,8 @@ func (h *Heartbeat) exec(ctx context.Context) {
 // Start beats until Stop.
 func (h *Heartbeat) Start() { h.loop.start() }
 
-// Stop ends the heartbeat and removes the node's row, so the others take its share at once.
+// Stop ends the heartbeat (letting a beat under way land first) and removes the node's row, so
+// the others take its share at once.
 func (h *Heartbeat) Stop(ctx context.Context) {
 	h.loop.stop()
 	if err := h.store.DeleteNode(ctx, h.node.ID); err != nil {

@@ -42,7 +42,7 @@ type Leaser struct {
 // NewLeaser returns a leaser; Start runs it.
 func NewLeaser(store *storage.Store, p LeaserParams, log *slog.Logger) *Leaser {
 	l := &Leaser{p: p, store: store, log: log}
-	l.loop = loop{name: "leaser", interval: p.Interval, exec: l.exec, log: log}
+	l.loop = loop{name: "leaser", interval: p.Interval, exec: l.exec, log: log, finish: passTimeout}
 	l.held.Store(&[]int{})
 	l.nodes.Store(1)
 	return l
@@ -100,7 +100,7 @@ func (l *Leaser) Exec(ctx context.Context) error {
 }
 
 func (l *Leaser) exec(ctx context.Context) {
-	if err := l.Exec(ctx); err != nil && ctx.Err() == nil {
+	if err := l.Exec(ctx); err != nil { // stop never cancels a pass: an error is real
 		l.log.Warn("renew bucket leases", "err", err)
 		// Leases we could not renew may expire and pass to other nodes while this one still
 		// counts them as held until a pass succeeds. That is safe: claims, settlements and sweeps
@@ -108,7 +108,8 @@ func (l *Leaser) exec(ctx context.Context) {
 	}
 }
 
-// Stop ends leasing and releases every bucket, so other nodes take them at once.
+// Stop ends leasing (letting a renewal under way land first) and releases every bucket, so
+// other nodes take them at once.
 func (l *Leaser) Stop(ctx context.Context) {
 	l.loop.stop()
 	l.held.Store(&[]int{})

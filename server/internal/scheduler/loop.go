@@ -11,12 +11,21 @@ import (
 	"time"
 )
 
+// passTimeout bounds a heartbeat or lease pass, and so how long a stop waits for one.
+const passTimeout = 5 * time.Second
+
 // loop runs exec every interval until stop, the first time at once.
 type loop struct {
 	name     string
 	interval time.Duration
 	exec     func(ctx context.Context)
 	log      *slog.Logger
+	// finish, when set, runs each pass under its own timeout of that length, and stop waits for
+	// a pass under way to end instead of cancelling it. A stop that cleans up after the loop
+	// (deleting the node's row, releasing its leases) needs it: MySQL runs a statement it has
+	// received even when the client gives up on it, so a cancelled heartbeat or lease renewal
+	// could land after the clean-up and undo it.
+	finish time.Duration
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -29,8 +38,8 @@ func (l *loop) start() {
 		defer close(l.done)
 		t := time.NewTicker(l.interval)
 		defer t.Stop()
-		for {
-			l.exec(ctx)
+		for ctx.Err() == nil {
+			l.pass(ctx)
 			select {
 			case <-ctx.Done():
 				return
@@ -38,6 +47,16 @@ func (l *loop) start() {
 			}
 		}
 	}()
+}
+
+func (l *loop) pass(ctx context.Context) {
+	if l.finish <= 0 {
+		l.exec(ctx)
+		return
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.finish)
+	defer cancel()
+	l.exec(pctx)
 }
 
 // stop ends the loop and waits for a pass under way.
