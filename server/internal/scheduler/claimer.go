@@ -32,6 +32,9 @@ type ClaimerParams struct {
 	MaxPasses int
 }
 
+// claimStatementTimeout bounds one claim statement, and so how long Stop waits for one.
+const claimStatementTimeout = 10 * time.Second
+
 // Claimer claims the due tasks and callbacks of this node's buckets and hands them to
 // dispatch. A round runs on every cron tick and whenever dispatch has room again after being
 // full, and claims what falls due before the next tick, the earliest first in each bucket,
@@ -85,7 +88,8 @@ func (c *Claimer) Start() {
 	}()
 }
 
-// Stop ends the claimer, waiting for a round under way.
+// Stop ends the claimer, waiting for the claim statement under way; the round ends after it.
+// What it claimed has been handed to dispatch, which gives back what it does not run.
 func (c *Claimer) Stop() {
 	if c.cancel != nil {
 		c.cancel()
@@ -123,13 +127,17 @@ func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) int {
 		// the rounding leaves is taken by the next pass.
 		per := room / len(active)
 		now := time.Now()
-		claims, err := c.store.Claim(ctx, storage.ClaimParams{Kind: kind, Buckets: active,
+		// A claim stamps the rows, then reads them back: cancelled between the two, or after
+		// the database took the stamp, it would leave tasks running under a claim no one
+		// holds, until the sweeper took them back charging each an attempt. So a stop lets the
+		// statement under way finish (the round ends after it); its own timeout bounds it.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimStatementTimeout)
+		claims, err := c.store.Claim(sctx, storage.ClaimParams{Kind: kind, Buckets: active,
 			DueBy: now.Add(c.p.Lookahead), PerBucket: per, Token: rand.Int64N(1<<62) + 1, Node: c.p.NodeID,
 			Deadline: now.Add(c.p.Lookahead + c.p.ClaimTimeout)})
+		cancel()
 		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Warn("claim due work", "kind", kind, "buckets", len(active), "err", err)
-			}
+			c.log.Warn("claim due work", "kind", kind, "buckets", len(active), "err", err)
 			break
 		}
 		if len(claims) == 0 {
