@@ -1,0 +1,166 @@
+package scheduler_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/catalog"
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/scheduler"
+	"github.com/retryhub/retryhub/server/internal/storage"
+	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+)
+
+func newSweeper(t *testing.T, s *storage.Store, held []int) *scheduler.Sweeper {
+	t.Helper()
+	return scheduler.NewSweeper(s, catalog.New(s, time.Minute), func() []int { return held }, "node-sweeper",
+		time.Hour, testLogger(t))
+}
+
+func TestSweeperTakesBackClaimsPastTheirDeadline(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, nil)
+		due := time.Now().Add(-time.Minute)
+		lapsed := f.add(1, due, "lapsed")[0]
+		f.claim(retry.KindReplay, "node-dead", time.Now().Add(-time.Second))
+		holding := f.add(1, due, "holding")[0]
+		f.claim(retry.KindReplay, "node-alive", time.Now().Add(time.Hour))
+
+		sw := newSweeper(t, s, allBuckets())
+		if n := sw.Exec(context.Background()); n != 1 {
+			t.Fatalf("took back %d, want only the claim past its deadline", n)
+		}
+		tk := f.task(lapsed)
+		if tk.State != retry.Waiting || tk.Attempts != 1 || tk.ClaimToken != 0 || !strings.Contains(tk.LastError, "node-dead") ||
+			time.Until(tk.NextAt) < 50*time.Minute {
+			t.Fatalf("the lapsed task is %s with %d attempts, token %d, error %q, due %s; want waiting an hour (its back-off) after a timed-out attempt",
+				tk.State, tk.Attempts, tk.ClaimToken, tk.LastError, tk.NextAt)
+		}
+		atts := f.attempts(lapsed)
+		if len(atts) != 1 || atts[0].Outcome != retry.OutcomeTimedOut || atts[0].NodeID != "node-dead" ||
+			atts[0].Number != 1 || atts[0].Kind != retry.KindReplay || !atts[0].StartedAt.Equal(retry.Truncate(due)) {
+			t.Fatalf("the lapsed task's attempts %+v; want one timed out, charged to node-dead, started when due", atts)
+		}
+		if tk := f.task(holding); tk.State != retry.Running || tk.ClaimedBy != "node-alive" || len(f.attempts(holding)) != 0 {
+			t.Fatalf("a claim within its deadline was touched: %s by %q", tk.State, tk.ClaimedBy)
+		}
+		if n := sw.Exec(context.Background()); n != 0 {
+			t.Fatalf("a second pass took back %d", n)
+		}
+	})
+}
+
+func TestSweeperExhaustsOnTheLastAttempt(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, func(sc *retry.Scene) {
+			sc.MaxAttempts = 1
+			sc.Callback.Enabled = true
+		})
+		id := f.add(5, time.Now().Add(-time.Minute), "k")[0]
+		f.claim(retry.KindReplay, "node-dead", time.Now().Add(-time.Second))
+		if n := newSweeper(t, s, []int{5}).Exec(context.Background()); n != 1 {
+			t.Fatalf("took back %d, want 1", n)
+		}
+		tk := f.task(id)
+		if tk.State != retry.Exhausted || tk.Attempts != 1 || tk.EndedAt == nil || tk.CallbackState != retry.CallbackWaiting {
+			t.Fatalf("task is %s after %d attempts, callback %s; want exhausted with its callback waiting",
+				tk.State, tk.Attempts, tk.CallbackState)
+		}
+	})
+}
+
+func TestSweeperTakesBackStuckCallbacks(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, func(sc *retry.Scene) { sc.Callback.Enabled = true })
+		id := f.add(2, time.Now().Add(-time.Minute), "k")[0]
+		f.settle(f.claim(retry.KindReplay, "node-1", time.Now().Add(time.Minute)), retry.OutcomeSucceeded, time.Now().Add(-time.Second))
+		if cbs := f.claim(retry.KindCallback, "node-dead", time.Now().Add(-time.Second)); len(cbs) != 1 {
+			t.Fatalf("claimed %d callbacks", len(cbs))
+		}
+		if n := newSweeper(t, s, []int{2}).Exec(context.Background()); n != 1 {
+			t.Fatalf("took back %d, want the stuck callback", n)
+		}
+		tk := f.task(id)
+		if tk.State != retry.Succeeded || tk.Attempts != 1 || tk.CallbackState != retry.CallbackWaiting || tk.CallbackAttempts != 1 || tk.ClaimToken != 0 {
+			t.Fatalf("task is %s after %d attempts, callback %s after %d, token %d; want its callback waiting after one timed-out try",
+				tk.State, tk.Attempts, tk.CallbackState, tk.CallbackAttempts, tk.ClaimToken)
+		}
+		atts := f.attempts(id)
+		if len(atts) != 2 || atts[1].Kind != retry.KindCallback || atts[1].Outcome != retry.OutcomeTimedOut || atts[1].NodeID != "node-dead" {
+			t.Fatalf("attempts %+v", atts)
+		}
+	})
+}
+
+func TestSweeperSweepsOnlyItsBuckets(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, nil)
+		id := f.add(7, time.Now().Add(-time.Minute), "k")[0]
+		f.claim(retry.KindReplay, "node-dead", time.Now().Add(-time.Second))
+		if n := newSweeper(t, s, []int{6, 8}).Exec(context.Background()); n != 0 {
+			t.Fatalf("took back %d from a bucket it does not hold", n)
+		}
+		if tk := f.task(id); tk.State != retry.Running {
+			t.Fatalf("task is %s", tk.State)
+		}
+		if n := newSweeper(t, s, nil).Exec(context.Background()); n != 0 {
+			t.Fatalf("a sweeper without buckets took back %d", n)
+		}
+	})
+}
+
+// TestSweeperNeverOverwritesAResult races the sweeper against late results of the same lapsed
+// claims: each task must end with exactly one of them applied, the other changing nothing.
+func TestSweeperNeverOverwritesAResult(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, nil)
+		const n = 60
+		ids := f.addMany(3, n, time.Now().Add(-time.Minute))
+		claims := f.claim(retry.KindReplay, "node-slow", time.Now().Add(-time.Second))
+		if len(claims) != n {
+			t.Fatalf("claimed %d", len(claims))
+		}
+		sw := newSweeper(t, s, []int{3})
+		var (
+			wg      sync.WaitGroup
+			swept   int
+			applied = map[int64]bool{}
+		)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				swept += sw.Exec(context.Background())
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := range claims {
+				if f.settle(claims[i:i+1], retry.OutcomeSucceeded, time.Now()) == 1 {
+					applied[claims[i].TaskID] = true
+				}
+			}
+		}()
+		wg.Wait()
+		if swept+len(applied) != n {
+			t.Fatalf("the sweeper took back %d and %d results applied, want %d in all: each claim settles once", swept, len(applied), n)
+		}
+		for _, id := range ids {
+			tk := f.task(id)
+			switch {
+			case applied[id] && (tk.State != retry.Succeeded || tk.Attempts != 1):
+				t.Fatalf("task %d: its result applied, then the sweeper overwrote it: %s with %d attempts", id, tk.State, tk.Attempts)
+			case !applied[id] && (tk.State != retry.Waiting || tk.Attempts != 1):
+				t.Fatalf("task %d: taken back, then the late result overwrote it: %s with %d attempts", id, tk.State, tk.Attempts)
+			}
+		}
+	})
+}
