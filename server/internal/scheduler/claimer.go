@@ -51,6 +51,8 @@ type Claimer struct {
 	done   chan struct{}
 	// offset is where each kind's rotation over the buckets stands.
 	offset map[retry.AttemptKind]int
+	// rounds counts rounds, to alternate which kind goes first.
+	rounds int
 }
 
 // NewClaimer returns a claimer of the buckets held returns; Start runs it.
@@ -97,10 +99,16 @@ func (c *Claimer) Stop() {
 	}
 }
 
-// Exec runs one round: replays, then callbacks. It returns how many it claimed.
+// Exec runs one round: replays, then callbacks, or the other way round every other round, so
+// that a backlog of either kind that fills dispatch does not keep the other waiting. It returns
+// how many it claimed.
 func (c *Claimer) Exec(ctx context.Context) int {
-	n := c.claim(ctx, retry.KindReplay)
-	return n + c.claim(ctx, retry.KindCallback)
+	first, second := retry.KindReplay, retry.KindCallback
+	if c.rounds++; c.rounds%2 == 0 {
+		first, second = second, first
+	}
+	n := c.claim(ctx, first)
+	return n + c.claim(ctx, second)
 }
 
 func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) int {
