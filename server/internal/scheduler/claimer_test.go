@@ -357,3 +357,30 @@ func TestClaimerStopNeverStrandsAClaim(t *testing.T) {
 		}
 	})
 }
+
+func TestClaimerDoesNotStarveCallbacksUnderABacklog(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, func(sc *retry.Scene) { sc.Callback.Enabled = true })
+		// Three ended tasks with callbacks due, behind a backlog of due replays far larger than
+		// dispatch takes in a round.
+		ended := f.add(0, time.Now().Add(-time.Hour), "cb-1", "cb-2", "cb-3")
+		f.settle(f.claim(retry.KindReplay, "node-0", time.Now().Add(time.Minute)), retry.OutcomeSucceeded, time.Now().Add(-time.Second))
+		f.addMany(0, 100, time.Now().Add(-time.Minute))
+		sk := newSink(t, 10)
+		c := newClaimer(t, s, []int{0}, sk, time.Second)
+		callbacks := 0
+		for range 3 {
+			c.Exec(context.Background())
+			for _, cl := range sk.drain() {
+				if cl.Kind == retry.KindCallback {
+					callbacks++
+				}
+			}
+		}
+		if callbacks != len(ended) {
+			t.Fatalf("%d of %d due callbacks claimed in 3 rounds of room 10 behind 100 due replays; callbacks wait for the whole backlog",
+				callbacks, len(ended))
+		}
+	})
+}
