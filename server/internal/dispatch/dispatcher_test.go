@@ -248,6 +248,7 @@ func TestDispatcherSkipsAnUnreachableInstance(t *testing.T) {
 func TestDispatcherTimesOutAnInstanceThatNeverAnswers(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		t.Parallel()
 		r := newRig(t, s, func(sc *retry.Scene) { sc.Timeout = 50 * time.Millisecond }, nil)
 		silent := newExecutor(t, func(protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			return hang, protocol.ExecuteResponse{}
@@ -552,7 +553,7 @@ func TestDispatcherRateLimitSpreadsDispatches(t *testing.T) {
 		ex := newExecutor(t, succeed)
 		r.register("i1", ex.url(), 0)
 		start := time.Now()
-		ids := r.run(keys("k", 3*limit)...)
+		ids := r.run(keys("k", 5*limit)...)
 		succeeded := 0
 		for _, id := range ids {
 			tk := r.task(id)

@@ -302,12 +302,13 @@ func TestRefreshAndObserveKeepInFlightCounts(t *testing.T) {
 func TestRefreshDropsSilentInstances(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		t.Parallel()
 		ctx := context.Background()
 		g := newGroup(t, s)
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute"}); err != nil {
 			t.Fatal(err)
 		}
-		r := dispatch.NewRegistry(s, time.Second, 10*time.Millisecond, testLogger(t))
+		r := dispatch.NewRegistry(s, 2*time.Second, 10*time.Millisecond, testLogger(t))
 		if err := r.Start(ctx); err != nil {
 			t.Fatal(err)
 		}

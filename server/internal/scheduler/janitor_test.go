@@ -115,7 +115,9 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 		if err := s.HeartbeatNode(ctx, retry.Node{ID: "node-old", StartedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond) // the instance and the node fall silent
+		// They fall silent for longer than the janitor's forget-after (700 ms), while the next
+		// two, listed just before it runs, are far younger than that.
+		time.Sleep(800 * time.Millisecond)
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-new", GroupID: f.group.ID, ExecutorURL: "http://y.invalid"}); err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +125,7 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 			t.Fatal(err)
 		}
 
-		j := scheduler.NewJanitor(s, config.Retention{Attempts: 30 * time.Minute, Batch: 2}, 10*time.Millisecond, testLogger(t))
+		j := scheduler.NewJanitor(s, config.Retention{Attempts: 30 * time.Minute, Batch: 2}, 700*time.Millisecond, testLogger(t))
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -97,7 +97,7 @@ func newLeaser(t *testing.T, s *storage.Store, node string) *scheduler.Leaser {
 	t.Helper()
 	beat(t, s, node)
 	return scheduler.NewLeaser(s, scheduler.LeaserParams{NodeID: node, Buckets: storagetest.Buckets,
-		Interval: 20 * time.Millisecond, NodeTTL: time.Minute, LeaseDuration: time.Second}, testLogger(t))
+		Interval: 20 * time.Millisecond, NodeTTL: time.Minute, LeaseDuration: 2 * time.Second}, testLogger(t))
 }
 
 func beat(t *testing.T, s *storage.Store, node string) {
@@ -150,6 +150,7 @@ func split(t *testing.T, s *storage.Store, ls map[string]*scheduler.Leaser) map[
 func TestLeasersSplitTheBucketsAndHandOverWhenOneLeaves(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		t.Parallel()
 		ctx := context.Background()
 		a, b, c := newLeaser(t, s, "node-a"), newLeaser(t, s, "node-b"), newLeaser(t, s, "node-c")
 		all := map[string]*scheduler.Leaser{"node-a": a, "node-b": b, "node-c": c}
@@ -209,12 +210,13 @@ func TestLeasersSplitTheBucketsAndHandOverWhenOneLeaves(t *testing.T) {
 func TestLeaserRenewsWhileRunningAndReleasesOnStop(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		t.Parallel()
 		ctx := context.Background()
 		a := newLeaser(t, s, "node-a")
 		a.Start()
 		waitUntil(t, 10*time.Second, "the leaser to take every bucket", func() bool { return len(a.Held()) == storagetest.Buckets })
-		// Leases last a second; the leaser keeps them well past that.
-		renewedPast := time.Now().Add(2 * time.Second)
+		// Leases last two seconds; the leaser keeps them past that.
+		renewedPast := time.Now().Add(3 * time.Second)
 		waitUntil(t, 10*time.Second, "the leases to be renewed", func() bool {
 			leases, err := s.Leases(ctx)
 			if err != nil {
