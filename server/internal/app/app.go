@@ -99,6 +99,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.Catalog = catalog.New(store, catalogTTL)
 	a.Registry = dispatch.NewRegistry(store, d.InstanceTTL, time.Second, log)
 	a.Settler = dispatch.NewSettler(store, d.SettleBatch, d.SettleInterval, log)
+	a.Settler.Writers = d.SettleWriters
+	if store.Dialect() == config.SQLite {
+		a.Settler.Writers = 1 // one writer at a time is all SQLite has
+	}
 	a.Heartbeat = scheduler.NewHeartbeat(store, retry.Node{ID: nodeID, Address: advertise(cfg.Server),
 		Version: Version, StartedAt: time.Now()}, s.HeartbeatInterval, log)
 	a.Leaser = scheduler.NewLeaser(store, scheduler.LeaserParams{NodeID: nodeID, Buckets: s.Buckets,
@@ -107,8 +111,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		QueueSize: d.QueueSize, DefaultTimeout: d.DefaultTimeout, NoInstanceDelay: d.NoInstanceDelay,
 		BusyDelay: d.BusyDelay, PausedDelay: d.PausedDelay, ClaimTimeout: s.ClaimTimeout, Nodes: a.Leaser.Nodes},
 		store, a.Catalog, a.Registry, a.Settler, log)
+	// A claim lasts through an attempt of the default timeout; scenes with longer ones extend
+	// their claims as they dispatch.
 	a.Claimer = scheduler.NewClaimer(store, scheduler.ClaimerParams{NodeID: nodeID, Batch: s.ClaimBatch,
-		Lookahead: s.Lookahead, ClaimTimeout: s.ClaimTimeout}, a.Leaser.Held, a.Dispatcher, log)
+		Lookahead: s.Lookahead, ClaimTimeout: s.ClaimTimeout + d.DefaultTimeout + dispatch.Grace},
+		a.Leaser.Held, a.Dispatcher, log)
 	a.Dispatcher.OnRoom = a.Claimer.Wake
 	a.Sweeper = scheduler.NewSweeper(store, a.Catalog, a.Leaser.Held, nodeID, s.SweepInterval, log)
 	a.Janitor = scheduler.NewJanitor(store, cfg.Retention, 24*time.Hour, log)

@@ -70,8 +70,8 @@ type Scheduler struct {
 	Lookahead time.Duration `yaml:"lookahead"`
 	// ClaimBatch bounds the tasks claimed per statement.
 	ClaimBatch int `yaml:"claim_batch"`
-	// ClaimTimeout is how long a claim holds a task before the sweeper may take it back, on top
-	// of the attempt's own timeout.
+	// ClaimTimeout is how long a claim holds a task, beyond its due time and the attempt's own
+	// timeout, before the sweeper may take the task back.
 	ClaimTimeout time.Duration `yaml:"claim_timeout"`
 	// HeartbeatInterval is how often a node refreshes its heartbeat and bucket leases.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
@@ -105,6 +105,9 @@ type Dispatch struct {
 	// long a result waits to be written.
 	SettleBatch    int           `yaml:"settle_batch"`
 	SettleInterval time.Duration `yaml:"settle_interval"`
+	// SettleWriters is how many batches may be written at once (SQLite writes one at a time
+	// whatever this says).
+	SettleWriters int `yaml:"settle_writers"`
 }
 
 // Retention is how long ended work is kept. Zero keeps it forever.
@@ -171,7 +174,7 @@ func Default() Config {
 		Dispatch: Dispatch{Concurrency: 256, QueueSize: 20000, DefaultTimeout: 30 * time.Second,
 			InstanceTTL: 30 * time.Second, InstanceHeartbeat: 5 * time.Second, NoInstanceDelay: 10 * time.Second,
 			BusyDelay: 2 * time.Second, PausedDelay: 30 * time.Second, SettleBatch: 500,
-			SettleInterval: 20 * time.Millisecond},
+			SettleInterval: 20 * time.Millisecond, SettleWriters: 2},
 		Retention: Retention{Schedule: "0 */10 * * * *", Succeeded: 7 * 24 * time.Hour,
 			Attempts: 30 * 24 * time.Hour, Batch: 1000},
 		Log:        Log{Level: "info", Format: "text"},
@@ -438,6 +441,9 @@ func (c *Config) Validate() error {
 	}
 	if d.SettleBatch < 1 || d.SettleBatch > 5000 {
 		bad("dispatch.settle_batch", "want 1 to 5000, got %d", d.SettleBatch)
+	}
+	if d.SettleWriters < 1 || d.SettleWriters > 16 {
+		bad("dispatch.settle_writers", "want 1 to 16, got %d", d.SettleWriters)
 	}
 	if d.InstanceHeartbeat > 0 && d.InstanceHeartbeat >= d.InstanceTTL {
 		bad("dispatch.instance_heartbeat", "must be shorter than dispatch.instance_ttl (%s)", d.InstanceTTL)

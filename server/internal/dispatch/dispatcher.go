@@ -42,8 +42,8 @@ type Params struct {
 	Client *http.Client
 }
 
-// grace is how much longer than an attempt's timeout the dispatcher waits for the answer.
-const grace = 2 * time.Second
+// Grace is how much longer than an attempt's timeout the dispatcher waits for the answer.
+const Grace = 2 * time.Second
 
 // Dispatcher runs claims: each at its due time, on an instance the registry picks, and hands
 // the outcome to the settler. It holds at most QueueSize claims and runs at most Concurrency
@@ -276,11 +276,16 @@ func (d *Dispatcher) run(c *retry.Claim) {
 		d.settler.Add(retry.Release(c, now.Add(d.p.BusyDelay)))
 		return
 	}
+	if !group.Enabled {
+		// A disabled group's clients are refused; its tasks wait, as a paused scene's do.
+		d.settler.Add(retry.Release(c, now.Add(d.p.PausedDelay)))
+		return
+	}
 	timeout := sc.Timeout
 	if timeout <= 0 {
 		timeout = d.p.DefaultTimeout
 	}
-	if need := now.Add(timeout + grace); need.After(c.RunDeadline) {
+	if need := now.Add(timeout + Grace); need.After(c.RunDeadline) {
 		ok, err := d.store.ExtendClaim(d.ctx, c, need.Add(d.p.ClaimTimeout))
 		if err != nil || !ok {
 			// The claim no longer holds (or cannot be made to last): leave the task to whoever
@@ -381,7 +386,7 @@ const maxAnswer = 64 << 10
 
 // call POSTs a signed request to an executor and reads what became of it.
 func (d *Dispatcher) call(url, token string, body []byte, timeout time.Duration) (retry.Result, verdict) {
-	ctx, cancel := context.WithTimeout(d.ctx, timeout+grace)
+	ctx, cancel := context.WithTimeout(d.ctx, timeout+Grace)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
@@ -396,7 +401,7 @@ func (d *Dispatcher) call(url, token string, body []byte, timeout time.Duration)
 			return retry.Result{}, callCancelled
 		case errors.Is(err, context.DeadlineExceeded):
 			return retry.Result{Outcome: retry.OutcomeTimedOut,
-				Error: fmt.Sprintf("no answer within %s", timeout+grace)}, callAnswered
+				Error: fmt.Sprintf("no answer within %s", timeout+Grace)}, callAnswered
 		case isDialError(err):
 			return retry.Result{Error: err.Error()}, callUnreachable
 		}
@@ -406,7 +411,7 @@ func (d *Dispatcher) call(url, token string, body []byte, timeout time.Duration)
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return retry.Result{Outcome: retry.OutcomeTimedOut, Error: fmt.Sprintf("no answer within %s", timeout+grace)}, callAnswered
+			return retry.Result{Outcome: retry.OutcomeTimedOut, Error: fmt.Sprintf("no answer within %s", timeout+Grace)}, callAnswered
 		}
 		return retry.Result{Outcome: retry.OutcomeFailed, Error: "reading the answer: " + err.Error()}, callAnswered
 	}

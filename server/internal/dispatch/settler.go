@@ -12,19 +12,27 @@ import (
 
 // Settler writes settlements in batches: it collects them for up to an interval or a batch
 // size, then writes the batch with one statement per kind and one for the attempts, in one
-// transaction. When the database fails it keeps the batch and tries again; the callers wait
-// (Add blocks once its buffer is full), so a database outage slows dispatch down instead of
-// losing results.
+// transaction. Collecting goes on while a batch is written, and Writers batches may be written
+// at once (a database that commits in groups, as InnoDB does, takes more that way). When the
+// database fails it keeps the batch and tries again; the callers wait (Add blocks once its
+// buffer is full), so a database outage slows dispatch down instead of losing results.
+//
+// Batches written at once may commit in any order. That is safe: settlements of one task are
+// never in two batches at once, since a task is claimed again only after its last settlement
+// was written.
 type Settler struct {
 	store    *storage.Store
 	batch    int
 	interval time.Duration
 	log      *slog.Logger
+	// Writers is how many batches may be written at once; set it before Start. Zero means 1.
+	Writers int
 	// OnSettled, when set, is called after each written batch with the batch and the number of
 	// tasks it changed (settlements whose claim no longer held change nothing).
 	OnSettled func(batch []retry.Settlement, changed int64)
 
 	in          chan retry.Settlement
+	batches     chan []retry.Settlement
 	stopping    chan struct{}
 	done        chan struct{}
 	abandon     chan struct{}
@@ -36,12 +44,45 @@ type Settler struct {
 // at most interval.
 func NewSettler(store *storage.Store, batch int, interval time.Duration, log *slog.Logger) *Settler {
 	return &Settler{store: store, batch: batch, interval: interval, log: log,
-		in: make(chan retry.Settlement, batch*4), stopping: make(chan struct{}), done: make(chan struct{}),
+		in: make(chan retry.Settlement, batch*2), stopping: make(chan struct{}), done: make(chan struct{}),
 		abandon: make(chan struct{})}
 }
 
 // Start runs the writer until Stop.
-func (s *Settler) Start() { go s.run() }
+func (s *Settler) Start() {
+	writers := max(s.Writers, 1)
+	s.batches = make(chan []retry.Settlement, writers)
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.write()
+		}()
+	}
+	go func() {
+		s.run()
+		close(s.batches)
+		wg.Wait()
+		close(s.done)
+	}()
+}
+
+// write writes the batches the collector hands over, until there are no more or the settler
+// is abandoned.
+func (s *Settler) write() {
+	for {
+		select {
+		case buf, ok := <-s.batches:
+			if !ok {
+				return
+			}
+			s.flush(buf)
+		case <-s.abandon:
+			return
+		}
+	}
+}
 
 // Add queues a settlement; it blocks while the queue is full. After the writer has ended the
 // settlement is dropped: its task returns after its claim's deadline.
@@ -72,43 +113,62 @@ func (s *Settler) Abandon() {
 	<-s.done
 }
 
+// run collects settlements into batches and hands them to the writers.
 func (s *Settler) run() {
-	defer close(s.done)
 	buf := make([]retry.Settlement, 0, s.batch)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	add := func(st retry.Settlement) {
+	// hand gives the batch to a writer, waiting for one to be free; false when abandoned.
+	hand := func() bool {
+		if len(buf) == 0 {
+			return true
+		}
+		select {
+		case s.batches <- buf:
+			buf = make([]retry.Settlement, 0, s.batch)
+			return true
+		case <-s.abandon:
+			return false
+		}
+	}
+	add := func(st retry.Settlement) bool {
 		if len(buf) == 0 {
 			timer.Reset(s.interval)
 		}
 		buf = append(buf, st)
 		if len(buf) >= s.batch {
 			timer.Stop()
-			s.flush(buf)
-			buf = buf[:0]
+			return hand()
 		}
+		return true
 	}
 	for {
 		select {
 		case st := <-s.in:
-			add(st)
+			if !add(st) {
+				return
+			}
 		case <-timer.C:
-			s.flush(buf)
-			buf = buf[:0]
+			if !hand() {
+				return
+			}
 		case <-s.abandon:
 			return
 		case <-s.stopping:
-			for drained := false; !drained; {
+			for {
 				select {
 				case st := <-s.in:
-					add(st)
+					if !add(st) {
+						return
+					}
+					continue
 				case <-s.abandon:
 					return
 				default:
-					drained = true
 				}
+				break
 			}
-			s.flush(buf)
+			hand()
 			return
 		}
 	}

@@ -41,6 +41,7 @@ func testConfig(target storagetest.Target) config.Config {
 	cfg.Dispatch.BusyDelay = 200 * time.Millisecond
 	cfg.Dispatch.PausedDelay = 200 * time.Millisecond
 	cfg.Dispatch.SettleInterval = 5 * time.Millisecond
+	cfg.Dispatch.DefaultTimeout = 2 * time.Second
 	cfg.Bootstrap = config.Bootstrap{}
 	return cfg
 }

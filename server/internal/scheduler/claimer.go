@@ -73,7 +73,9 @@ func (c *Claimer) Wake() {
 	}
 }
 
-// Start runs rounds until Stop.
+// Start runs rounds until Stop. A round that leaves due work behind for lack of room (a
+// backlog) is followed by another as soon as dispatch has room again, without waiting for the
+// next tick.
 func (c *Claimer) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel, c.done = cancel, make(chan struct{})
@@ -84,10 +86,33 @@ func (c *Claimer) Start() {
 			case <-ctx.Done():
 				return
 			case <-c.wake:
-				c.Exec(ctx)
+			}
+			for {
+				if _, more := c.round(ctx); !more || !c.waitRoom(ctx) {
+					break
+				}
 			}
 		}
 	}()
+}
+
+// roomPoll is how often a claimer behind a backlog looks for room in dispatch.
+const roomPoll = 5 * time.Millisecond
+
+// waitRoom waits until dispatch has room for a quarter of a batch, and reports false when ctx
+// ends first.
+func (c *Claimer) waitRoom(ctx context.Context) bool {
+	want := max(c.p.Batch/4, 1)
+	t := time.NewTicker(roomPoll)
+	defer t.Stop()
+	for c.sink.Room() < want {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return ctx.Err() == nil
 }
 
 // Stop ends the claimer, waiting for the claim statement under way; the round ends after it.
@@ -103,18 +128,27 @@ func (c *Claimer) Stop() {
 // that a backlog of either kind that fills dispatch does not keep the other waiting. It returns
 // how many it claimed.
 func (c *Claimer) Exec(ctx context.Context) int {
+	n, _ := c.round(ctx)
+	return n
+}
+
+// round is Exec, also saying whether due work was left behind for lack of room or passes.
+func (c *Claimer) round(ctx context.Context) (int, bool) {
 	first, second := retry.KindReplay, retry.KindCallback
 	if c.rounds++; c.rounds%2 == 0 {
 		first, second = second, first
 	}
-	n := c.claim(ctx, first)
-	return n + c.claim(ctx, second)
+	n1, more1 := c.claim(ctx, first)
+	n2, more2 := c.claim(ctx, second)
+	return n1 + n2, more1 || more2
 }
 
-func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) int {
+// claim runs the passes of one kind; more says buckets that filled their share were left
+// unasked when the room or the passes ran out.
+func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) (int, bool) {
 	buckets := c.held()
 	if len(buckets) == 0 {
-		return 0
+		return 0, false
 	}
 	// Rotate, so that when there is room for fewer claims than buckets, each bucket gets its
 	// turn over the rounds. Each kind turns on its own: one shared offset stepped twice a round
@@ -123,10 +157,10 @@ func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) int {
 	c.offset[kind] = off
 	active := append(append([]int{}, buckets[off:]...), buckets[:off]...)
 	total := 0
-	for pass := 0; pass < c.p.MaxPasses && len(active) > 0 && ctx.Err() == nil; pass++ {
+	for pass := 0; len(active) > 0 && ctx.Err() == nil; pass++ {
 		room := min(c.sink.Room(), c.p.Batch)
-		if room <= 0 {
-			break
+		if room <= 0 || pass == c.p.MaxPasses {
+			return total, true
 		}
 		if len(active) > room {
 			active = active[:room]
@@ -146,10 +180,10 @@ func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) int {
 		cancel()
 		if err != nil {
 			c.log.Warn("claim due work", "kind", kind, "buckets", len(active), "err", err)
-			break
+			return total, false
 		}
 		if len(claims) == 0 {
-			break
+			return total, false
 		}
 		c.sink.Submit(claims)
 		total += len(claims)
@@ -166,5 +200,5 @@ func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) int {
 		}
 		active = more
 	}
-	return total
+	return total, false
 }

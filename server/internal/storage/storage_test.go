@@ -281,7 +281,7 @@ func TestSettleIsConditionalOnTheClaim(t *testing.T) {
 		batch := []retry.Settlement{
 			retry.SettleReplay(byKey["ok"], &sc, pol, retry.Result{Outcome: retry.OutcomeSucceeded}, att(byKey["ok"], retry.OutcomeSucceeded, ""), now),
 			retry.SettleReplay(byKey["fail"], &sc, pol, retry.Result{Outcome: retry.OutcomeFailed, Error: "503"}, att(byKey["fail"], retry.OutcomeFailed, "503"), now),
-			retry.SettleReplay(&stale, &sc, pol, retry.Result{Outcome: retry.OutcomeSucceeded}, nil, now),
+			retry.SettleReplay(&stale, &sc, pol, retry.Result{Outcome: retry.OutcomeSucceeded}, att(&stale, retry.OutcomeSucceeded, ""), now),
 		}
 		n, err := s.Settle(ctx, batch)
 		if err != nil {
@@ -301,6 +301,9 @@ func TestSettleIsConditionalOnTheClaim(t *testing.T) {
 		st, _ := s.Task(ctx, byKey["stale"].TaskID)
 		if st.State != retry.Running {
 			t.Fatalf("stale settlement changed the task: %+v", st)
+		}
+		if atts, _ := s.Attempts(ctx, st.ID); len(atts) != 0 {
+			t.Fatalf("a stale settlement recorded %d attempts", len(atts))
 		}
 		atts, _ := s.Attempts(ctx, fail.ID)
 		if len(atts) != 1 || atts[0].Outcome != retry.OutcomeFailed || atts[0].Error != "503" || atts[0].InstanceID != "i1" ||

@@ -324,16 +324,17 @@ func (s *Store) ExtendClaim(ctx context.Context, c *retry.Claim, deadline time.T
 	return n == 1, nil
 }
 
-// Settle writes a batch of settlements and their attempts in one transaction: one UPDATE per
-// kind that joins the tasks to the batch's new values, applying each only while its task is
-// still running under the same claim token, and one multi-row INSERT of the attempts. It
-// returns how many tasks changed.
+// Settle writes a batch of settlements and their attempts in one transaction. Per kind, one
+// INSERT … SELECT records the attempts of the settlements whose claim still holds, then one
+// UPDATE joins the tasks to the batch's new values, applying each only while its task is still
+// running under the same claim token. A settlement that comes too late (the sweeper took the
+// task back, an operator cancelled it) changes nothing and records nothing. It returns how
+// many tasks changed.
 func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, error) {
 	if len(batch) == 0 {
 		return 0, nil
 	}
 	var replays, callbacks []*retry.Settlement
-	var attempts []*retry.Attempt
 	for i := range batch {
 		st := &batch[i]
 		if st.Kind == retry.KindCallback {
@@ -341,31 +342,33 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 		} else {
 			replays = append(replays, st)
 		}
-		if st.Attempt != nil {
-			attempts = append(attempts, st.Attempt)
-		}
 	}
 	now := T(time.Now())
 	var changed int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		changed = 0
-		for start := 0; start < len(replays); start += sqliteMaxCompound {
-			n, err := s.settleReplays(ctx, tx, replays[start:min(start+sqliteMaxCompound, len(replays))], now)
-			if err != nil {
-				return err
-			}
-			changed += n
-		}
-		for start := 0; start < len(callbacks); start += sqliteMaxCompound {
-			n, err := s.settleCallbacks(ctx, tx, callbacks[start:min(start+sqliteMaxCompound, len(callbacks))], now)
-			if err != nil {
-				return err
-			}
-			changed += n
-		}
-		for start := 0; start < len(attempts); start += 1000 {
-			if err := insertAttempts(ctx, tx, attempts[start:min(start+1000, len(attempts))]); err != nil {
-				return err
+		for _, part := range []struct {
+			kind  retry.AttemptKind
+			batch []*retry.Settlement
+		}{{retry.KindReplay, replays}, {retry.KindCallback, callbacks}} {
+			for start := 0; start < len(part.batch); start += sqliteMaxCompound {
+				chunk := part.batch[start:min(start+sqliteMaxCompound, len(part.batch))]
+				if err := s.insertAttempts(ctx, tx, part.kind, chunk); err != nil {
+					return err
+				}
+				var (
+					n   int64
+					err error
+				)
+				if part.kind == retry.KindCallback {
+					n, err = s.settleCallbacks(ctx, tx, chunk, now)
+				} else {
+					n, err = s.settleReplays(ctx, tx, chunk, now)
+				}
+				if err != nil {
+					return err
+				}
+				changed += n
 			}
 		}
 		return nil
@@ -454,20 +457,31 @@ func (s *Store) settleCallbacks(ctx context.Context, tx *sql.Tx, batch []*retry.
 	return n, nil
 }
 
-func insertAttempts(ctx context.Context, tx *sql.Tx, batch []*retry.Attempt) error {
-	var q strings.Builder
-	q.WriteString("INSERT INTO rh_attempt (task_id, kind, number, node_id, instance_id, started_at, duration_ms, outcome, error) VALUES ")
-	args := make([]any, 0, len(batch)*9)
-	for i, a := range batch {
-		if i > 0 {
-			q.WriteByte(',')
+// insertAttempts records the attempts of the settlements whose claim still holds: their task
+// is running (in the kind's phase) under the settlement's token.
+func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement) error {
+	cols := []string{"task_id", "tok", "kind", "number", "node_id", "instance_id", "started_at", "duration_ms", "outcome", "error"}
+	args := make([]any, 0, len(batch)*len(cols))
+	rows := 0
+	for _, st := range batch {
+		a := st.Attempt
+		if a == nil {
+			continue
 		}
-		q.WriteString("(?,?,?,?,?,?,?,?,?)")
-		args = append(args, a.TaskID, int8(a.Kind), a.Number, a.NodeID, a.InstanceID, T(a.StartedAt),
+		args = append(args, st.TaskID, st.Token, int8(a.Kind), a.Number, a.NodeID, a.InstanceID, T(a.StartedAt),
 			a.Duration.Milliseconds(), int8(a.Outcome), retry.TruncateError(a.Error))
+		rows++
 	}
-	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-		return fmt.Errorf("record %d attempts: %w", len(batch), err)
+	if rows == 0 {
+		return nil
+	}
+	ph := phaseOf(kind)
+	q := "INSERT INTO rh_attempt (task_id, kind, number, node_id, instance_id, started_at, duration_ms, outcome, error) " +
+		"SELECT v.task_id, v.kind, v.number, v.node_id, v.instance_id, v.started_at, v.duration_ms, v.outcome, v.error " +
+		"FROM (" + values(cols, rows) + ") v JOIN rh_task t ON t.id = v.task_id AND t.claim_token = v.tok AND t." +
+		fmt.Sprintf("%s = %d", ph.state, ph.running)
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("record %d attempts: %w", rows, err)
 	}
 	return nil
 }
