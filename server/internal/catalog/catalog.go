@@ -1,8 +1,8 @@
 // Package catalog caches groups and scenes for the hot paths: every client request needs its
 // group's token, every report and every replay its scene's policy. Entries live for a short
-// time-to-live, so an edit made on any node reaches every node within it, and unknown names are
-// cached too, so a flood of requests for a group that does not exist never reaches the
-// database.
+// time-to-live and are then refreshed in the background, so an edit made on any node reaches
+// every node within about that time, and unknown names are cached too, so a flood of requests
+// for a group that does not exist never reaches the database.
 package catalog
 
 import (
@@ -36,6 +36,10 @@ type entry[T any] struct {
 	val     T
 	err     error
 	expires time.Time
+	// loading is open while the entry's first load runs; callers wait on it.
+	loading chan struct{}
+	// refreshing says a background load of an expired entry runs.
+	refreshing bool
 }
 
 // Catalog is the cache. It is safe for concurrent use.
@@ -45,11 +49,11 @@ type Catalog struct {
 	now   func() time.Time
 
 	mu           sync.Mutex
-	groupsByName map[[2]string]entry[retry.Group]
-	groupsByID   map[int64]entry[retry.Group]
-	scenesByID   map[int64]entry[*Scene]
-	scenesByName map[sceneKey]entry[*Scene]
-	groupScenes  map[int64]entry[*GroupScenes]
+	groupsByName map[[2]string]*entry[retry.Group]
+	groupsByID   map[int64]*entry[retry.Group]
+	scenesByID   map[int64]*entry[*Scene]
+	scenesByName map[sceneKey]*entry[*Scene]
+	groupScenes  map[int64]*entry[*GroupScenes]
 }
 
 type sceneKey struct {
@@ -68,31 +72,67 @@ func New(store *storage.Store, ttl time.Duration) *Catalog {
 func (c *Catalog) Invalidate() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.groupsByName = map[[2]string]entry[retry.Group]{}
-	c.groupsByID = map[int64]entry[retry.Group]{}
-	c.scenesByID = map[int64]entry[*Scene]{}
-	c.scenesByName = map[sceneKey]entry[*Scene]{}
-	c.groupScenes = map[int64]entry[*GroupScenes]{}
+	c.groupsByName = map[[2]string]*entry[retry.Group]{}
+	c.groupsByID = map[int64]*entry[retry.Group]{}
+	c.scenesByID = map[int64]*entry[*Scene]{}
+	c.scenesByName = map[sceneKey]*entry[*Scene]{}
+	c.groupScenes = map[int64]*entry[*GroupScenes]{}
 }
 
-// cached looks key up in m, loading and storing it when absent or expired. A load that failed
-// for a reason other than "not found" is not cached.
-func cached[K comparable, V any](c *Catalog, m map[K]entry[V], key K, load func() (V, error)) (V, error) {
-	now := c.now()
+// refreshTimeout bounds a background refresh.
+const refreshTimeout = 10 * time.Second
+
+// cached looks key up in m. The first lookup loads it, and concurrent lookups wait for that
+// one load. Once the entry has expired, lookups go on getting it while one load in the
+// background refreshes it: hundreds of dispatch workers never query the database for the same
+// scene at once. A load that failed for a reason other than "not found" is not kept.
+func cached[K comparable, V any](ctx context.Context, c *Catalog, m map[K]*entry[V], key K, load func(context.Context) (V, error)) (V, error) {
 	c.mu.Lock()
-	e, ok := m[key]
-	c.mu.Unlock()
-	if ok && now.Before(e.expires) {
+	e := m[key]
+	switch {
+	case e == nil:
+		e = &entry[V]{loading: make(chan struct{})}
+		m[key] = e
+		c.mu.Unlock()
+		v, err := load(ctx)
+		c.mu.Lock()
+		e.val, e.err, e.expires = v, err, c.now().Add(c.ttl)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) && m[key] == e {
+			delete(m, key)
+		}
+		close(e.loading)
+		e.loading = nil
+		c.mu.Unlock()
+		return v, err
+	case e.loading != nil:
+		wait := e.loading
+		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			var zero V
+			return zero, ctx.Err()
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		return e.val, e.err
 	}
-	v, err := load()
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return v, err
+	defer c.mu.Unlock()
+	if !c.now().Before(e.expires) && !e.refreshing {
+		e.refreshing = true
+		go func() {
+			rctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+			defer cancel()
+			v, err := load(rctx)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			e.refreshing = false
+			if err == nil || errors.Is(err, storage.ErrNotFound) {
+				e.val, e.err, e.expires = v, err, c.now().Add(c.ttl)
+			}
+		}()
 	}
-	c.mu.Lock()
-	m[key] = entry[V]{val: v, err: err, expires: now.Add(c.ttl)}
-	c.mu.Unlock()
-	return v, err
+	return e.val, e.err
 }
 
 // GroupByName returns the group of that namespace and name.
@@ -100,7 +140,7 @@ func (c *Catalog) GroupByName(ctx context.Context, namespace, name string) (retr
 	c.mu.Lock()
 	m := c.groupsByName
 	c.mu.Unlock()
-	return cached(c, m, [2]string{namespace, name}, func() (retry.Group, error) {
+	return cached(ctx, c, m, [2]string{namespace, name}, func(ctx context.Context) (retry.Group, error) {
 		return c.store.GroupByName(ctx, namespace, name)
 	})
 }
@@ -110,7 +150,7 @@ func (c *Catalog) Group(ctx context.Context, id int64) (retry.Group, error) {
 	c.mu.Lock()
 	m := c.groupsByID
 	c.mu.Unlock()
-	return cached(c, m, id, func() (retry.Group, error) { return c.store.Group(ctx, id) })
+	return cached(ctx, c, m, id, func(ctx context.Context) (retry.Group, error) { return c.store.Group(ctx, id) })
 }
 
 func compiled(sc retry.Scene, err error) (*Scene, error) {
@@ -129,7 +169,7 @@ func (c *Catalog) Scene(ctx context.Context, id int64) (*Scene, error) {
 	c.mu.Lock()
 	m := c.scenesByID
 	c.mu.Unlock()
-	return cached(c, m, id, func() (*Scene, error) { return compiled(c.store.Scene(ctx, id)) })
+	return cached(ctx, c, m, id, func(ctx context.Context) (*Scene, error) { return compiled(c.store.Scene(ctx, id)) })
 }
 
 // SceneByName returns the group's scene of that name.
@@ -137,7 +177,7 @@ func (c *Catalog) SceneByName(ctx context.Context, groupID int64, name string) (
 	c.mu.Lock()
 	m := c.scenesByName
 	c.mu.Unlock()
-	return cached(c, m, sceneKey{groupID, name}, func() (*Scene, error) {
+	return cached(ctx, c, m, sceneKey{groupID, name}, func(ctx context.Context) (*Scene, error) {
 		return compiled(c.store.SceneByName(ctx, groupID, name))
 	})
 }
@@ -162,8 +202,8 @@ func (c *Catalog) EnsureSceneFrom(ctx context.Context, def retry.Scene) (*Scene,
 	}
 	c.mu.Lock()
 	exp := c.now().Add(c.ttl)
-	c.scenesByName[sceneKey{groupID, name}] = entry[*Scene]{val: created, expires: exp}
-	c.scenesByID[created.ID] = entry[*Scene]{val: created, expires: exp}
+	c.scenesByName[sceneKey{groupID, name}] = &entry[*Scene]{val: created, expires: exp}
+	c.scenesByID[created.ID] = &entry[*Scene]{val: created, expires: exp}
 	delete(c.groupScenes, groupID)
 	c.mu.Unlock()
 	return created, nil
@@ -174,7 +214,7 @@ func (c *Catalog) GroupScenes(ctx context.Context, groupID int64) (*GroupScenes,
 	c.mu.Lock()
 	m := c.groupScenes
 	c.mu.Unlock()
-	return cached(c, m, groupID, func() (*GroupScenes, error) {
+	return cached(ctx, c, m, groupID, func(ctx context.Context) (*GroupScenes, error) {
 		scenes, err := c.store.ListScenes(ctx, groupID)
 		if err != nil {
 			return nil, err

@@ -3,6 +3,8 @@ package catalog
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,18 +54,21 @@ func TestCatalogCachesForItsTTLAndThenSeesEdits(t *testing.T) {
 		if _, err := c.GroupByName(ctx, "shop", "payments"); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatal("a not-found answer was not cached")
 		}
-		// …and is once it has expired.
+		// …and is once it has expired: the first lookup after it still answers at once, with
+		// the old value, while a refresh runs in the background.
 		now = now.Add(2 * time.Hour)
-		if got, _ := c.SceneByName(ctx, g.ID, "notify"); got.MaxAttempts != 9 {
-			t.Fatalf("edit not seen after the TTL: %d", got.MaxAttempts)
-		}
-		if got, err := c.GroupByName(ctx, "shop", "payments"); err != nil || got.ID != pg.ID {
-			t.Fatalf("new group not seen after the TTL: %v", err)
-		}
-		gs2, _ := c.GroupScenes(ctx, g.ID)
-		if gs2.ETag == gs.ETag {
-			t.Fatal("the ETag did not change with the scene")
-		}
+		eventually(t, "the edit", func() bool {
+			got, _ := c.SceneByName(ctx, g.ID, "notify")
+			return got.MaxAttempts == 9
+		})
+		eventually(t, "the new group", func() bool {
+			got, err := c.GroupByName(ctx, "shop", "payments")
+			return err == nil && got.ID == pg.ID
+		})
+		eventually(t, "the scene list", func() bool {
+			gs2, _ := c.GroupScenes(ctx, g.ID)
+			return gs2.ETag != gs.ETag
+		})
 		// Auto-creation is visible at once on this node.
 		created, err := c.EnsureScene(ctx, g.ID, "refund")
 		if err != nil || created.Name != "refund" {
@@ -73,4 +78,47 @@ func TestCatalogCachesForItsTTLAndThenSeesEdits(t *testing.T) {
 			t.Fatalf("group scenes after auto-creation: %d", len(gs3.Scenes))
 		}
 	})
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never showed", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestConcurrentLookupsShareOneLoad(t *testing.T) {
+	s := storagetest.Open(t, storagetest.SQLite(t))
+	ctx := context.Background()
+	ns, _ := s.CreateNamespace(ctx, retry.Namespace{Name: "shop", Enabled: true})
+	g, _ := s.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: "orders", Token: "0123456789abcdef0123", Enabled: true})
+	sc, _ := s.CreateScene(ctx, retry.DefaultScene(g.ID, "notify"))
+	c := New(s, time.Hour)
+	var loads atomic.Int32
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.mu.Lock()
+			m := c.scenesByID
+			c.mu.Unlock()
+			got, err := cached(ctx, c, m, sc.ID, func(ctx context.Context) (*Scene, error) {
+				loads.Add(1)
+				time.Sleep(20 * time.Millisecond)
+				return compiled(s.Scene(ctx, sc.ID))
+			})
+			if err != nil || got.ID != sc.ID {
+				t.Errorf("lookup: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := loads.Load(); n != 1 {
+		t.Fatalf("%d loads for 50 concurrent lookups, want 1", n)
+	}
 }

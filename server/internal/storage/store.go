@@ -104,8 +104,10 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 		sqlDB.SetConnMaxLifetime(opt.ConnMaxLife)
 	}
 	if dsn.Driver == config.SQLite {
-		// One writer at a time is SQLite's nature; a small pool keeps readers going beside it.
-		sqlDB.SetMaxOpenConns(min(max(opt.MaxOpenConns, 1), 4))
+		// One connection. SQLite writes one transaction at a time anyway, and readers on other
+		// connections, always some of them busy under load, would keep the write-ahead log from
+		// ever being checkpointed back to its start: it grew past a gigabyte in a replay run.
+		sqlDB.SetMaxOpenConns(1)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
