@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 	"github.com/retryhub/retryhub/server/internal/catalog"
@@ -570,6 +571,28 @@ func TestDispatcherRateLimitSpreadsDispatches(t *testing.T) {
 		// sent; the rest waits for later rather than going out at once.
 		if succeeded < limit || succeeded == len(ids) {
 			t.Fatalf("%d of %d tasks sent at %d/s; want at least the burst of %d and not all", succeeded, len(ids), limit, limit)
+		}
+	})
+}
+
+// An instance (or a proxy in front of it) may answer an error page in any encoding. Its text is
+// stored as the task's last error; bytes that are not UTF-8 must not make the settlement fail
+// (MySQL refuses them in a utf8mb4 column), which would keep the settler retrying the batch
+// forever and every task in it running.
+func TestDispatcherStoresAnErrorPageThatIsNotUTF8(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		r := newRig(t, s, nil, nil)
+		srv := newRawServer(t, http.StatusBadGateway, []byte("Passerelle d\xe9faillante \xff\xfe"))
+		r.register("i1", srv, 0)
+		id := r.run("latin1")[0]
+		tk := r.task(id)
+		if tk.State != retry.Waiting || tk.Attempts != 1 || !strings.Contains(tk.LastError, "502") ||
+			!utf8.ValidString(tk.LastError) {
+			t.Fatalf("task is %s with %d attempts, error %q; want a failed attempt naming the status", tk.State, tk.Attempts, tk.LastError)
+		}
+		if atts := r.attempts(id); len(atts) != 1 || !utf8.ValidString(atts[0].Error) {
+			t.Fatalf("attempts %+v", atts)
 		}
 	})
 }

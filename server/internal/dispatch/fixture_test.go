@@ -240,3 +240,16 @@ func succeed(protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 func busy(protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 	return http.StatusTooManyRequests, protocol.ExecuteResponse{}
 }
+
+// newRawServer is an executor that answers every call with status and body as they are.
+func newRawServer(t *testing.T, status int, body []byte) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/html; charset=iso-8859-1")
+		w.WriteHeader(status)
+		w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/retryhub/execute"
+}

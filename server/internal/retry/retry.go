@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -255,8 +256,11 @@ type Node struct {
 // MaxErrorLen bounds stored error texts, in bytes.
 const MaxErrorLen = 2000
 
-// TruncateError cuts an error text to MaxErrorLen bytes without splitting a character.
+// TruncateError makes an error text fit for storage: bytes that are not UTF-8 (an error page
+// in another encoding, say) become U+FFFD, which MySQL's utf8mb4 columns would otherwise
+// refuse, and the text is cut to MaxErrorLen bytes without splitting a character.
 func TruncateError(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= MaxErrorLen {
 		return s
 	}

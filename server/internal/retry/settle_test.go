@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/retryhub/retryhub/client-sdk/backoff"
 )
@@ -125,6 +126,12 @@ func TestTruncateError(t *testing.T) {
 	}
 	if TruncateError("short") != "short" {
 		t.Fatal("a short error changed")
+	}
+	if got := TruncateError("d\xe9faillance \xff\xfe"); got != "d\uFFFDfaillance \uFFFD" {
+		t.Fatalf("bytes that are not UTF-8: got %q", got)
+	}
+	if got := TruncateError(strings.Repeat("\xff", 2*MaxErrorLen)); len(got) > MaxErrorLen || !utf8.ValidString(got) {
+		t.Fatalf("a long text that is not UTF-8: %d bytes, valid %v", len(got), utf8.ValidString(got))
 	}
 }
 
