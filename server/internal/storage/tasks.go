@@ -124,7 +124,18 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 			}
 			stored[sk{scene, key}] = IngestResult{TaskID: id, Merged: rid != reportID}
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read back: %w", err)
+		}
+		// Every report must be accounted for before the batch commits: a caller told the batch
+		// failed sends it again, and must not find it half stored.
+		for i := range tasks {
+			k := sk{tasks[i].SceneID, tasks[i].Key}
+			if _, ok := stored[k]; !ok {
+				return fmt.Errorf("task for scene %d key %q not found after insert", k.scene, k.key)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest %d reports: %w", len(tasks), err)
@@ -132,10 +143,7 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 	out := make([]IngestResult, len(tasks))
 	for i := range tasks {
 		k := sk{tasks[i].SceneID, tasks[i].Key}
-		r, ok := stored[k]
-		if !ok {
-			return nil, fmt.Errorf("ingest: task for scene %d key %q not found after insert", k.scene, k.key)
-		}
+		r := stored[k]
 		if first[k] != i {
 			r.Merged = true
 		}
