@@ -3,6 +3,7 @@ package protocol
 import (
 	"fmt"
 	"regexp"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -29,7 +30,9 @@ func ValidName(s string) bool { return nameRE.MatchString(s) }
 // ValidInstanceID reports whether s is a valid instance id (InstanceIDRule).
 func ValidInstanceID(s string) bool { return instanceRE.MatchString(s) }
 
-// CheckKey says why key is not a valid idempotency key: 1 to MaxKeyLen bytes of UTF-8.
+// CheckKey says why key is not a valid idempotency key: 1 to MaxKeyLen bytes of UTF-8, not
+// ending with a space (MySQL's collations ignore trailing spaces, so "k " and "k" would be one
+// key there and two on SQLite).
 func CheckKey(key string) error {
 	switch {
 	case key == "":
@@ -38,6 +41,8 @@ func CheckKey(key string) error {
 		return fmt.Errorf("%d bytes, at most %d", len(key), MaxKeyLen)
 	case !utf8.ValidString(key):
 		return fmt.Errorf("not valid UTF-8")
+	case strings.HasSuffix(key, " "):
+		return fmt.Errorf("it ends with a space, which MySQL does not tell apart from the key without it")
 	}
 	return nil
 }

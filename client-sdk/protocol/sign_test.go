@@ -58,7 +58,8 @@ func TestRules(t *testing.T) {
 	if !ValidInstanceID("host-1:7070") || ValidInstanceID("") || ValidInstanceID("a b") {
 		t.Error("instance id rule")
 	}
-	if CheckKey("k") != nil || CheckKey("") == nil || CheckKey(string(make([]byte, MaxKeyLen+1))) == nil || CheckKey("\xff") == nil {
+	if CheckKey("k") != nil || CheckKey("") == nil || CheckKey(string(make([]byte, MaxKeyLen+1))) == nil || CheckKey("\xff") == nil ||
+		CheckKey("k ") == nil || CheckKey(" k") != nil {
 		t.Error("key rule")
 	}
 }

@@ -136,6 +136,43 @@ func TestBadInputIsRefusedAndStoresNothing(t *testing.T) {
 	})
 }
 
+// Items the database could not store as they are (or could not tell apart) are rejected one by
+// one with a reason, beside the good items of their batch. Before, MySQL refused them and the
+// whole batch was answered 503 "try again", which the SDK does forever; a key with a trailing
+// space even had the batch committed first.
+func TestReportItemsTheDatabaseCannotKeepAreRejected(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 3, nil)
+		w.report(item("notify", "active"))
+		body := []byte(`{"items":[` +
+			`{"scene":"notify","idempotency_key":"ok","args":{"n":1}},` +
+			`{"scene":"notify","idempotency_key":"latin1","args":"d` + "\xe9" + `faut"},` +
+			`{"scene":"notify","idempotency_key":"many","args":1,"local_attempts":3000000000},` +
+			`{"scene":"notify","idempotency_key":"active ","args":1},` +
+			`{"scene":"notify","idempotency_key":"ok ","args":1}]}`)
+		status, out := w.call(http.MethodPost, protocol.PathReports, body)
+		var resp protocol.ReportResponse
+		if status != http.StatusOK || json.Unmarshal(out, &resp) != nil || len(resp.Results) != 5 {
+			t.Fatalf("report: %d %s", status, out)
+		}
+		if resp.Results[0].Status != protocol.ReportCreated {
+			t.Errorf("the good item: %+v", resp.Results[0])
+		}
+		for i, want := range map[int]string{1: "UTF-8", 2: "local_attempts", 3: "space", 4: "space"} {
+			if r := resp.Results[i]; r.Status != protocol.ReportRejected || !strings.Contains(r.Reason, want) {
+				t.Errorf("item %d: %+v, want rejected naming %q", i, r, want)
+			}
+		}
+		if n := w.countTasks(); n != 2 {
+			t.Fatalf("%d tasks stored, want the first report's and the good item's", n)
+		}
+		if tk := w.task(1); tk.Merges != 0 {
+			t.Fatalf("the active task counts %d merges, want none", tk.Merges)
+		}
+	})
+}
+
 func TestAutoCreatedScene(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
 		node := startNode(t, testConfig(target), "n1")

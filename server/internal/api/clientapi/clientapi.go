@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -306,13 +308,18 @@ func (a *API) reports(c *gin.Context) {
 			reject(err.Error())
 			continue
 		}
-		if it.LocalAttempts < 0 {
-			reject("local_attempts must not be negative")
+		if it.LocalAttempts < 0 || it.LocalAttempts > math.MaxInt32 {
+			reject(fmt.Sprintf("local_attempts %d: want 0 to %d", it.LocalAttempts, math.MaxInt32))
 			continue
 		}
 		args := []byte(it.Args)
 		if len(args) == 0 {
 			args = []byte("null")
+		}
+		if !utf8.Valid(args) {
+			// JSON is UTF-8; the database would refuse the bytes, and the replay could not carry them.
+			reject("args: not valid UTF-8")
+			continue
 		}
 		sc, err := a.catalog.SceneByName(ctx, g.ID, it.Scene)
 		if errors.Is(err, storage.ErrNotFound) {
