@@ -269,9 +269,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 		go func() { httpDone <- a.server.Shutdown(ctx) }()
 		a.Dispatcher.Stop(ctx)
 		a.Sweeper.Stop()
-		a.Settler.Stop(ctx)
-		// Release with a fresh context: giving the buckets back matters even when ctx is spent.
+		// Write the results, give back the claims and release the buckets with a fresh context:
+		// they matter even when ctx is spent, as it is when calls in flight outlived it (they
+		// were cancelled, and their give-backs are among the results to write).
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		a.Settler.Stop(rctx)
 		a.Leaser.Stop(rctx)
 		a.Heartbeat.Stop(rctx)
 		cancel()

@@ -185,3 +185,34 @@ func TestGracefulShutdownGivesBackWhatItHolds(t *testing.T) {
 		}
 	})
 }
+
+// A shutdown whose time runs out while a call is in flight cancels the call and gives its task
+// back (not counted as an attempt), as Dispatcher.Stop promises: the give-back must still be
+// written although the shutdown's context is spent by then.
+func TestShutdownPastItsTimeoutStillGivesBackCancelledCalls(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		cfg := testConfig(target)
+		a := startNode(t, cfg, "node-a")
+		w := newWorld(t, a, 3, func(sc *retry.Scene) { sc.Timeout = time.Minute })
+		hold := make(chan struct{})
+		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+			<-hold
+			return succeed(req)
+		})
+		t.Cleanup(func() { close(hold) }) // before the instance's server closes
+		w.register("i1", in.url(), 1)
+		id := w.report(item("notify", "slow"))[0].TaskID
+		waitFor(t, 10*time.Second, "the replay in flight", func() bool { return len(in.callsOf(protocol.KindReplay)) > 0 })
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		a.Shutdown(ctx)
+
+		b := startNode(t, cfg, "node-b")
+		w.node = b
+		tk := w.task(id)
+		if tk.State != retry.Waiting || tk.Attempts != 0 || tk.ClaimToken != 0 || len(w.attempts(id)) != 0 {
+			t.Fatalf("after a shutdown that cancelled its call, the task is %s with %d attempts and claim %d; want it given back, waiting with none",
+				tk.State, tk.Attempts, tk.ClaimToken)
+		}
+	})
+}
