@@ -154,11 +154,18 @@ func (s *Store) DeleteEndedTasks(ctx context.Context, states []retry.State, befo
 		args = append(args, int8(st))
 	}
 	args = append(args, T(before))
+	// The rows found are locked until they are deleted: otherwise an operator could replay a
+	// dead letter between the read and the delete, be told it was replayed, and lose it. (SQLite
+	// runs one write transaction at a time, which comes to the same.)
+	lock := ""
+	if s.mysql {
+		lock = " FOR UPDATE"
+	}
 	var deleted int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, fmt.Sprintf(
-			"SELECT id FROM rh_task WHERE state IN (%s) AND ended_at < ? AND cb_state NOT IN (%d, %d) LIMIT %d",
-			placeholders(len(states)), retry.CallbackWaiting, retry.CallbackRunning, limit), args...)
+			"SELECT id FROM rh_task WHERE state IN (%s) AND ended_at < ? AND cb_state NOT IN (%d, %d) LIMIT %d%s",
+			placeholders(len(states)), retry.CallbackWaiting, retry.CallbackRunning, limit, lock), args...)
 		if err != nil {
 			return err
 		}

@@ -532,3 +532,81 @@ func TestRetention(t *testing.T) {
 		}
 	})
 }
+
+// exhausted stores n tasks and ends them as dead letters, returning their ids.
+func (f fixture) exhausted(t *testing.T, prefix string, n int) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	batch := make([]storage.NewTask, n)
+	for i := range batch {
+		batch[i] = f.task(fmt.Sprintf("%s-%d", prefix, i), now.Add(-time.Minute))
+	}
+	if _, err := f.s.Ingest(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	claims, err := f.s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now,
+		PerBucket: n, Token: 42, Node: "n", Deadline: now.Add(time.Minute)})
+	if err != nil || len(claims) != n {
+		t.Fatalf("claimed %d of %d: %v", len(claims), n, err)
+	}
+	ids := make([]int64, n)
+	settle := make([]retry.Settlement, n)
+	for i := range claims {
+		ids[i] = claims[i].TaskID
+		settle[i] = retry.Settlement{Kind: retry.KindReplay, TaskID: claims[i].TaskID, Token: claims[i].Token,
+			State: retry.Exhausted, Attempts: 1, NextAt: now, LastError: "gave up", EndedAt: &now}
+	}
+	if _, err := f.s.Settle(ctx, settle); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// Retention deletes dead letters only while they are dead letters: one an operator replays
+// while the janitor runs is either replayed (and kept) or deleted (and not replayed), never
+// reported replayed and then deleted.
+func TestRetentionNeverDeletesATaskReplayedMeanwhile(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		for round := range 10 {
+			ids := f.exhausted(t, fmt.Sprint("r", round), 40)
+			var (
+				wg       sync.WaitGroup
+				replayed storage.ActionResult
+				rerr     error
+			)
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				replayed, rerr = s.Apply(ctx, storage.Replay, ids, time.Time{})
+			}()
+			go func() {
+				defer wg.Done()
+				if _, err := s.DeleteEndedTasks(ctx, []retry.State{retry.Exhausted}, time.Now().Add(time.Hour), 1000); err != nil {
+					t.Error(err)
+				}
+			}()
+			wg.Wait()
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			waiting, err := s.TaskIDs(ctx, storage.TaskFilter{States: []retry.State{retry.Waiting}}, 0, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int64(len(waiting)) != replayed.Changed {
+				t.Fatalf("round %d: %d dead letters replayed, but %d tasks wait: retention deleted replayed tasks",
+					round, replayed.Changed, len(waiting))
+			}
+			// Clear the round's survivors away.
+			if _, err := s.Apply(ctx, storage.Cancel, waiting, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.DeleteEndedTasks(ctx, []retry.State{retry.Cancelled}, time.Now().Add(time.Hour), 1000); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
