@@ -63,7 +63,11 @@ func NewRegistry(store *storage.Store, ttl, interval time.Duration, log *slog.Lo
 		groups: map[int64]*groupInstances{}, byID: map[string]*instance{}}
 }
 
-// Start loads the instances and keeps reloading them until Stop.
+// refreshTimeout bounds one reload.
+const refreshTimeout = 10 * time.Second
+
+// Start loads the instances under ctx, and keeps reloading them until Stop (ctx ending does not
+// stop the reloads).
 func (r *Registry) Start(ctx context.Context) error {
 	if err := r.Refresh(ctx); err != nil {
 		return err
@@ -78,9 +82,11 @@ func (r *Registry) Start(ctx context.Context) error {
 			case <-r.stop:
 				return
 			case <-t.C:
-				if err := r.Refresh(ctx); err != nil {
+				rctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+				if err := r.Refresh(rctx); err != nil {
 					r.log.Warn("refresh client instances", "err", err)
 				}
+				cancel()
 			}
 		}
 	}()

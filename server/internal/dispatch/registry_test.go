@@ -329,6 +329,28 @@ func TestRefreshDropsSilentInstances(t *testing.T) {
 	})
 }
 
+// The context given to Start bounds the first load only: the reloads go on after it ends (a
+// caller may start the node under a start-up timeout, and a signal context ends as the node
+// begins its graceful shutdown, while dispatch still runs).
+func TestRefreshOutlivesTheStartContext(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		t.Parallel()
+		g := newGroup(t, s)
+		r := dispatch.NewRegistry(s, time.Minute, 10*time.Millisecond, testLogger(t))
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Stop)
+		cancel()
+		if err := s.UpsertInstance(context.Background(), retry.Instance{ID: "late", GroupID: g.ID, ExecutorURL: "http://late.invalid/execute"}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 10*time.Second, "an instance registered on another node to be seen", func() bool { return r.Live(g.ID) == 1 })
+	})
+}
+
 func TestObserveMovesAnInstanceToItsNewGroup(t *testing.T) {
 	r := memRegistry(t, instanceOf("a", 0))
 	moved := instanceOf("a", 0)
