@@ -378,6 +378,9 @@ func set(v reflect.Value, s string) error {
 	return nil
 }
 
+// MaxPayloadColumn is the most a task's arguments column holds on MySQL (MEDIUMTEXT).
+const MaxPayloadColumn = 1<<24 - 1
+
 // Validate checks values and combinations; the error names the key at fault.
 func (c *Config) Validate() error {
 	var errs []error
@@ -386,6 +389,12 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
 		bad("server.listen", "want host:port or :port, got %q", c.Server.Listen)
+	}
+	if len(c.Server.NodeID) > 64 {
+		bad("server.node_id", "at most 64 bytes (the database's column), got %d", len(c.Server.NodeID))
+	}
+	if len(c.Server.Advertise) > 255 {
+		bad("server.advertise", "at most 255 bytes (the database's column), got %d", len(c.Server.Advertise))
 	}
 	if c.Server.ShutdownTimeout <= 0 {
 		bad("server.shutdown_timeout", "must be positive")
@@ -481,6 +490,9 @@ func (c *Config) Validate() error {
 	}
 	if a.MaxPayloadBytes < 1 || a.MaxPayloadBytes > a.MaxBodyBytes {
 		bad("client_api.max_payload_bytes", "want 1 to client_api.max_body_bytes (%d)", a.MaxBodyBytes)
+	}
+	if a.MaxPayloadBytes > MaxPayloadColumn {
+		bad("client_api.max_payload_bytes", "at most %d (the arguments column, MEDIUMTEXT on MySQL), got %d", MaxPayloadColumn, a.MaxPayloadBytes)
 	}
 	if a.MaxBatch < 1 {
 		bad("client_api.max_batch", "must be at least 1")

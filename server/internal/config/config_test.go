@@ -73,6 +73,9 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"heartbeat longer than ttl", "", []string{"RETRYHUB_SCHEDULER_HEARTBEAT_INTERVAL=1m"}, "scheduler.heartbeat_interval"},
 		{"bad listen", "", []string{"RETRYHUB_SERVER_LISTEN=8080"}, "server.listen"},
 		{"bad log level", "", []string{"RETRYHUB_LOG_LEVEL=loud"}, "log.level"},
+		{"node id longer than its column", "", []string{"RETRYHUB_SERVER_NODE_ID=" + strings.Repeat("n", 65)}, "server.node_id"},
+		{"arguments larger than their column", "", []string{"RETRYHUB_CLIENT_API_MAX_BODY_BYTES=67108864",
+			"RETRYHUB_CLIENT_API_MAX_PAYLOAD_BYTES=33554432"}, "client_api.max_payload_bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
