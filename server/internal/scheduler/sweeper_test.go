@@ -161,6 +161,14 @@ func TestSweeperNeverOverwritesAResult(t *testing.T) {
 			case !applied[id] && (tk.State != retry.Waiting || tk.Attempts != 1):
 				t.Fatalf("task %d: taken back, then the late result overwrote it: %s with %d attempts", id, tk.State, tk.Attempts)
 			}
+			// Only the settlement that applied recorded its attempt.
+			want := retry.OutcomeTimedOut
+			if applied[id] {
+				want = retry.OutcomeSucceeded
+			}
+			if atts := f.attempts(id); len(atts) != 1 || atts[0].Outcome != want {
+				t.Fatalf("task %d: attempts %+v, want the one %s attempt of the settlement that applied", id, atts, want)
+			}
 		}
 	})
 }

@@ -466,7 +466,8 @@ func (s *Store) settleCallbacks(ctx context.Context, tx *sql.Tx, batch []*retry.
 }
 
 // insertAttempts records the attempts of the settlements whose claim still holds: their task
-// is running (in the kind's phase) under the settlement's token.
+// is running (in the kind's phase) under the settlement's token. On MySQL it locks those tasks,
+// so the UPDATE that follows sees them as they were when the attempts were recorded.
 func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement) error {
 	cols := []string{"task_id", "tok", "kind", "number", "node_id", "instance_id", "started_at", "duration_ms", "outcome", "error"}
 	args := make([]any, 0, len(batch)*len(cols))
@@ -488,6 +489,13 @@ func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, kind retry.Attem
 		"SELECT v.task_id, v.kind, v.number, v.node_id, v.instance_id, v.started_at, v.duration_ms, v.outcome, v.error " +
 		"FROM (" + values(cols, rows) + ") v JOIN rh_task t ON t.id = v.task_id AND t.claim_token = v.tok AND t." +
 		fmt.Sprintf("%s = %d", ph.state, ph.running)
+	if s.mysql {
+		// READ COMMITTED would read the tasks without a lock, as of the statement's start: a
+		// settlement of the same claim committed before the UPDATE below (the sweeper's, a
+		// result's, a moved deadline) would leave an attempt recorded for an update that then
+		// does not apply. Locked, the tasks stay as read until this transaction ends.
+		q += " FOR UPDATE"
+	}
 	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("record %d attempts: %w", rows, err)
 	}
