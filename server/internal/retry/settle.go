@@ -76,6 +76,13 @@ type Settlement struct {
 
 	// Attempt is the attempt to record; nil when the claim is released without one.
 	Attempt *Attempt
+
+	// Lapsed, when set, makes the settlement a take-back of a claim that outlived its deadline
+	// (the sweeper's): it applies only while the claim's deadline is still at or before this
+	// time. A dispatcher that started the claim late moves its deadline first (ExtendClaim);
+	// the claim is then live again, and taking it back would replay the task a second time
+	// while its call runs.
+	Lapsed *time.Time
 }
 
 // Ends reports whether the settlement ends its task.

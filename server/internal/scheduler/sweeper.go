@@ -71,11 +71,16 @@ func (s *Sweeper) sweep(ctx context.Context, kind retry.AttemptKind) (int, error
 		res := retry.Result{Outcome: retry.OutcomeTimedOut, Error: msg}
 		att := &retry.Attempt{TaskID: c.TaskID, Kind: kind, Number: c.Number(), NodeID: c.ClaimedBy,
 			StartedAt: c.DueAt, Duration: max(c.RunDeadline.Sub(c.DueAt), 0), Outcome: retry.OutcomeTimedOut, Error: msg}
+		var st retry.Settlement
 		if kind == retry.KindCallback {
-			batch = append(batch, retry.SettleCallback(c, &sc.Scene, sc.Policies, res, att, now))
+			st = retry.SettleCallback(c, &sc.Scene, sc.Policies, res, att, now)
 		} else {
-			batch = append(batch, retry.SettleReplay(c, &sc.Scene, sc.Policies, res, att, now))
+			st = retry.SettleReplay(c, &sc.Scene, sc.Policies, res, att, now)
 		}
+		// Only while the claim is still past its deadline: a dispatcher that started it late
+		// may have moved the deadline since it was read.
+		st.Lapsed = &now
+		batch = append(batch, st)
 	}
 	n, err := s.store.Settle(ctx, batch)
 	if err != nil {

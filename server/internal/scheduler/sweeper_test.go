@@ -172,3 +172,60 @@ func TestSweeperNeverOverwritesAResult(t *testing.T) {
 		}
 	})
 }
+
+// A dispatcher that starts a lapsed claim moves its deadline first (ExtendClaim); once it has,
+// the claim is live again and the sweeper must leave it alone, as the design says: the take-back
+// is conditional on the same claim token and a passed deadline. Otherwise the sweeper, having
+// read the claim as stuck just before, sets the task waiting while its call runs: it is claimed
+// and replayed a second time at once, and the first call's result is thrown away.
+func TestSweeperLeavesAClaimExtendedAfterItLapsed(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, nil)
+		const n = 60
+		ids := f.addMany(3, n, time.Now().Add(-time.Minute))
+		claims := f.claim(retry.KindReplay, "node-late", time.Now().Add(-time.Second))
+		if len(claims) != n {
+			t.Fatalf("claimed %d", len(claims))
+		}
+		sw := newSweeper(t, s, []int{3})
+		var (
+			wg       sync.WaitGroup
+			extended = map[int64]bool{}
+		)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				sw.Exec(context.Background())
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := range claims {
+				ok, err := s.ExtendClaim(context.Background(), &claims[i], time.Now().Add(time.Hour))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if ok {
+					extended[claims[i].TaskID] = true
+					time.Sleep(time.Millisecond) // the call
+					f.settle(claims[i:i+1], retry.OutcomeSucceeded, time.Now())
+				}
+			}
+		}()
+		wg.Wait()
+		for _, id := range ids {
+			tk := f.task(id)
+			atts := f.attempts(id)
+			switch {
+			case extended[id] && (tk.State != retry.Succeeded || len(atts) != 1):
+				t.Fatalf("task %d: its claim was extended and its call succeeded, but it is %s with %d attempts recorded %+v",
+					id, tk.State, len(atts), atts)
+			case !extended[id] && (tk.State != retry.Waiting || len(atts) != 1 || atts[0].Outcome != retry.OutcomeTimedOut):
+				t.Fatalf("task %d: taken back, but it is %s with attempts %+v", id, tk.State, atts)
+			}
+		}
+	})
+}

@@ -335,9 +335,10 @@ func (s *Store) ExtendClaim(ctx context.Context, c *retry.Claim, deadline time.T
 // Settle writes a batch of settlements and their attempts in one transaction. Per kind, one
 // INSERT … SELECT records the attempts of the settlements whose claim still holds, then one
 // UPDATE joins the tasks to the batch's new values, applying each only while its task is still
-// running under the same claim token. A settlement that comes too late (the sweeper took the
-// task back, an operator cancelled it) changes nothing and records nothing. It returns how
-// many tasks changed.
+// running under the same claim token (and, for a take-back of a lapsed claim, while the claim's
+// deadline has still passed). A settlement that comes too late (the sweeper took the task back,
+// an operator cancelled it, the dispatcher extended the lapsed claim) changes nothing and
+// records nothing. It returns how many tasks changed.
 func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, error) {
 	if len(batch) == 0 {
 		return 0, nil
@@ -408,6 +409,13 @@ func values(cols []string, rows int) string {
 	return b.String()
 }
 
+// claimHolds matches a task (its columns named with prefix t) to the batch row v of its
+// settlement while the settlement's claim holds: same id and claim token, and for a take-back
+// of a lapsed claim (v.lap set), a deadline still passed.
+func claimHolds(t string) string {
+	return t + "id = v.id AND " + t + "claim_token = v.tok AND (v.lap IS NULL OR " + t + "run_deadline <= v.lap)"
+}
+
 // joinUpdate runs "UPDATE rh_task SET <set> FROM (<vals>) v WHERE <match> AND {t}<where>" in
 // the form the database speaks: each task row takes the values of the batch row with its id and
 // claim token.
@@ -416,12 +424,12 @@ func (s *Store) joinUpdate(ctx context.Context, tx *sql.Tx, vals string, valArgs
 	args := make([]any, 0, len(valArgs)+len(setArgs))
 	if s.mysql {
 		args = append(append(args, valArgs...), setArgs...)
-		q = "UPDATE rh_task t JOIN (" + vals + ") v ON t.id = v.id AND t.claim_token = v.tok SET " +
+		q = "UPDATE rh_task t JOIN (" + vals + ") v ON " + claimHolds("t.") + " SET " +
 			setList(set, "t.", "t.") + " WHERE t." + where
 	} else {
 		args = append(append(args, setArgs...), valArgs...)
 		q = "UPDATE rh_task SET " + setList(set, "", "rh_task.") + " FROM (" + vals +
-			") AS v WHERE rh_task.id = v.id AND rh_task.claim_token = v.tok AND rh_task." + where
+			") AS v WHERE " + claimHolds("rh_task.") + " AND rh_task." + where
 	}
 	res, err := tx.ExecContext(ctx, q, args...)
 	if err != nil {
@@ -431,10 +439,10 @@ func (s *Store) joinUpdate(ctx context.Context, tx *sql.Tx, vals string, valArgs
 }
 
 func (s *Store) settleReplays(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, now Time) (int64, error) {
-	cols := []string{"id", "tok", "st", "att", "nx", "le", "ea", "cs", "cn"}
+	cols := []string{"id", "tok", "lap", "st", "att", "nx", "le", "ea", "cs", "cn"}
 	args := make([]any, 0, len(batch)*len(cols))
 	for _, st := range batch {
-		args = append(args, st.TaskID, st.Token, int8(st.State), st.Attempts, T(st.NextAt),
+		args = append(args, st.TaskID, st.Token, TP(st.Lapsed), int8(st.State), st.Attempts, T(st.NextAt),
 			retry.TruncateError(st.LastError), TP(st.EndedAt), int8(st.CallbackState), TP(st.CallbackNextAt))
 	}
 	set := []assign{{"state", "v.st"}, {"attempts", "v.att"}, {"next_at", "v.nx"}, {"last_error", "v.le"},
@@ -450,10 +458,10 @@ func (s *Store) settleReplays(ctx context.Context, tx *sql.Tx, batch []*retry.Se
 }
 
 func (s *Store) settleCallbacks(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, now Time) (int64, error) {
-	cols := []string{"id", "tok", "cs", "ca", "cn", "ce"}
+	cols := []string{"id", "tok", "lap", "cs", "ca", "cn", "ce"}
 	args := make([]any, 0, len(batch)*len(cols))
 	for _, st := range batch {
-		args = append(args, st.TaskID, st.Token, int8(st.CallbackState), st.CallbackAttempts, TP(st.CallbackNextAt),
+		args = append(args, st.TaskID, st.Token, TP(st.Lapsed), int8(st.CallbackState), st.CallbackAttempts, TP(st.CallbackNextAt),
 			retry.TruncateError(st.CallbackError))
 	}
 	set := []assign{{"cb_state", "v.cs"}, {"cb_attempts", "v.ca"}, {"cb_next_at", "v.cn"}, {"cb_error", "v.ce"},
@@ -469,7 +477,7 @@ func (s *Store) settleCallbacks(ctx context.Context, tx *sql.Tx, batch []*retry.
 // is running (in the kind's phase) under the settlement's token. On MySQL it locks those tasks,
 // so the UPDATE that follows sees them as they were when the attempts were recorded.
 func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement) error {
-	cols := []string{"task_id", "tok", "kind", "number", "node_id", "instance_id", "started_at", "duration_ms", "outcome", "error"}
+	cols := []string{"id", "tok", "lap", "kind", "number", "node_id", "instance_id", "started_at", "duration_ms", "outcome", "error"}
 	args := make([]any, 0, len(batch)*len(cols))
 	rows := 0
 	for _, st := range batch {
@@ -477,7 +485,7 @@ func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, kind retry.Attem
 		if a == nil {
 			continue
 		}
-		args = append(args, st.TaskID, st.Token, int8(a.Kind), a.Number, a.NodeID, a.InstanceID, T(a.StartedAt),
+		args = append(args, st.TaskID, st.Token, TP(st.Lapsed), int8(a.Kind), a.Number, a.NodeID, a.InstanceID, T(a.StartedAt),
 			a.Duration.Milliseconds(), int8(a.Outcome), retry.TruncateError(a.Error))
 		rows++
 	}
@@ -486,8 +494,8 @@ func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, kind retry.Attem
 	}
 	ph := phaseOf(kind)
 	q := "INSERT INTO rh_attempt (task_id, kind, number, node_id, instance_id, started_at, duration_ms, outcome, error) " +
-		"SELECT v.task_id, v.kind, v.number, v.node_id, v.instance_id, v.started_at, v.duration_ms, v.outcome, v.error " +
-		"FROM (" + values(cols, rows) + ") v JOIN rh_task t ON t.id = v.task_id AND t.claim_token = v.tok AND t." +
+		"SELECT v.id, v.kind, v.number, v.node_id, v.instance_id, v.started_at, v.duration_ms, v.outcome, v.error " +
+		"FROM (" + values(cols, rows) + ") v JOIN rh_task t ON " + claimHolds("t.") + " AND t." +
 		fmt.Sprintf("%s = %d", ph.state, ph.running)
 	if s.mysql {
 		// READ COMMITTED would read the tasks without a lock, as of the statement's start: a
