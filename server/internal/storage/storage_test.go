@@ -163,6 +163,34 @@ func TestIngestMergesActiveKeys(t *testing.T) {
 	})
 }
 
+// A batch larger than SQLite takes in one statement (32766 bound parameters, about 2000
+// reports; client_api.max_batch may allow more) is stored whole, merges included.
+func TestIngestOfALargeBatch(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		now := time.Now()
+		batch := make([]storage.NewTask, 5000)
+		for i := range batch {
+			batch[i] = f.task(fmt.Sprintf("k-%d", i%4000), now) // the last 1000 repeat the first
+		}
+		res, err := s.Ingest(ctx, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := map[int64]bool{}
+		for i, r := range res {
+			ids[r.TaskID] = true
+			if r.Merged != (i >= 4000) || (i >= 4000 && r.TaskID != res[i-4000].TaskID) {
+				t.Fatalf("report %d: %+v (first of its key %+v)", i, r, res[i%4000])
+			}
+		}
+		if len(ids) != 4000 {
+			t.Fatalf("%d tasks, want 4000", len(ids))
+		}
+	})
+}
+
 // An ingest that fails changes nothing, so that the client, told to send the batch again, does
 // not find half of it stored. MySQL ignores trailing spaces when it compares keys, so a key
 // that differs from an active one only by them (which the client API refuses) merges in the

@@ -33,6 +33,10 @@ type IngestResult struct {
 	Merged bool
 }
 
+// ingestChunk bounds the reports of one INSERT: 15 bound parameters each, within SQLite's
+// limit of 32766 per statement.
+const ingestChunk = 1000
+
 // ingestCols are the columns an ingest writes; the others take their defaults.
 const ingestCols = "group_id, scene_id, bucket, idem_key, active_key, args, state, local_attempts, next_at, " +
 	"deadline_at, last_error, cb_error, report_id, created_at, updated_at, merges"
@@ -63,69 +67,86 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 	}
 	reportID := rand.Int64N(1<<62) + 1
 	now := T(time.Now())
-	var q strings.Builder
-	q.WriteString("INSERT INTO rh_task (" + ingestCols + ") VALUES ")
-	args := make([]any, 0, len(uniq)*15)
-	for n, i := range uniq {
-		t := &tasks[i]
-		if n > 0 {
-			q.WriteByte(',')
+	// insert and readBack write the statements for a chunk of the unique reports.
+	insert := func(chunk []int) (string, []any) {
+		var q strings.Builder
+		q.WriteString("INSERT INTO rh_task (" + ingestCols + ") VALUES ")
+		args := make([]any, 0, len(chunk)*15)
+		for n, i := range chunk {
+			t := &tasks[i]
+			if n > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,'',?,?,?,?)")
+			args = append(args, t.GroupID, t.SceneID, t.Bucket, t.Key, t.Key, string(t.Args), int8(t.State),
+				t.LocalAttempts, T(t.NextAt), TP(t.DeadlineAt), retry.TruncateError(t.Error), reportID, now, now,
+				repeats[sk{t.SceneID, t.Key}])
 		}
-		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,'',?,?,?,?)")
-		args = append(args, t.GroupID, t.SceneID, t.Bucket, t.Key, t.Key, string(t.Args), int8(t.State),
-			t.LocalAttempts, T(t.NextAt), TP(t.DeadlineAt), retry.TruncateError(t.Error), reportID, now, now,
-			repeats[sk{t.SceneID, t.Key}])
+		// A new row counts the repeats of its key inside the batch as merges; an existing one adds
+		// this report and those repeats.
+		if s.mysql {
+			q.WriteString(" ON DUPLICATE KEY UPDATE merges = merges + 1 + VALUES(merges), last_error = VALUES(last_error), updated_at = VALUES(updated_at)")
+		} else {
+			q.WriteString(" ON CONFLICT (scene_id, active_key) DO UPDATE SET merges = merges + 1 + excluded.merges, last_error = excluded.last_error, updated_at = excluded.updated_at")
+		}
+		return q.String(), args
 	}
-	// A new row counts the repeats of its key inside the batch as merges; an existing one adds
-	// this report and those repeats.
-	if s.mysql {
-		q.WriteString(" ON DUPLICATE KEY UPDATE merges = merges + 1 + VALUES(merges), last_error = VALUES(last_error), updated_at = VALUES(updated_at)")
-	} else {
-		q.WriteString(" ON CONFLICT (scene_id, active_key) DO UPDATE SET merges = merges + 1 + excluded.merges, last_error = excluded.last_error, updated_at = excluded.updated_at")
+	readBack := func(chunk []int) (string, []any) {
+		scenes := map[int64]bool{}
+		keys := map[string]bool{}
+		for _, i := range chunk {
+			scenes[tasks[i].SceneID] = true
+			keys[tasks[i].Key] = true
+		}
+		var read strings.Builder
+		rargs := make([]any, 0, len(scenes)+len(keys))
+		read.WriteString("SELECT id, scene_id, active_key, report_id FROM rh_task WHERE scene_id IN (")
+		read.WriteString(placeholders(len(scenes)))
+		for id := range scenes {
+			rargs = append(rargs, id)
+		}
+		read.WriteString(") AND active_key IN (")
+		read.WriteString(placeholders(len(keys)))
+		for k := range keys {
+			rargs = append(rargs, k)
+		}
+		read.WriteString(")")
+		return read.String(), rargs
 	}
-
-	scenes := map[int64]bool{}
-	keys := map[string]bool{}
-	for _, i := range uniq {
-		scenes[tasks[i].SceneID] = true
-		keys[tasks[i].Key] = true
-	}
-	var read strings.Builder
-	rargs := make([]any, 0, len(scenes)+len(keys))
-	read.WriteString("SELECT id, scene_id, active_key, report_id FROM rh_task WHERE scene_id IN (")
-	read.WriteString(placeholders(len(scenes)))
-	for id := range scenes {
-		rargs = append(rargs, id)
-	}
-	read.WriteString(") AND active_key IN (")
-	read.WriteString(placeholders(len(keys)))
-	for k := range keys {
-		rargs = append(rargs, k)
-	}
-	read.WriteString(")")
 
 	stored := make(map[sk]IngestResult, len(uniq))
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-			return fmt.Errorf("insert: %w", err)
-		}
-		rows, err := tx.QueryContext(ctx, read.String(), rargs...)
-		if err != nil {
-			return fmt.Errorf("read back: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var (
-				id, scene, rid int64
-				key            string
-			)
-			if err := rows.Scan(&id, &scene, &key, &rid); err != nil {
-				return fmt.Errorf("read back: %w", err)
+		// Chunks keep each statement within SQLite's limit on bound parameters (32766).
+		for start := 0; start < len(uniq); start += ingestChunk {
+			chunk := uniq[start:min(start+ingestChunk, len(uniq))]
+			q, args := insert(chunk)
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return fmt.Errorf("insert: %w", err)
 			}
-			stored[sk{scene, key}] = IngestResult{TaskID: id, Merged: rid != reportID}
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("read back: %w", err)
+			read, rargs := readBack(chunk)
+			if err := func() error {
+				rows, err := tx.QueryContext(ctx, read, rargs...)
+				if err != nil {
+					return fmt.Errorf("read back: %w", err)
+				}
+				defer rows.Close()
+				for rows.Next() {
+					var (
+						id, scene, rid int64
+						key            string
+					)
+					if err := rows.Scan(&id, &scene, &key, &rid); err != nil {
+						return fmt.Errorf("read back: %w", err)
+					}
+					stored[sk{scene, key}] = IngestResult{TaskID: id, Merged: rid != reportID}
+				}
+				if err := rows.Err(); err != nil {
+					return fmt.Errorf("read back: %w", err)
+				}
+				return nil
+			}(); err != nil {
+				return err
+			}
 		}
 		// Every report must be accounted for before the batch commits: a caller told the batch
 		// failed sends it again, and must not find it half stored.
