@@ -170,9 +170,9 @@ func TestIngestOfALargeBatch(t *testing.T) {
 		ctx := context.Background()
 		f := setup(t, s)
 		now := time.Now()
-		batch := make([]storage.NewTask, 5000)
+		batch := make([]storage.NewTask, 2500)
 		for i := range batch {
-			batch[i] = f.task(fmt.Sprintf("k-%d", i%4000), now) // the last 1000 repeat the first
+			batch[i] = f.task(fmt.Sprintf("k-%d", i%2200), now) // the last 300 repeat the first
 		}
 		res, err := s.Ingest(ctx, batch)
 		if err != nil {
@@ -181,12 +181,12 @@ func TestIngestOfALargeBatch(t *testing.T) {
 		ids := map[int64]bool{}
 		for i, r := range res {
 			ids[r.TaskID] = true
-			if r.Merged != (i >= 4000) || (i >= 4000 && r.TaskID != res[i-4000].TaskID) {
-				t.Fatalf("report %d: %+v (first of its key %+v)", i, r, res[i%4000])
+			if r.Merged != (i >= 2200) || (i >= 2200 && r.TaskID != res[i-2200].TaskID) {
+				t.Fatalf("report %d: %+v (first of its key %+v)", i, r, res[i%2200])
 			}
 		}
-		if len(ids) != 4000 {
-			t.Fatalf("%d tasks, want 4000", len(ids))
+		if len(ids) != 2200 {
+			t.Fatalf("%d tasks, want 2200", len(ids))
 		}
 	})
 }
