@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/retryhub/retryhub/server/internal/config"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
@@ -263,6 +265,61 @@ func TestClaimTakesWhatIsDueOnce(t *testing.T) {
 			t.Fatalf("claimed task: %+v", task)
 		}
 	})
+}
+
+// A claim that fails leaves nothing claimed: a task stamped running under a claim no one reads
+// back would wait for the sweeper, which charges it a timed-out attempt for a call never made.
+// A node holding more than 250 buckets claims them in several statements; here the second one
+// waits for a row lock until the claim's context ends.
+func TestClaimThatFailsClaimsNothing(t *testing.T) {
+	target := storagetest.MySQL(t)
+	s := storagetest.Open(t, target)
+	ctx := context.Background()
+	f := setup(t, s)
+	now := time.Now()
+	first, second := f.task("first", now.Add(-time.Second)), f.task("second", now.Add(-time.Second))
+	first.Bucket, second.Bucket = 0, 260
+	res, err := s.Ingest(ctx, []storage.NewTask{first, second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn, err := config.ParseDSN(target.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("mysql", dsn.MySQL.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	lock, err := raw.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback()
+	if _, err := lock.ExecContext(ctx, "SELECT id FROM rh_task WHERE id = ? FOR UPDATE", res[1].TaskID); err != nil {
+		t.Fatal(err)
+	}
+	buckets := make([]int, 300)
+	for i := range buckets {
+		buckets[i] = i
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	claims, err := s.Claim(cctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: buckets, DueBy: now,
+		PerBucket: 10, Token: 9, Node: "n", Deadline: now.Add(time.Minute)})
+	if err == nil {
+		t.Fatalf("the claim went through a locked row: %+v", claims)
+	}
+	lock.Rollback()
+	tk, err := s.Task(ctx, res[0].TaskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.State != retry.Waiting || tk.ClaimToken != 0 {
+		t.Fatalf("after a failed claim the task of the first statement is %s under claim %d; want it waiting, unclaimed",
+			tk.State, tk.ClaimToken)
+	}
 }
 
 func TestClaimPerBucketLimitAndBucketFilter(t *testing.T) {

@@ -217,10 +217,33 @@ const sqliteMaxCompound = 250
 // cost follows what is due, not the backlog; then one read of the stamped rows through the same
 // index (a task not running has claim token 0, so the token pins the read exactly). No row is
 // read before it is written, and no lock is waited for beyond the rows changed.
+//
+// On MySQL, and wherever it takes more than one statement (a node holding more than 250
+// buckets), it runs as one transaction: a claim that fails part way, or whose read fails,
+// stamps nothing, where it would leave tasks running under a claim no one holds, for the
+// sweeper to charge each a timed-out attempt. SQLite's one statement and read on the one local
+// connection go without (its transactions cost the due-time lag dearly).
 func (s *Store) Claim(ctx context.Context, p ClaimParams) ([]retry.Claim, error) {
 	if len(p.Buckets) == 0 || p.PerBucket < 1 {
 		return nil, nil
 	}
+	if !s.mysql && len(p.Buckets) <= sqliteMaxCompound {
+		return s.claim(ctx, s.sql, p)
+	}
+	var out []retry.Claim
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = s.claim(ctx, tx, p)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// claim is Claim on db, the database or a transaction.
+func (s *Store) claim(ctx context.Context, db dbtx, p ClaimParams) ([]retry.Claim, error) {
 	ph := phaseOf(p.Kind)
 	dueBy, deadline, now := T(p.DueBy), T(p.Deadline), T(time.Now())
 	var claimed int64
@@ -254,7 +277,7 @@ func (s *Store) Claim(ctx context.Context, p ClaimParams) ([]retry.Claim, error)
 				setList(set, "", "rh_task."), ph.state, ph.waiting, union.String())
 			args = append(setArgs, args...)
 		}
-		res, err := s.sql.ExecContext(ctx, q, args...)
+		res, err := db.ExecContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("claim %s in %d buckets: %w", p.Kind, len(chunk), err)
 		}
@@ -266,7 +289,7 @@ func (s *Store) Claim(ctx context.Context, p ClaimParams) ([]retry.Claim, error)
 	}
 	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND claim_token = ?",
 		ph.claimCols(), intList(p.Buckets), ph.state, ph.running)
-	out, err := s.readClaims(ctx, q, p.Kind, p.Token)
+	out, err := readClaims(ctx, db, q, p.Kind, p.Token)
 	if err != nil {
 		return nil, fmt.Errorf("read claimed %s: %w", p.Kind, err)
 	}
@@ -290,8 +313,14 @@ func setList(set []assign, lhs, rhs string) string {
 	return b.String()
 }
 
-func (s *Store) readClaims(ctx context.Context, q string, kind retry.AttemptKind, args ...any) ([]retry.Claim, error) {
-	rows, err := s.sql.QueryContext(ctx, q, args...)
+// dbtx is a *sql.DB or a *sql.Tx.
+type dbtx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func readClaims(ctx context.Context, db dbtx, q string, kind retry.AttemptKind, args ...any) ([]retry.Claim, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -334,7 +363,7 @@ func (s *Store) Stuck(ctx context.Context, kind retry.AttemptKind, buckets []int
 	ph := phaseOf(kind)
 	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND run_deadline <= ? LIMIT %d",
 		ph.claimCols(), intList(buckets), ph.state, ph.running, limit)
-	out, err := s.readClaims(ctx, q, kind, T(now))
+	out, err := readClaims(ctx, s.sql, q, kind, T(now))
 	if err != nil {
 		return nil, fmt.Errorf("find stuck %s: %w", kind, err)
 	}
