@@ -2,8 +2,9 @@
 --
 -- The server creates these tables itself in an empty database on start; this file is the same
 -- schema for a DBA to read, review and apply by hand (a test keeps the two identical). All
--- times are UTC with millisecond precision. Text compares byte for byte (utf8mb4_bin): keys
--- and names are case-sensitive, as they are on the embedded SQLite store.
+-- times are UTC with millisecond precision. Text compares byte for byte (utf8mb4_bin), so keys
+-- and names are case-sensitive, as on the embedded SQLite store; MySQL still ignores trailing
+-- spaces when it compares, which is why the client API refuses keys that end in one.
 
 -- Facts about the database itself, such as the number of buckets it was set up with.
 CREATE TABLE rh_meta (

@@ -94,7 +94,10 @@ func cached[K comparable, V any](ctx context.Context, c *Catalog, m map[K]*entry
 		e = &entry[V]{loading: make(chan struct{})}
 		m[key] = e
 		c.mu.Unlock()
-		v, err := load(ctx)
+		// Others wait on this load: the caller giving up must not fail them too.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+		v, err := load(lctx)
+		cancel()
 		c.mu.Lock()
 		e.val, e.err, e.expires = v, err, c.now().Add(c.ttl)
 		if err != nil && !errors.Is(err, storage.ErrNotFound) && m[key] == e {

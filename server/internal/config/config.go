@@ -445,8 +445,8 @@ func (c *Config) Validate() error {
 	if d.Concurrency < 1 {
 		bad("dispatch.concurrency", "must be at least 1")
 	}
-	if d.QueueSize < 1 {
-		bad("dispatch.queue_size", "must be at least 1")
+	if d.QueueSize < 1 || d.QueueSize > 1_000_000 {
+		bad("dispatch.queue_size", "want 1 to 1000000, got %d", d.QueueSize)
 	}
 	if d.SettleBatch < 1 || d.SettleBatch > 5000 {
 		bad("dispatch.settle_batch", "want 1 to 5000, got %d", d.SettleBatch)

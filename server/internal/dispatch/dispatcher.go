@@ -73,6 +73,12 @@ type Dispatcher struct {
 	// granted holds the claims waiting for a rate-limit token they have already reserved: when
 	// their timer fires they run without reserving another.
 	granted map[*retry.Claim]bool
+	// waiting holds the claims not started yet (on a timer or in the queue). The keeper extends
+	// their deadlines, so that time spent waiting for a worker never lets a claim lapse into a
+	// sweep that would charge an attempt for a call never made. A claim's RunDeadline is only
+	// written while it is here, and only read after it left, both under mu.
+	waiting    map[*retry.Claim]struct{}
+	keeperDone chan struct{}
 }
 
 type sceneLimiter struct {
@@ -93,16 +99,83 @@ func NewDispatcher(p Params, store *storage.Store, cat *catalog.Catalog, reg *Re
 	}
 	return &Dispatcher{p: p, store: store, catalog: cat, registry: reg, settler: settler, client: client, log: log,
 		ready:  make(chan *retry.Claim, p.QueueSize*2),
-		timers: map[*retry.Claim]*time.Timer{}, limiters: map[int64]*sceneLimiter{}, granted: map[*retry.Claim]bool{}}
+		timers: map[*retry.Claim]*time.Timer{}, limiters: map[int64]*sceneLimiter{}, granted: map[*retry.Claim]bool{},
+		waiting: map[*retry.Claim]struct{}{}}
 }
 
-// Start runs the workers.
+// Start runs the workers and the keeper.
 func (d *Dispatcher) Start() {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	for range d.p.Concurrency {
 		d.workers.Add(1)
 		go d.work()
 	}
+	d.keeperDone = make(chan struct{})
+	go d.keep()
+}
+
+// keepEvery is how often the keeper looks at the claims waiting in memory.
+func (d *Dispatcher) keepEvery() time.Duration { return max(d.p.ClaimTimeout/4, 50*time.Millisecond) }
+
+// keep extends, every keepEvery, the deadlines of waiting claims that would lapse within half a
+// claim timeout, one statement per claim batch (claims of a batch share a token).
+func (d *Dispatcher) keep() {
+	defer close(d.keeperDone)
+	t := time.NewTicker(d.keepEvery())
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if d.stopping.Load() {
+			continue
+		}
+		now := time.Now()
+		soon := now.Add(d.p.ClaimTimeout / 2)
+		type group struct {
+			kind  retry.AttemptKind
+			token int64
+		}
+		due := map[group][]*retry.Claim{}
+		d.mu.Lock()
+		for c := range d.waiting {
+			if c.RunDeadline.Before(soon) {
+				g := group{c.Kind, c.Token}
+				due[g] = append(due[g], c)
+			}
+		}
+		d.mu.Unlock()
+		deadline := now.Add(d.p.ClaimTimeout)
+		for g, claims := range due {
+			ids := make([]int64, len(claims))
+			for i, c := range claims {
+				ids[i] = c.TaskID
+			}
+			if _, err := d.store.ExtendClaims(d.ctx, g.kind, g.token, ids, deadline); err != nil {
+				if d.ctx.Err() == nil {
+					d.log.Warn("dispatch: extend waiting claims", "claims", len(ids), "err", err)
+				}
+				continue
+			}
+			d.mu.Lock()
+			for _, c := range claims {
+				if _, still := d.waiting[c]; still && c.RunDeadline.Before(deadline) {
+					c.RunDeadline = retry.Truncate(deadline)
+				}
+			}
+			d.mu.Unlock()
+		}
+	}
+}
+
+// started takes a claim out of the waiting set as a worker starts on it (or gives it back),
+// after which its RunDeadline is the worker's alone.
+func (d *Dispatcher) started(c *retry.Claim) {
+	d.mu.Lock()
+	delete(d.waiting, c)
+	d.mu.Unlock()
 }
 
 // Room is how many more claims the dispatcher can take.
@@ -120,6 +193,11 @@ func (d *Dispatcher) Pending() int { return int(d.pending.Load()) }
 func (d *Dispatcher) Submit(claims []retry.Claim) {
 	now := time.Now()
 	d.pending.Add(int64(len(claims)))
+	d.mu.Lock()
+	for i := range claims {
+		d.waiting[&claims[i]] = struct{}{}
+	}
+	d.mu.Unlock()
 	for i := range claims {
 		c := &claims[i]
 		if wait := c.DueAt.Sub(now); wait > 0 {
@@ -159,6 +237,7 @@ func (d *Dispatcher) work() {
 			if d.stopping.Load() {
 				d.giveBack(c)
 			} else {
+				d.started(c)
 				d.run(c)
 				d.done()
 			}
@@ -179,6 +258,7 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 		if t.Stop() {
 			delete(d.timers, c)
 			delete(d.granted, c)
+			delete(d.waiting, c)
 			d.settler.Add(retry.Release(c, c.DueAt))
 			d.done()
 		}
@@ -211,12 +291,14 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 	}
 	d.cancel()
 	d.workers.Wait()
+	<-d.keeperDone
 }
 
 // giveBack releases a claim that was not started; it keeps its due time.
 func (d *Dispatcher) giveBack(c *retry.Claim) {
 	d.mu.Lock()
 	delete(d.granted, c)
+	delete(d.waiting, c)
 	d.mu.Unlock()
 	d.settler.Add(retry.Release(c, c.DueAt))
 	d.done()
@@ -234,6 +316,7 @@ func (d *Dispatcher) Abandon() {
 	d.mu.Unlock()
 	d.cancel()
 	d.workers.Wait()
+	<-d.keeperDone
 }
 
 // run makes one claim's call and settles it.
@@ -261,6 +344,7 @@ func (d *Dispatcher) run(c *retry.Claim) {
 				d.pending.Add(1) // the timer holds it again; work() releases the current hold
 				d.mu.Lock()
 				d.granted[c] = true
+				d.waiting[c] = struct{}{}
 				d.mu.Unlock()
 				d.after(c, wait)
 			} else {

@@ -66,7 +66,7 @@ func newRig(t *testing.T, s *storage.Store, editScene func(*retry.Scene), editPa
 func (r *rig) register(id, url string, capacity int) {
 	r.t.Helper()
 	in := retry.Instance{ID: id, GroupID: r.group.ID, ExecutorURL: url, Capacity: capacity}
-	if err := r.store.UpsertInstance(context.Background(), in); err != nil {
+	if err := r.store.UpsertInstance(context.Background(), in, time.Now().Add(-time.Minute)); err != nil {
 		r.t.Fatal(err)
 	}
 	r.reg.Observe(in)
@@ -515,7 +515,7 @@ func TestDispatcherAccountsForEveryClaim(t *testing.T) {
 		busyGroup := newFixture(t, s, nil)
 		busyGroup.report(time.Now(), keys("busy", 20)...)
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "busy-of-other", GroupID: busyGroup.group.ID,
-			ExecutorURL: newExecutor(t, busy).url()}); err != nil {
+			ExecutorURL: newExecutor(t, busy).url()}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		if err := r.reg.Refresh(ctx); err != nil {
@@ -593,6 +593,47 @@ func TestDispatcherStoresAnErrorPageThatIsNotUTF8(t *testing.T) {
 		}
 		if atts := r.attempts(id); len(atts) != 1 || !utf8.ValidString(atts[0].Error) {
 			t.Fatalf("attempts %+v", atts)
+		}
+	})
+}
+
+// TestWaitingClaimsDoNotLapse queues more claims than one worker can start before their
+// deadline: the keeper extends them, so the sweeper never finds one to take back, and every
+// task is tried once, successfully, with no attempt charged for a call never made.
+func TestWaitingClaimsDoNotLapse(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		r := newRig(t, s, nil, func(p *dispatch.Params) {
+			p.Concurrency = 1
+			p.ClaimTimeout = 400 * time.Millisecond
+		})
+		ex := newExecutor(t, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+			time.Sleep(150 * time.Millisecond)
+			return succeed(req)
+		})
+		r.register("i1", ex.url(), 1)
+		ids := r.report(time.Now(), keys("slow", 8)...)
+		claims, err := s.Claim(context.Background(), storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(),
+			DueBy: time.Now(), PerBucket: 100, Token: 77, Node: "node-1", Deadline: time.Now().Add(400 * time.Millisecond)})
+		if err != nil || len(claims) != 8 {
+			t.Fatalf("claimed %d: %v", len(claims), err)
+		}
+		r.d.Submit(claims)
+		// Eight calls of 150 ms in a row take over a second: far past the claims' first deadline.
+		for _, id := range ids {
+			for {
+				if stuck, _ := s.Stuck(context.Background(), retry.KindReplay, allBuckets(), time.Now(), 100); len(stuck) > 0 {
+					t.Fatalf("claim of task %d lapsed while it waited for the worker", stuck[0].TaskID)
+				}
+				if tk := r.task(id); tk.State == retry.Succeeded {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		for _, id := range ids {
+			if atts := r.attempts(id); len(atts) != 1 || atts[0].Outcome != retry.OutcomeSucceeded {
+				t.Fatalf("task %d attempts: %+v", id, atts)
+			}
 		}
 	})
 }

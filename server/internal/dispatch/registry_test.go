@@ -256,7 +256,7 @@ func TestRefreshAndObserveKeepInFlightCounts(t *testing.T) {
 		ctx := context.Background()
 		g := newGroup(t, s)
 		in := retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute", Capacity: 1}
-		if err := s.UpsertInstance(ctx, in); err != nil {
+		if err := s.UpsertInstance(ctx, in, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		r := dispatch.NewRegistry(s, time.Hour, time.Hour, testLogger(t))
@@ -305,7 +305,7 @@ func TestRefreshDropsSilentInstances(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		g := newGroup(t, s)
-		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute"}); err != nil {
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		r := dispatch.NewRegistry(s, 2*time.Second, 10*time.Millisecond, testLogger(t))
@@ -322,7 +322,7 @@ func TestRefreshDropsSilentInstances(t *testing.T) {
 			t.Fatalf("pick after the instance expired: %v, want ErrNoInstance", err)
 		}
 		// A heartbeat brings it back on the next reload.
-		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute"}); err != nil {
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		waitUntil(t, 10*time.Second, "the instance to come back", func() bool { return r.Live(g.ID) == 1 })
@@ -344,7 +344,7 @@ func TestRefreshOutlivesTheStartContext(t *testing.T) {
 		}
 		t.Cleanup(r.Stop)
 		cancel()
-		if err := s.UpsertInstance(context.Background(), retry.Instance{ID: "late", GroupID: g.ID, ExecutorURL: "http://late.invalid/execute"}); err != nil {
+		if err := s.UpsertInstance(context.Background(), retry.Instance{ID: "late", GroupID: g.ID, ExecutorURL: "http://late.invalid/execute"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		waitUntil(t, 10*time.Second, "an instance registered on another node to be seen", func() bool { return r.Live(g.ID) == 1 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/retryhub/retryhub/server/internal/retry"
@@ -33,6 +34,7 @@ type Settler struct {
 
 	in          chan retry.Settlement
 	batches     chan []retry.Settlement
+	lastWritten atomic.Int64 // when a batch was last written, Unix nanoseconds
 	stopping    chan struct{}
 	done        chan struct{}
 	abandon     chan struct{}
@@ -174,8 +176,22 @@ func (s *Settler) run() {
 	}
 }
 
-// flush writes buf, trying again with growing pauses until it is written or abandoned.
-func (s *Settler) flush(buf []retry.Settlement) {
+// splitAfter is how many failed tries of a batch make the settler split it in halves, so that
+// one settlement the database keeps refusing cannot hold the others back.
+const splitAfter = 3
+
+// giveUpAfter is how many failed tries of a single settlement, while other batches are being
+// written (so the database is up), make the settler give it up. Its task is not lost: its
+// claim lapses and the sweeper takes it back.
+const giveUpAfter = 5
+
+// flush writes buf, trying again with growing pauses until it is written or abandoned. A batch
+// that keeps failing is split, and a single settlement that keeps failing while others succeed
+// is given up, with an error log naming its task.
+func (s *Settler) flush(buf []retry.Settlement) { s.flushSince(buf, time.Time{}) }
+
+// flushSince is flush for a part of a batch that first failed at failedAt (zero: not yet).
+func (s *Settler) flushSince(buf []retry.Settlement, failedAt time.Time) {
 	if len(buf) == 0 {
 		return
 	}
@@ -185,12 +201,27 @@ func (s *Settler) flush(buf []retry.Settlement) {
 		changed, err := s.store.Settle(ctx, buf)
 		cancel()
 		if err == nil {
+			s.lastWritten.Store(time.Now().UnixNano())
 			if s.OnSettled != nil {
 				s.OnSettled(buf, changed)
 			}
 			return
 		}
 		s.log.Error("write settlements; trying again", "settlements", len(buf), "attempt", attempt, "err", err)
+		if failedAt.IsZero() {
+			failedAt = time.Now()
+		}
+		if attempt >= splitAfter && len(buf) > 1 {
+			half := len(buf) / 2
+			s.flushSince(buf[:half], failedAt)
+			s.flushSince(buf[half:], failedAt)
+			return
+		}
+		if len(buf) == 1 && attempt >= giveUpAfter && s.lastWritten.Load() > failedAt.UnixNano() {
+			s.log.Error("giving up a settlement the database keeps refusing while it takes others; its task returns when its claim lapses",
+				"task", buf[0].TaskID, "kind", buf[0].Kind, "err", err)
+			return
+		}
 		select {
 		case <-s.abandon:
 			s.log.Warn("settlements not written; their tasks return after their claim deadline", "settlements", len(buf))

@@ -238,3 +238,40 @@ func TestSettlerStopGivesUpWhenTheDatabaseIsGone(t *testing.T) {
 		t.Fatal("Stop kept retrying a write to a closed database after its context ended")
 	}
 }
+
+// TestSettlerIsolatesASettlementTheDatabaseRefuses: MySQL refuses an attempt number beyond INT,
+// failing its whole batch. The settler splits the batch until the others are written, and gives
+// the refused one up (its claim lapses and the sweeper takes the task back).
+func TestSettlerIsolatesASettlementTheDatabaseRefuses(t *testing.T) {
+	s := storagetest.Open(t, storagetest.MySQL(t))
+	f := newFixture(t, s, nil)
+	f.report(time.Now(), keys("p", 10)...)
+	claims := f.claim(retry.KindReplay, time.Now())
+	if len(claims) != 10 {
+		t.Fatalf("claimed %d", len(claims))
+	}
+	st := dispatch.NewSettler(s, 100, time.Hour, testLogger(t))
+	var w written
+	st.OnSettled = w.record
+	st.Start()
+	for i := range claims {
+		set := f.succeeded(&claims[i])
+		if i == 6 {
+			set.Attempt.Number = 1 << 40
+		}
+		st.Add(set)
+	}
+	st.Stop(context.Background()) // writes the batch: 10 settlements, one poisoned
+	if n := len(w.ids()); n != 9 {
+		t.Fatalf("%d settlements written, want the 9 good ones", n)
+	}
+	for i, c := range claims {
+		tk := f.task(c.TaskID)
+		if want := retry.Succeeded; i != 6 && tk.State != want {
+			t.Fatalf("task %d is %s, want %s", tk.ID, tk.State, want)
+		}
+		if i == 6 && tk.State != retry.Running {
+			t.Fatalf("the refused settlement's task is %s, want it left running for the sweeper", tk.State)
+		}
+	}
+}

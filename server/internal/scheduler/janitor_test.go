@@ -109,7 +109,7 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 		f.settle(old, retry.OutcomeFailed, time.Now().Add(-time.Hour))
 		f.settle(young, retry.OutcomeFailed, time.Now())
 
-		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-old", GroupID: f.group.ID, ExecutorURL: "http://x.invalid"}); err != nil {
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-old", GroupID: f.group.ID, ExecutorURL: "http://x.invalid"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.HeartbeatNode(ctx, retry.Node{ID: "node-old", StartedAt: time.Now()}); err != nil {
@@ -118,7 +118,7 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 		// They fall silent for longer than the janitor's forget-after (700 ms), while the next
 		// two, listed just before it runs, are far younger than that.
 		time.Sleep(800 * time.Millisecond)
-		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-new", GroupID: f.group.ID, ExecutorURL: "http://y.invalid"}); err != nil {
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-new", GroupID: f.group.ID, ExecutorURL: "http://y.invalid"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.HeartbeatNode(ctx, retry.Node{ID: "node-new", StartedAt: time.Now()}); err != nil {

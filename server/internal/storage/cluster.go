@@ -11,16 +11,26 @@ import (
 	"github.com/retryhub/retryhub/server/internal/retry"
 )
 
-// UpsertInstance registers a client instance, or refreshes it when it registers again.
-func (s *Store) UpsertInstance(ctx context.Context, in retry.Instance) error {
+// UpsertInstance registers a client instance, or refreshes it when it registers again. An id
+// another group's instance holds with a heartbeat at or after liveSince is refused with
+// ErrConflict: one group cannot take over another's live instance; a silent one it may.
+func (s *Store) UpsertInstance(ctx context.Context, in retry.Instance, liveSince time.Time) error {
 	now := T(time.Now())
+	res, err := s.sql.ExecContext(ctx, "UPDATE rh_client_instance SET group_id = ?, executor_url = ?, capacity = ?, "+
+		"sdk_version = ?, host = ?, heartbeat_at = ? WHERE id = ? AND (group_id = ? OR heartbeat_at < ?)",
+		in.GroupID, in.ExecutorURL, in.Capacity, in.SDKVersion, in.Host, now, in.ID, in.GroupID, T(liveSince))
+	if err != nil {
+		return fmt.Errorf("register instance %s: %w", in.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
 	row := instanceRow{ID: in.ID, GroupID: in.GroupID, ExecutorURL: in.ExecutorURL, Capacity: in.Capacity,
 		SDKVersion: in.SDKVersion, Host: in.Host, StartedAt: now, HeartbeatAt: now}
-	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
-		Columns:   []clause.Column{{Name: "id"}},
-		DoUpdates: clause.AssignmentColumns([]string{"group_id", "executor_url", "capacity", "sdk_version", "host", "heartbeat_at"}),
-	}).Create(&row).Error
-	if err != nil {
+	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
+		if isDuplicate(err) {
+			return fmt.Errorf("instance id %s is in use by a live instance of another group: %w", in.ID, ErrConflict)
+		}
 		return fmt.Errorf("register instance %s: %w", in.ID, err)
 	}
 	return nil

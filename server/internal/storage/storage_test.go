@@ -695,3 +695,33 @@ func TestRetentionNeverDeletesATaskReplayedMeanwhile(t *testing.T) {
 		}
 	})
 }
+
+func TestInstanceIDsCannotBeTakenFromALiveInstanceOfAnotherGroup(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		other, err := s.CreateGroup(ctx, retry.Group{NamespaceID: f.group.NamespaceID, Name: "payments", Token: "0123456789abcdef0123", Enabled: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		live := time.Now().Add(-time.Minute)
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: f.group.ID, ExecutorURL: "http://a"}, live); err != nil {
+			t.Fatal(err)
+		}
+		// The same group registers again: fine.
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: f.group.ID, ExecutorURL: "http://a2"}, live); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: other.ID, ExecutorURL: "http://b"}, live); !errors.Is(err, storage.ErrConflict) {
+			t.Fatalf("another group took a live instance id: %v", err)
+		}
+		insts, _ := s.LiveInstances(ctx, live)
+		if len(insts) != 1 || insts[0].GroupID != f.group.ID || insts[0].ExecutorURL != "http://a2" {
+			t.Fatalf("instances: %+v", insts)
+		}
+		// Once the first is silent, the id may be reused.
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: other.ID, ExecutorURL: "http://b"}, time.Now().Add(time.Minute)); err != nil {
+			t.Fatalf("a silent instance's id could not be reused: %v", err)
+		}
+	})
+}

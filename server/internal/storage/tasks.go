@@ -382,6 +382,26 @@ func (s *Store) ExtendClaim(ctx context.Context, c *retry.Claim, deadline time.T
 	return n == 1, nil
 }
 
+// ExtendClaims moves the deadline of claims made under one token (one claim statement's),
+// for the tasks among ids whose claim still holds, and returns how many it moved.
+func (s *Store) ExtendClaims(ctx context.Context, kind retry.AttemptKind, token int64, ids []int64, deadline time.Time) (int64, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	ph := phaseOf(kind)
+	args := []any{T(deadline), token}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	q := fmt.Sprintf("UPDATE rh_task SET run_deadline = ? WHERE claim_token = ? AND id IN (%s) AND %s = %d",
+		placeholders(len(ids)), ph.state, ph.running)
+	res, err := s.sql.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("extend %d claims: %w", len(ids), err)
+	}
+	return res.RowsAffected()
+}
+
 // Settle writes a batch of settlements and their attempts in one transaction. Per kind, one
 // INSERT … SELECT records the attempts of the settlements whose claim still holds, then one
 // UPDATE joins the tasks to the batch's new values, applying each only while its task is still

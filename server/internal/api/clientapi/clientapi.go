@@ -175,7 +175,12 @@ func (a *API) register(c *gin.Context) {
 	g := groupOf(c)
 	in := retry.Instance{ID: req.InstanceID, GroupID: g.ID, ExecutorURL: req.ExecutorURL, Capacity: req.Capacity,
 		SDKVersion: req.SDKVersion, Host: req.Host, StartedAt: time.Now(), HeartbeatAt: time.Now()}
-	if err := a.store.UpsertInstance(c.Request.Context(), in); err != nil {
+	if err := a.store.UpsertInstance(c.Request.Context(), in, time.Now().Add(-a.p.InstanceTTL)); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			httpx.Error(c, http.StatusConflict, "instance_taken",
+				"instance_id "+req.InstanceID+" belongs to a live instance of another group; use another id")
+			return
+		}
 		httpx.Internal(c, a.log, "registering the instance", err)
 		return
 	}
