@@ -7,7 +7,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -32,6 +31,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 const token = "bench-token-0123456789abcdef"
@@ -79,23 +79,11 @@ type world struct {
 
 func setup(b *testing.B, a *app.App) world {
 	b.Helper()
-	ctx := context.Background()
-	ns, err := a.Store.CreateNamespace(ctx, retry.Namespace{Name: storagetest.RandomName("bench"), Enabled: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := a.Store.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: "orders", Token: token, Enabled: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	sc := retry.DefaultScene(g.ID, "notify")
-	sc.Mode = protocol.Remote
-	sc.Backoff = backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Hour)}
-	sc, err = a.Store.CreateScene(ctx, sc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return world{group: g, scene: sc}
+	f := testkit.NewFixture(b, a.Store, storagetest.RandomName("bench"), token, func(sc *retry.Scene) {
+		sc.Mode = protocol.Remote
+		sc.Backoff = backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Hour)}
+	})
+	return world{group: f.Group, scene: f.Scene}
 }
 
 // BenchmarkIngest reports failed calls through the client API, 500 per signed request from 4
@@ -137,20 +125,13 @@ func BenchmarkIngest(b *testing.B) {
 }
 
 func post(b *testing.B, base string, g retry.Group, req protocol.ReportRequest) {
-	body, _ := json.Marshal(req)
-	r, _ := http.NewRequest(http.MethodPost, base+protocol.PathReports, bytes.NewReader(body))
-	r.Header.Set(protocol.HeaderNamespace, g.Namespace)
-	r.Header.Set(protocol.HeaderGroup, g.Name)
-	protocol.SignRequest(r.Header, token, body, time.Now())
-	resp, err := http.DefaultClient.Do(r)
+	status, _, err := testkit.Call(base, g, http.MethodPost, protocol.PathReports, req)
 	if err != nil {
 		b.Error(err)
 		return
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b.Errorf("report answered %d", resp.StatusCode)
+	if status != http.StatusOK {
+		b.Errorf("report answered %d", status)
 	}
 }
 
@@ -297,22 +278,7 @@ func BenchmarkDueLag(b *testing.B) {
 // ends, as the SDK does.
 func register(b *testing.B, a *app.App, w world, url string, capacity int) {
 	b.Helper()
-	send := func(path string, v any) int {
-		body, _ := json.Marshal(v)
-		r, _ := http.NewRequest(http.MethodPost, a.URL()+path, bytes.NewReader(body))
-		r.Header.Set(protocol.HeaderNamespace, w.group.Namespace)
-		r.Header.Set(protocol.HeaderGroup, w.group.Name)
-		protocol.SignRequest(r.Header, token, body, time.Now())
-		resp, err := http.DefaultClient.Do(r)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if status := send(protocol.PathRegister, protocol.RegisterRequest{InstanceID: "bench-1", ExecutorURL: url, Capacity: capacity}); status != http.StatusOK {
-		b.Fatalf("register: %d", status)
-	}
+	testkit.Register(b, a.URL(), w.group, protocol.RegisterRequest{InstanceID: "bench-1", ExecutorURL: url, Capacity: capacity})
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -324,7 +290,7 @@ func register(b *testing.B, a *app.App, w world, url string, capacity int) {
 			case <-stop:
 				return
 			case <-t.C:
-				send(protocol.PathHeartbeat, protocol.HeartbeatRequest{InstanceID: "bench-1"})
+				testkit.Call(a.URL(), w.group, http.MethodPost, protocol.PathHeartbeat, protocol.HeartbeatRequest{InstanceID: "bench-1"})
 			}
 		}
 	}()

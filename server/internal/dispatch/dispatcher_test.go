@@ -3,7 +3,6 @@ package dispatch_test
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // The delays a released task waits, one per reason, so that a task's next trigger tells why it
@@ -40,7 +40,7 @@ type rig struct {
 func newRig(t *testing.T, s *storage.Store, editScene func(*retry.Scene), editParams func(*dispatch.Params)) *rig {
 	t.Helper()
 	f := newFixture(t, s, editScene)
-	log := testLogger(t)
+	log := testkit.Logger(t)
 	// A zero TTL reads the scene for every dispatch, so a test's edit shows at once.
 	cat := catalog.New(s, 0)
 	reg := dispatch.NewRegistry(s, time.Minute, time.Hour, log)
@@ -64,21 +64,21 @@ func newRig(t *testing.T, s *storage.Store, editScene func(*retry.Scene), editPa
 
 // register lists an instance of the rig's group, in the database and in the registry.
 func (r *rig) register(id, url string, capacity int) {
-	r.t.Helper()
-	in := retry.Instance{ID: id, GroupID: r.group.ID, ExecutorURL: url, Capacity: capacity}
-	if err := r.store.UpsertInstance(context.Background(), in, time.Now().Add(-time.Minute)); err != nil {
-		r.t.Fatal(err)
+	r.T.Helper()
+	in := retry.Instance{ID: id, GroupID: r.Group.ID, ExecutorURL: url, Capacity: capacity}
+	if err := r.Store.UpsertInstance(context.Background(), in, time.Now().Add(-time.Minute)); err != nil {
+		r.T.Fatal(err)
 	}
 	r.reg.Observe(in)
 }
 
 // run reports a task per key due now, claims and submits them, and waits until none is running.
 func (r *rig) run(keys ...string) []int64 {
-	r.t.Helper()
-	ids := r.report(time.Now(), keys...)
+	r.T.Helper()
+	ids := r.Add(time.Now(), keys...)
 	claims := r.claim(retry.KindReplay, time.Now())
 	if len(claims) != len(keys) {
-		r.t.Fatalf("claimed %d tasks, want %d", len(claims), len(keys))
+		r.T.Fatalf("claimed %d tasks, want %d", len(claims), len(keys))
 	}
 	r.d.Submit(claims)
 	for _, id := range ids {
@@ -89,15 +89,15 @@ func (r *rig) run(keys ...string) []int64 {
 
 // released checks that a task was given back without using an attempt, to wait about delay.
 func (r *rig) released(id int64, delay time.Duration, why string) {
-	r.t.Helper()
-	tk := r.task(id)
-	atts := r.attempts(id)
+	r.T.Helper()
+	tk := r.Task(id)
+	atts := r.Attempts(id)
 	if tk.State != retry.Waiting || tk.Attempts != 0 || len(atts) != 0 || tk.ClaimToken != 0 {
-		r.t.Fatalf("%s: task %d is %s with %d attempts (%d recorded), claim token %d; want waiting with none",
+		r.T.Fatalf("%s: task %d is %s with %d attempts (%d recorded), claim token %d; want waiting with none",
 			why, id, tk.State, tk.Attempts, len(atts), tk.ClaimToken)
 	}
 	if wait := time.Until(tk.NextAt); wait < delay-time.Minute || wait > delay {
-		r.t.Fatalf("%s: task %d is due in %s, want about %s", why, id, wait.Round(time.Second), delay)
+		r.T.Fatalf("%s: task %d is due in %s, want about %s", why, id, wait.Round(time.Second), delay)
 	}
 }
 
@@ -114,16 +114,16 @@ func TestDispatcherSettlesWhatTheInstanceAnswers(t *testing.T) {
 			case "errors":
 				return http.StatusInternalServerError, protocol.ExecuteResponse{}
 			}
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
-		r.register("i1", ex.url(), 0)
+		r.register("i1", ex.URL(), 0)
 		ids := r.run("succeeds", "fails", "fails-for-good", "errors")
-		ok, failed, permanent, errored := r.task(ids[0]), r.task(ids[1]), r.task(ids[2]), r.task(ids[3])
+		ok, failed, permanent, errored := r.Task(ids[0]), r.Task(ids[1]), r.Task(ids[2]), r.Task(ids[3])
 
 		if ok.State != retry.Succeeded || ok.Attempts != 1 || ok.EndedAt == nil {
 			t.Errorf("succeeded call: task is %s with %d attempts", ok.State, ok.Attempts)
 		}
-		atts := r.attempts(ok.ID)
+		atts := r.Attempts(ok.ID)
 		if len(atts) != 1 || atts[0].Outcome != retry.OutcomeSucceeded || atts[0].NodeID != "node-1" ||
 			atts[0].InstanceID != "i1" || atts[0].Number != 1 || atts[0].Kind != retry.KindReplay {
 			t.Errorf("succeeded call: attempts %+v", atts)
@@ -133,7 +133,7 @@ func TestDispatcherSettlesWhatTheInstanceAnswers(t *testing.T) {
 			t.Errorf("failed call: task is %s with %d attempts, error %q, due %s; want waiting an hour (the back-off)",
 				failed.State, failed.Attempts, failed.LastError, failed.NextAt)
 		}
-		if atts := r.attempts(failed.ID); len(atts) != 1 || atts[0].Outcome != retry.OutcomeFailed || atts[0].Error != "partner down" {
+		if atts := r.Attempts(failed.ID); len(atts) != 1 || atts[0].Outcome != retry.OutcomeFailed || atts[0].Error != "partner down" {
 			t.Errorf("failed call: attempts %+v", atts)
 		}
 		if permanent.State != retry.Exhausted || permanent.Attempts != 1 || permanent.LastError != "no such order" {
@@ -158,8 +158,8 @@ func TestDispatcherSettlesWhatTheInstanceAnswers(t *testing.T) {
 			if err := json.Unmarshal(c.Args, &args); err != nil || args["order"] != "succeeds" {
 				t.Errorf("call arguments %s", c.Args)
 			}
-			if c.Kind != protocol.KindReplay || c.TaskID != ok.ID || c.Namespace != r.group.Namespace ||
-				c.Group != r.group.Name || c.Scene != "notify" || c.Attempt != 1 || time.Duration(c.Timeout) != time.Second ||
+			if c.Kind != protocol.KindReplay || c.TaskID != ok.ID || c.Namespace != r.Group.Namespace ||
+				c.Group != r.Group.Name || c.Scene != "notify" || c.Attempt != 1 || time.Duration(c.Timeout) != time.Second ||
 				c.Callback != nil {
 				t.Errorf("call %+v", c)
 			}
@@ -174,13 +174,13 @@ func TestDispatcherTriesAnotherInstanceWhenOneIsBusy(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		r := newRig(t, s, nil, nil)
-		busyEx, okEx := newExecutor(t, busy), newExecutor(t, succeed)
+		busyEx, okEx := newExecutor(t, busy), newExecutor(t, testkit.Succeed)
 		// Round robin starts with the first by id: the busy one.
-		r.register("a-busy", busyEx.url(), 0)
-		r.register("b-ok", okEx.url(), 0)
+		r.register("a-busy", busyEx.URL(), 0)
+		r.register("b-ok", okEx.URL(), 0)
 		id := r.run("k")[0]
-		tk := r.task(id)
-		atts := r.attempts(id)
+		tk := r.Task(id)
+		atts := r.Attempts(id)
 		if tk.State != retry.Succeeded || tk.Attempts != 1 || len(atts) != 1 || atts[0].InstanceID != "b-ok" {
 			t.Fatalf("task is %s with %d attempts %+v; want succeeded once, on b-ok", tk.State, tk.Attempts, atts)
 		}
@@ -191,8 +191,8 @@ func TestDispatcherTriesAnotherInstanceWhenOneIsBusy(t *testing.T) {
 		// When every instance answers busy, the task waits without using an attempt.
 		r2 := newRig(t, s, nil, nil)
 		onlyBusy := newExecutor(t, busy)
-		r2.register("busy-1", onlyBusy.url(), 0)
-		r2.register("busy-2", onlyBusy.url(), 0)
+		r2.register("busy-1", onlyBusy.URL(), 0)
+		r2.register("busy-2", onlyBusy.URL(), 0)
 		id = r2.run("k2")[0]
 		r2.released(id, busyDelay, "every instance busy")
 		if n := len(onlyBusy.received()); n != 2 {
@@ -210,30 +210,24 @@ func TestDispatcherTriesAnotherInstanceWhenOneIsBusy(t *testing.T) {
 // closedURL is an executor URL where nothing listens.
 func closedURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr + "/retryhub/execute"
+	return "http://" + testkit.FreeAddr(t) + "/retryhub/execute"
 }
 
 func TestDispatcherSkipsAnUnreachableInstance(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		r := newRig(t, s, nil, nil)
-		ok := newExecutor(t, succeed)
+		ok := newExecutor(t, testkit.Succeed)
 		r.register("a-gone", closedURL(t), 0)
-		r.register("b-ok", ok.url(), 0)
+		r.register("b-ok", ok.URL(), 0)
 		id := r.run("k")[0]
-		tk := r.task(id)
-		atts := r.attempts(id)
+		tk := r.Task(id)
+		atts := r.Attempts(id)
 		if tk.State != retry.Succeeded || tk.Attempts != 1 || len(atts) != 1 || atts[0].InstanceID != "b-ok" {
 			t.Fatalf("task is %s with %d attempts %+v; want succeeded once, on b-ok", tk.State, tk.Attempts, atts)
 		}
 		// The unreachable instance is marked down: it is not offered for the next call.
-		if _, err := r.reg.Pick(r.group.ID, retry.RoundRobin, "x", map[string]bool{"b-ok": true}); err != dispatch.ErrNoInstance {
+		if _, err := r.reg.Pick(r.Group.ID, retry.RoundRobin, "x", map[string]bool{"b-ok": true}); err != dispatch.ErrNoInstance {
 			t.Fatalf("pick with only the unreachable instance left: %v, want ErrNoInstance", err)
 		}
 
@@ -252,12 +246,12 @@ func TestDispatcherTimesOutAnInstanceThatNeverAnswers(t *testing.T) {
 		t.Parallel()
 		r := newRig(t, s, func(sc *retry.Scene) { sc.Timeout = 50 * time.Millisecond }, nil)
 		silent := newExecutor(t, func(protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
-			return hang, protocol.ExecuteResponse{}
+			return testkit.Hang, protocol.ExecuteResponse{}
 		})
-		r.register("silent", silent.url(), 0)
+		r.register("silent", silent.URL(), 0)
 		id := r.run("k")[0]
-		tk := r.task(id)
-		atts := r.attempts(id)
+		tk := r.Task(id)
+		atts := r.Attempts(id)
 		if tk.State != retry.Waiting || tk.Attempts != 1 || len(atts) != 1 || atts[0].Outcome != retry.OutcomeTimedOut ||
 			atts[0].InstanceID != "silent" || !strings.Contains(tk.LastError, "no answer") {
 			t.Fatalf("task is %s with %d attempts %+v, error %q; want a timed-out attempt", tk.State, tk.Attempts, atts, tk.LastError)
@@ -269,8 +263,8 @@ func TestDispatcherGivesBackTasksOfAPausedScene(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		r := newRig(t, s, func(sc *retry.Scene) { sc.Enabled = false }, nil)
-		ex := newExecutor(t, succeed)
-		r.register("i1", ex.url(), 0)
+		ex := newExecutor(t, testkit.Succeed)
+		r.register("i1", ex.URL(), 0)
 		r.released(r.run("k")[0], pausedDelay, "paused scene")
 		if n := len(ex.received()); n != 0 {
 			t.Fatalf("a task of a paused scene was sent to the instance (%d calls)", n)
@@ -286,12 +280,12 @@ func TestDispatcherRunsCallbacksWithTheOutcome(t *testing.T) {
 			if req.Kind == protocol.KindReplay && req.IdempotencyKey == "lost" {
 				return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "card declined", Permanent: true}
 			}
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
-		r.register("i1", ex.url(), 0)
+		r.register("i1", ex.URL(), 0)
 		ids := r.run("won", "lost")
 		for _, id := range ids {
-			if tk := r.task(id); tk.CallbackState != retry.CallbackWaiting {
+			if tk := r.Task(id); tk.CallbackState != retry.CallbackWaiting {
 				t.Fatalf("task %d ended %s with callback %s, want its callback waiting", id, tk.State, tk.CallbackState)
 			}
 		}
@@ -323,13 +317,13 @@ func TestDispatcherRunsCallbacksWithTheOutcome(t *testing.T) {
 			t.Fatalf("%d callback calls, want 2", n)
 		}
 		for i, id := range ids {
-			tk := r.task(id)
+			tk := r.Task(id)
 			wantState := []retry.State{retry.Succeeded, retry.Exhausted}[i]
 			if tk.State != wantState || tk.CallbackState != retry.CallbackSucceeded || tk.CallbackAttempts != 1 || tk.Attempts != 1 {
 				t.Errorf("task %d after its callback: %s (want %s), callback %s after %d, %d attempts",
 					id, tk.State, wantState, tk.CallbackState, tk.CallbackAttempts, tk.Attempts)
 			}
-			atts := r.attempts(id)
+			atts := r.Attempts(id)
 			if len(atts) != 2 || atts[1].Kind != retry.KindCallback || atts[1].Outcome != retry.OutcomeSucceeded || atts[1].Number != 1 {
 				t.Errorf("task %d attempts: %+v", id, atts)
 			}
@@ -342,11 +336,11 @@ func TestDispatcherDoesNotRunAClaimThatNoLongerHolds(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
 		r := newRig(t, s, nil, nil)
-		ex := newExecutor(t, succeed)
-		r.register("i1", ex.url(), 0)
-		id := r.report(time.Now(), "k")[0]
+		ex := newExecutor(t, testkit.Succeed)
+		r.register("i1", ex.URL(), 0)
+		id := r.Add(time.Now(), "k")[0]
 		// A claim too short for the attempt (1 s plus the grace) must be extended before the call.
-		claims, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: time.Now(),
+		claims, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: time.Now(),
 			PerBucket: 10, Token: 77, Node: "node-1", Deadline: time.Now().Add(100 * time.Millisecond)})
 		if err != nil || len(claims) != 1 {
 			t.Fatalf("claim: %d %v", len(claims), err)
@@ -355,23 +349,23 @@ func TestDispatcherDoesNotRunAClaimThatNoLongerHolds(t *testing.T) {
 		if _, err := s.Settle(ctx, []retry.Settlement{retry.Release(&claims[0], time.Now())}); err != nil {
 			t.Fatal(err)
 		}
-		other, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: time.Now(),
+		other, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: time.Now(),
 			PerBucket: 10, Token: 78, Node: "node-2", Deadline: time.Now().Add(time.Hour)})
 		if err != nil || len(other) != 1 {
 			t.Fatalf("claim by node-2: %d %v", len(other), err)
 		}
 		r.d.Submit(claims)
-		waitUntil(t, 10*time.Second, "the dispatcher to drop the stale claim", func() bool { return r.d.Pending() == 0 })
+		testkit.WaitUntil(t, 10*time.Second, "the dispatcher to drop the stale claim", func() bool { return r.d.Pending() == 0 })
 		if n := len(ex.received()); n != 0 {
 			t.Fatalf("a claim that no longer held was sent to the instance (%d calls)", n)
 		}
-		if tk := r.task(id); tk.State != retry.Running || tk.ClaimToken != 78 || tk.Attempts != 0 {
+		if tk := r.Task(id); tk.State != retry.Running || tk.ClaimToken != 78 || tk.Attempts != 0 {
 			t.Fatalf("task is %s under token %d with %d attempts; want node-2's claim untouched", tk.State, tk.ClaimToken, tk.Attempts)
 		}
 
 		// A short claim that still holds is extended to cover the attempt, then run.
-		id = r.report(time.Now(), "short")[0]
-		claims, err = s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: time.Now(),
+		id = r.Add(time.Now(), "short")[0]
+		claims, err = s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: time.Now(),
 			PerBucket: 10, Token: 79, Node: "node-1", Deadline: time.Now().Add(100 * time.Millisecond)})
 		if err != nil || len(claims) != 1 {
 			t.Fatalf("claim: %d %v", len(claims), err)
@@ -391,18 +385,18 @@ func TestDispatcherStopGivesBackClaimsNotStarted(t *testing.T) {
 			if first.CompareAndSwap(false, true) {
 				<-release
 			}
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
-		r.register("i1", ex.url(), 0)
+		r.register("i1", ex.URL(), 0)
 		now := time.Now()
 		later := now.Add(700 * time.Millisecond)
-		ids := append(r.report(now.Add(-time.Minute), "q1", "q2", "q3"), r.report(later, "later")...)
+		ids := append(r.Add(now.Add(-time.Minute), "q1", "q2", "q3"), r.Add(later, "later")...)
 		claims := r.claim(retry.KindReplay, now.Add(time.Second))
 		if len(claims) != 4 {
 			t.Fatalf("claimed %d, want 4", len(claims))
 		}
 		r.d.Submit(claims)
-		waitUntil(t, 10*time.Second, "the first call", func() bool { return len(ex.received()) == 1 })
+		testkit.WaitUntil(t, 10*time.Second, "the first call", func() bool { return len(ex.received()) == 1 })
 		inFlight := ex.received()[0].TaskID
 
 		stopped := make(chan struct{})
@@ -435,7 +429,7 @@ func TestDispatcherStopGivesBackClaimsNotStarted(t *testing.T) {
 		r.settler.Stop(context.Background())
 
 		for i, id := range ids {
-			tk := r.task(id)
+			tk := r.Task(id)
 			if id == inFlight {
 				if tk.State != retry.Succeeded || tk.Attempts != 1 {
 					t.Errorf("the call in flight: task is %s with %d attempts, want it to finish and count", tk.State, tk.Attempts)
@@ -446,7 +440,7 @@ func TestDispatcherStopGivesBackClaimsNotStarted(t *testing.T) {
 			if i == 3 {
 				due = retry.Truncate(later)
 			}
-			if tk.State != retry.Waiting || tk.Attempts != 0 || !tk.NextAt.Equal(due) || len(r.attempts(id)) != 0 {
+			if tk.State != retry.Waiting || tk.Attempts != 0 || !tk.NextAt.Equal(due) || len(r.Attempts(id)) != 0 {
 				t.Errorf("task %d given back: %s with %d attempts, due %s; want waiting, no attempt, still due %s",
 					id, tk.State, tk.Attempts, tk.NextAt.Format(time.StampMilli), due.Format(time.StampMilli))
 			}
@@ -464,17 +458,19 @@ func TestDispatcherStopPastItsDeadlineCancelsCallsWithoutCountingThem(t *testing
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		r := newRig(t, s, nil, nil)
-		ex := newExecutor(t, func(protocol.ExecuteRequest) (int, protocol.ExecuteResponse) { return hang, protocol.ExecuteResponse{} })
-		r.register("i1", ex.url(), 0)
-		id := r.report(time.Now(), "k")[0]
+		ex := newExecutor(t, func(protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+			return testkit.Hang, protocol.ExecuteResponse{}
+		})
+		r.register("i1", ex.URL(), 0)
+		id := r.Add(time.Now(), "k")[0]
 		r.d.Submit(r.claim(retry.KindReplay, time.Now()))
-		waitUntil(t, 10*time.Second, "the call", func() bool { return len(ex.received()) == 1 })
+		testkit.WaitUntil(t, 10*time.Second, "the call", func() bool { return len(ex.received()) == 1 })
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		r.d.Stop(ctx)
 		r.settler.Stop(context.Background())
-		tk := r.task(id)
-		if tk.State != retry.Waiting || tk.Attempts != 0 || len(r.attempts(id)) != 0 {
+		tk := r.Task(id)
+		if tk.State != retry.Waiting || tk.Attempts != 0 || len(r.Attempts(id)) != 0 {
 			t.Fatalf("a cancelled call: task is %s with %d attempts; want waiting, no attempt counted", tk.State, tk.Attempts)
 		}
 	})
@@ -489,12 +485,12 @@ func TestDispatcherAccountsForEveryClaim(t *testing.T) {
 		var rooms atomic.Int32
 		r := newRig(t, s, nil, func(p *dispatch.Params) { p.QueueSize = 400 })
 		r.d.OnRoom = func() { rooms.Add(1) }
-		ok := newExecutor(t, succeed)
-		r.register("ok", ok.url(), 4)
+		ok := newExecutor(t, testkit.Succeed)
+		r.register("ok", ok.URL(), 4)
 		// More scenes of the same group: paused, and rate limited.
-		paused := retry.DefaultScene(r.group.ID, "paused")
+		paused := retry.DefaultScene(r.Group.ID, "paused")
 		paused.Enabled = false
-		limited := retry.DefaultScene(r.group.ID, "limited")
+		limited := retry.DefaultScene(r.Group.ID, "limited")
 		limited.RateLimit = 25
 		var extra []storage.NewTask
 		for _, sc := range []retry.Scene{paused, limited} {
@@ -503,25 +499,25 @@ func TestDispatcherAccountsForEveryClaim(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, k := range keys(sc.Name, 40) {
-				extra = append(extra, storage.NewTask{GroupID: r.group.ID, SceneID: created.ID,
+				extra = append(extra, storage.NewTask{GroupID: r.Group.ID, SceneID: created.ID,
 					Bucket: retry.BucketOf(k, storagetest.Buckets), Key: k, Args: []byte(`{}`), State: retry.Waiting, NextAt: time.Now()})
 			}
 		}
 		if _, err := s.Ingest(ctx, extra); err != nil {
 			t.Fatal(err)
 		}
-		r.report(time.Now(), keys("ok", 100)...)
+		r.Add(time.Now(), keys("ok", 100)...)
 		// Another group whose only instance is busy, and one with no instance.
 		busyGroup := newFixture(t, s, nil)
-		busyGroup.report(time.Now(), keys("busy", 20)...)
-		if err := s.UpsertInstance(ctx, retry.Instance{ID: "busy-of-other", GroupID: busyGroup.group.ID,
-			ExecutorURL: newExecutor(t, busy).url()}, time.Now().Add(-time.Minute)); err != nil {
+		busyGroup.Add(time.Now(), keys("busy", 20)...)
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "busy-of-other", GroupID: busyGroup.Group.ID,
+			ExecutorURL: newExecutor(t, busy).URL()}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		if err := r.reg.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
-		newFixture(t, s, nil).report(time.Now(), keys("alone", 20)...)
+		newFixture(t, s, nil).Add(time.Now(), keys("alone", 20)...)
 
 		claims := r.claim(retry.KindReplay, time.Now())
 		if len(claims) != 220 {
@@ -531,7 +527,7 @@ func TestDispatcherAccountsForEveryClaim(t *testing.T) {
 		if p := r.d.Pending(); p > 220 || r.d.Room() != 400-p {
 			t.Fatalf("after submitting 220: pending %d, room %d", p, r.d.Room())
 		}
-		waitUntil(t, 15*time.Second, "every claim to be settled or given back", func() bool { return r.d.Pending() == 0 })
+		testkit.WaitUntil(t, 15*time.Second, "every claim to be settled or given back", func() bool { return r.d.Pending() == 0 })
 		if r.d.Room() != 400 {
 			t.Fatalf("room %d with nothing pending, want 400", r.d.Room())
 		}
@@ -551,13 +547,13 @@ func TestDispatcherRateLimitSpreadsDispatches(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		const limit = 4
 		r := newRig(t, s, func(sc *retry.Scene) { sc.RateLimit = limit }, nil)
-		ex := newExecutor(t, succeed)
-		r.register("i1", ex.url(), 0)
+		ex := newExecutor(t, testkit.Succeed)
+		r.register("i1", ex.URL(), 0)
 		start := time.Now()
 		ids := r.run(keys("k", 5*limit)...)
 		succeeded := 0
 		for _, id := range ids {
-			tk := r.task(id)
+			tk := r.Task(id)
 			switch {
 			case tk.State == retry.Succeeded && tk.Attempts == 1:
 				succeeded++
@@ -586,12 +582,12 @@ func TestDispatcherStoresAnErrorPageThatIsNotUTF8(t *testing.T) {
 		srv := newRawServer(t, http.StatusBadGateway, []byte("Passerelle d\xe9faillante \xff\xfe"))
 		r.register("i1", srv, 0)
 		id := r.run("latin1")[0]
-		tk := r.task(id)
+		tk := r.Task(id)
 		if tk.State != retry.Waiting || tk.Attempts != 1 || !strings.Contains(tk.LastError, "502") ||
 			!utf8.ValidString(tk.LastError) {
 			t.Fatalf("task is %s with %d attempts, error %q; want a failed attempt naming the status", tk.State, tk.Attempts, tk.LastError)
 		}
-		if atts := r.attempts(id); len(atts) != 1 || !utf8.ValidString(atts[0].Error) {
+		if atts := r.Attempts(id); len(atts) != 1 || !utf8.ValidString(atts[0].Error) {
 			t.Fatalf("attempts %+v", atts)
 		}
 	})
@@ -608,11 +604,11 @@ func TestWaitingClaimsDoNotLapse(t *testing.T) {
 		})
 		ex := newExecutor(t, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			time.Sleep(150 * time.Millisecond)
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
-		r.register("i1", ex.url(), 1)
-		ids := r.report(time.Now(), keys("slow", 8)...)
-		claims, err := s.Claim(context.Background(), storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(),
+		r.register("i1", ex.URL(), 1)
+		ids := r.Add(time.Now(), keys("slow", 8)...)
+		claims, err := s.Claim(context.Background(), storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(),
 			DueBy: time.Now(), PerBucket: 100, Token: 77, Node: "node-1", Deadline: time.Now().Add(400 * time.Millisecond)})
 		if err != nil || len(claims) != 8 {
 			t.Fatalf("claimed %d: %v", len(claims), err)
@@ -621,17 +617,17 @@ func TestWaitingClaimsDoNotLapse(t *testing.T) {
 		// Eight calls of 150 ms in a row take over a second: far past the claims' first deadline.
 		for _, id := range ids {
 			for {
-				if stuck, _ := s.Stuck(context.Background(), retry.KindReplay, allBuckets(), time.Now(), 100); len(stuck) > 0 {
+				if stuck, _ := s.Stuck(context.Background(), retry.KindReplay, testkit.AllBuckets(), time.Now(), 100); len(stuck) > 0 {
 					t.Fatalf("claim of task %d lapsed while it waited for the worker", stuck[0].TaskID)
 				}
-				if tk := r.task(id); tk.State == retry.Succeeded {
+				if tk := r.Task(id); tk.State == retry.Succeeded {
 					break
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
 		}
 		for _, id := range ids {
-			if atts := r.attempts(id); len(atts) != 1 || atts[0].Outcome != retry.OutcomeSucceeded {
+			if atts := r.Attempts(id); len(atts) != 1 || atts[0].Outcome != retry.OutcomeSucceeded {
 				t.Fatalf("task %d attempts: %+v", id, atts)
 			}
 		}

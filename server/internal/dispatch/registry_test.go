@@ -11,6 +11,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // instanceOf is a live instance of group 1 with an executor and the given capacity.
@@ -21,7 +22,7 @@ func instanceOf(id string, capacity int) retry.Instance {
 // memRegistry is a registry fed only through Observe: Pick never touches the database.
 func memRegistry(t *testing.T, instances ...retry.Instance) *dispatch.Registry {
 	t.Helper()
-	r := dispatch.NewRegistry(nil, time.Minute, time.Minute, testLogger(t))
+	r := dispatch.NewRegistry(nil, time.Minute, time.Minute, testkit.Logger(t))
 	for _, in := range instances {
 		r.Observe(in)
 	}
@@ -254,12 +255,12 @@ func TestRefreshAndObserveKeepInFlightCounts(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
-		g := newGroup(t, s)
+		g := testkit.NewGroup(t, s, storagetest.RandomName("ns"), testToken)
 		in := retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute", Capacity: 1}
 		if err := s.UpsertInstance(ctx, in, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		r := dispatch.NewRegistry(s, time.Hour, time.Hour, testLogger(t))
+		r := dispatch.NewRegistry(s, time.Hour, time.Hour, testkit.Logger(t))
 		if err := r.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -304,11 +305,11 @@ func TestRefreshDropsSilentInstances(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		t.Parallel()
 		ctx := context.Background()
-		g := newGroup(t, s)
+		g := testkit.NewGroup(t, s, storagetest.RandomName("ns"), testToken)
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		r := dispatch.NewRegistry(s, 2*time.Second, 10*time.Millisecond, testLogger(t))
+		r := dispatch.NewRegistry(s, 2*time.Second, 10*time.Millisecond, testkit.Logger(t))
 		if err := r.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -317,7 +318,7 @@ func TestRefreshDropsSilentInstances(t *testing.T) {
 			t.Fatalf("Live = %d after start, want the registered instance", r.Live(g.ID))
 		}
 		// Without heartbeats it drops out after the TTL, by the registry's own reloads.
-		waitUntil(t, 10*time.Second, "the silent instance to drop out", func() bool { return r.Live(g.ID) == 0 })
+		testkit.WaitUntil(t, 10*time.Second, "the silent instance to drop out", func() bool { return r.Live(g.ID) == 0 })
 		if _, err := r.Pick(g.ID, retry.RoundRobin, "k", nil); !errors.Is(err, dispatch.ErrNoInstance) {
 			t.Fatalf("pick after the instance expired: %v, want ErrNoInstance", err)
 		}
@@ -325,7 +326,7 @@ func TestRefreshDropsSilentInstances(t *testing.T) {
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 10*time.Second, "the instance to come back", func() bool { return r.Live(g.ID) == 1 })
+		testkit.WaitUntil(t, 10*time.Second, "the instance to come back", func() bool { return r.Live(g.ID) == 1 })
 	})
 }
 
@@ -336,8 +337,8 @@ func TestRefreshOutlivesTheStartContext(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		t.Parallel()
-		g := newGroup(t, s)
-		r := dispatch.NewRegistry(s, time.Minute, 10*time.Millisecond, testLogger(t))
+		g := testkit.NewGroup(t, s, storagetest.RandomName("ns"), testToken)
+		r := dispatch.NewRegistry(s, time.Minute, 10*time.Millisecond, testkit.Logger(t))
 		ctx, cancel := context.WithCancel(context.Background())
 		if err := r.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -347,7 +348,7 @@ func TestRefreshOutlivesTheStartContext(t *testing.T) {
 		if err := s.UpsertInstance(context.Background(), retry.Instance{ID: "late", GroupID: g.ID, ExecutorURL: "http://late.invalid/execute"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 10*time.Second, "an instance registered on another node to be seen", func() bool { return r.Live(g.ID) == 1 })
+		testkit.WaitUntil(t, 10*time.Second, "an instance registered on another node to be seen", func() bool { return r.Live(g.ID) == 1 })
 	})
 }
 

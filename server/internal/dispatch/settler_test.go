@@ -11,14 +11,15 @@ import (
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // succeeded is the settlement of a successful attempt of the claim.
 func (f *fixture) succeeded(c *retry.Claim) retry.Settlement {
-	f.t.Helper()
-	sc, err := catalog.New(f.store, 0).Scene(context.Background(), c.SceneID)
+	f.T.Helper()
+	sc, err := catalog.New(f.Store, 0).Scene(context.Background(), c.SceneID)
 	if err != nil {
-		f.t.Fatal(err)
+		f.T.Fatal(err)
 	}
 	now := time.Now()
 	att := &retry.Attempt{TaskID: c.TaskID, Kind: c.Kind, Number: c.Number(), NodeID: "node-1", InstanceID: "i1",
@@ -61,12 +62,12 @@ func TestSettlerWritesEverythingInBatchesInOrder(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		f := newFixture(t, s, nil)
-		f.report(time.Now(), keys("k", 60)...)
+		f.Add(time.Now(), keys("k", 60)...)
 		claims := f.claim(retry.KindReplay, time.Now())
 		if len(claims) != 60 {
 			t.Fatalf("claimed %d, want 60", len(claims))
 		}
-		st := dispatch.NewSettler(s, 7, 20*time.Millisecond, testLogger(t))
+		st := dispatch.NewSettler(s, 7, 20*time.Millisecond, testkit.Logger(t))
 		var w written
 		st.OnSettled = w.record
 		st.Start()
@@ -78,7 +79,7 @@ func TestSettlerWritesEverythingInBatchesInOrder(t *testing.T) {
 				time.Sleep(5 * time.Millisecond) // some batches close on the interval, some on size
 			}
 		}
-		waitUntil(t, 10*time.Second, "every settlement to be written", func() bool { return len(w.ids()) == len(claims) })
+		testkit.WaitUntil(t, 10*time.Second, "every settlement to be written", func() bool { return len(w.ids()) == len(claims) })
 		st.Stop(context.Background())
 
 		got := w.ids()
@@ -101,11 +102,11 @@ func TestSettlerWritesEverythingInBatchesInOrder(t *testing.T) {
 		}
 		w.mu.Unlock()
 		for _, c := range claims {
-			tk := f.task(c.TaskID)
+			tk := f.Task(c.TaskID)
 			if tk.State != retry.Succeeded || tk.Attempts != 1 || tk.ClaimToken != 0 {
 				t.Fatalf("task %d after its settlement: %s, %d attempts, claim token %d", tk.ID, tk.State, tk.Attempts, tk.ClaimToken)
 			}
-			if atts := f.attempts(c.TaskID); len(atts) != 1 || atts[0].Outcome != retry.OutcomeSucceeded {
+			if atts := f.Attempts(c.TaskID); len(atts) != 1 || atts[0].Outcome != retry.OutcomeSucceeded {
 				t.Fatalf("task %d attempts: %+v", tk.ID, atts)
 			}
 		}
@@ -116,10 +117,10 @@ func TestSettlerStopWritesWhatIsQueued(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		f := newFixture(t, s, nil)
-		ids := f.report(time.Now(), keys("k", 5)...)
+		ids := f.Add(time.Now(), keys("k", 5)...)
 		claims := f.claim(retry.KindReplay, time.Now())
 		// Neither the size nor the interval would close this batch during the test.
-		st := dispatch.NewSettler(s, 1000, time.Hour, testLogger(t))
+		st := dispatch.NewSettler(s, 1000, time.Hour, testkit.Logger(t))
 		st.Start()
 		for i := range claims {
 			st.Add(f.succeeded(&claims[i]))
@@ -128,7 +129,7 @@ func TestSettlerStopWritesWhatIsQueued(t *testing.T) {
 		defer cancel()
 		st.Stop(ctx)
 		for _, id := range ids {
-			if tk := f.task(id); tk.State != retry.Succeeded {
+			if tk := f.Task(id); tk.State != retry.Succeeded {
 				t.Fatalf("task %d is %s after Stop, want succeeded: Stop writes what is queued", id, tk.State)
 			}
 		}
@@ -139,16 +140,16 @@ func TestSettlerAbandonWritesNothing(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		f := newFixture(t, s, nil)
-		ids := f.report(time.Now(), keys("k", 5)...)
+		ids := f.Add(time.Now(), keys("k", 5)...)
 		claims := f.claim(retry.KindReplay, time.Now())
-		st := dispatch.NewSettler(s, 1000, time.Hour, testLogger(t))
+		st := dispatch.NewSettler(s, 1000, time.Hour, testkit.Logger(t))
 		st.Start()
 		for i := range claims {
 			st.Add(f.succeeded(&claims[i]))
 		}
 		st.Abandon()
 		for _, id := range ids {
-			if tk := f.task(id); tk.State != retry.Running || tk.Attempts != 0 || len(f.attempts(id)) != 0 {
+			if tk := f.Task(id); tk.State != retry.Running || tk.Attempts != 0 || len(f.Attempts(id)) != 0 {
 				t.Fatalf("task %d after Abandon: %s with %d attempts, want still running with none", id, tk.State, tk.Attempts)
 			}
 		}
@@ -159,9 +160,9 @@ func TestSettlerAddAfterStopDoesNotBlock(t *testing.T) {
 	t.Parallel()
 	s := storagetest.Open(t, storagetest.SQLite(t))
 	f := newFixture(t, s, nil)
-	f.report(time.Now(), "k")
+	f.Add(time.Now(), "k")
 	c := f.claim(retry.KindReplay, time.Now())[0]
-	st := dispatch.NewSettler(s, 2, time.Hour, testLogger(t))
+	st := dispatch.NewSettler(s, 2, time.Hour, testkit.Logger(t))
 	st.Start()
 	st.Stop(context.Background())
 	added := make(chan struct{})
@@ -186,7 +187,7 @@ func TestSettlementOfALostClaimChangesNothing(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
 		f := newFixture(t, s, nil)
-		id := f.report(time.Now(), "k")[0]
+		id := f.Add(time.Now(), "k")[0]
 		old := f.claim(retry.KindReplay, time.Now())[0]
 		// The claim lapses and the task goes back to waiting (as the sweeper or an operator
 		// would do), then another node claims it afresh.
@@ -197,7 +198,7 @@ func TestSettlementOfALostClaimChangesNothing(t *testing.T) {
 		if len(fresh) != 1 {
 			t.Fatalf("the released task was not claimed again: %d claims", len(fresh))
 		}
-		st := dispatch.NewSettler(s, 10, time.Millisecond, testLogger(t))
+		st := dispatch.NewSettler(s, 10, time.Millisecond, testkit.Logger(t))
 		var w written
 		st.OnSettled = w.record
 		st.Start()
@@ -206,7 +207,7 @@ func TestSettlementOfALostClaimChangesNothing(t *testing.T) {
 		if len(w.ids()) != 1 || w.changed != 0 {
 			t.Fatalf("wrote %v changing %d tasks; want the late settlement written and changing none", w.ids(), w.changed)
 		}
-		tk := f.task(id)
+		tk := f.Task(id)
 		if tk.State != retry.Running || tk.ClaimToken != fresh[0].Token || tk.Attempts != 0 {
 			t.Fatalf("the late settlement changed the task: %s, token %d (fresh claim %d), %d attempts",
 				tk.State, tk.ClaimToken, fresh[0].Token, tk.Attempts)
@@ -218,9 +219,9 @@ func TestSettlerStopGivesUpWhenTheDatabaseIsGone(t *testing.T) {
 	t.Parallel()
 	s := storagetest.Open(t, storagetest.SQLite(t))
 	f := newFixture(t, s, nil)
-	f.report(time.Now(), "k")
+	f.Add(time.Now(), "k")
 	c := f.claim(retry.KindReplay, time.Now())[0]
-	st := dispatch.NewSettler(s, 10, time.Millisecond, testLogger(t))
+	st := dispatch.NewSettler(s, 10, time.Millisecond, testkit.Logger(t))
 	st.Start()
 	settlement := f.succeeded(&c)
 	s.Close()
@@ -245,12 +246,12 @@ func TestSettlerStopGivesUpWhenTheDatabaseIsGone(t *testing.T) {
 func TestSettlerIsolatesASettlementTheDatabaseRefuses(t *testing.T) {
 	s := storagetest.Open(t, storagetest.MySQL(t))
 	f := newFixture(t, s, nil)
-	f.report(time.Now(), keys("p", 10)...)
+	f.Add(time.Now(), keys("p", 10)...)
 	claims := f.claim(retry.KindReplay, time.Now())
 	if len(claims) != 10 {
 		t.Fatalf("claimed %d", len(claims))
 	}
-	st := dispatch.NewSettler(s, 100, time.Hour, testLogger(t))
+	st := dispatch.NewSettler(s, 100, time.Hour, testkit.Logger(t))
 	var w written
 	st.OnSettled = w.record
 	st.Start()
@@ -266,7 +267,7 @@ func TestSettlerIsolatesASettlementTheDatabaseRefuses(t *testing.T) {
 		t.Fatalf("%d settlements written, want the 9 good ones", n)
 	}
 	for i, c := range claims {
-		tk := f.task(c.TaskID)
+		tk := f.Task(c.TaskID)
 		if want := retry.Succeeded; i != 6 && tk.State != want {
 			t.Fatalf("task %d is %s, want %s", tk.ID, tk.State, want)
 		}

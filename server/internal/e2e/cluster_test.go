@@ -10,18 +10,13 @@ import (
 	"github.com/retryhub/retryhub/server/internal/app"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
-// waitFor polls cond until it holds, failing with what after timeout.
+// waitFor polls cond every 20 ms until it holds, failing with what after timeout.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitEvery(t, 20*time.Millisecond, timeout, what, cond)
 }
 
 // split checks that the nodes' held buckets do not overlap and returns how many they hold in
@@ -101,20 +96,20 @@ func TestNodeStoppedMidDispatchLosesNothing(t *testing.T) {
 		a := startNode(t, cfg, "node-a")
 		w := newWorld(t, a, 3, func(sc *retry.Scene) { sc.Timeout = time.Second })
 
-		// The first call hangs until the node that made it is gone; later calls succeed.
+		// The first call hangs until the node that made it is gone; later calls testkit.Succeed.
 		received := make(chan struct{})
 		release := make(chan struct{})
 		var once sync.Once
-		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			first := false
 			once.Do(func() { first = true })
 			if first {
 				close(received)
 				<-release
 			}
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
-		w.register("i1", in.url(), 4)
+		w.register("i1", in.URL(), 4)
 		id := w.report(item("notify", "survivor"))[0].TaskID
 		select {
 		case <-received:
@@ -150,16 +145,16 @@ func TestGracefulShutdownGivesBackWhatItHolds(t *testing.T) {
 		w := newWorld(t, a, 3, nil)
 		// Tasks due in a while: node-a claims them ahead of time only within its lookahead, so
 		// make them due now but give no instance; then stop while they sit released/claimed.
-		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			time.Sleep(300 * time.Millisecond)
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
-		w.register("i1", in.url(), 1)
+		w.register("i1", in.URL(), 1)
 		var ids []int64
 		for _, r := range w.report(item("notify", "g1"), item("notify", "g2"), item("notify", "g3"), item("notify", "g4")) {
 			ids = append(ids, r.TaskID)
 		}
-		waitFor(t, 10*time.Second, "a replay in flight", func() bool { return len(in.callsOf(protocol.KindReplay)) > 0 })
+		waitFor(t, 10*time.Second, "a replay in flight", func() bool { return len(in.CallsOf(protocol.KindReplay)) > 0 })
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := a.Shutdown(ctx); err != nil {
@@ -196,14 +191,14 @@ func TestShutdownPastItsTimeoutStillGivesBackCancelledCalls(t *testing.T) {
 		a := startNode(t, cfg, "node-a")
 		w := newWorld(t, a, 3, func(sc *retry.Scene) { sc.Timeout = time.Minute })
 		hold := make(chan struct{})
-		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			<-hold
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
 		t.Cleanup(func() { close(hold) }) // before the instance's server closes
-		w.register("i1", in.url(), 1)
+		w.register("i1", in.URL(), 1)
 		id := w.report(item("notify", "slow"))[0].TaskID
-		waitFor(t, 10*time.Second, "the replay in flight", func() bool { return len(in.callsOf(protocol.KindReplay)) > 0 })
+		waitFor(t, 10*time.Second, "the replay in flight", func() bool { return len(in.CallsOf(protocol.KindReplay)) > 0 })
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		a.Shutdown(ctx)

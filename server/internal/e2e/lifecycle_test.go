@@ -12,14 +12,15 @@ import (
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 func TestReportedTaskIsReplayed(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
 		node := startNode(t, testConfig(target), "n1")
 		w := newWorld(t, node, 5, nil)
-		in := newInstance(t, testToken, succeed)
-		w.register("i1", in.url(), 4)
+		in := testkit.NewInstance(t, testToken, testkit.Succeed)
+		w.register("i1", in.URL(), 4)
 
 		res := w.report(item("notify", "order-1"))
 		if res[0].Status != protocol.ReportCreated || res[0].TaskID == 0 {
@@ -29,7 +30,7 @@ func TestReportedTaskIsReplayed(t *testing.T) {
 		if tk.Attempts != 1 || tk.EndedAt == nil || tk.CallbackState != retry.CallbackNone {
 			t.Fatalf("succeeded task: %+v", tk)
 		}
-		calls := in.callsOf(protocol.KindReplay)
+		calls := in.CallsOf(protocol.KindReplay)
 		if len(calls) != 1 {
 			t.Fatalf("%d replay calls, want 1", len(calls))
 		}
@@ -49,8 +50,8 @@ func TestFailingTaskIsExhaustedWithEveryAttemptRecorded(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
 		node := startNode(t, testConfig(target), "n1")
 		w := newWorld(t, node, 3, nil)
-		in := newInstance(t, testToken, fail("partner says 503"))
-		w.register("i1", in.url(), 4)
+		in := testkit.NewInstance(t, testToken, fail("partner says 503"))
+		w.register("i1", in.URL(), 4)
 
 		id := w.report(item("notify", "order-2"))[0].TaskID
 		tk := w.waitTask(id, 15*time.Second, "exhausted", func(tk retry.Task) bool { return tk.State == retry.Exhausted })
@@ -69,7 +70,7 @@ func TestFailingTaskIsExhaustedWithEveryAttemptRecorded(t *testing.T) {
 		}
 		// A dead letter stays as it is: no further calls.
 		time.Sleep(500 * time.Millisecond)
-		if n := len(in.callsOf(protocol.KindReplay)); n != 3 {
+		if n := len(in.CallsOf(protocol.KindReplay)); n != 3 {
 			t.Fatalf("%d replay calls, want 3", n)
 		}
 		// A new report with the same key starts a new task: the old one has ended.
@@ -84,10 +85,10 @@ func TestPermanentFailureExhaustsAtOnce(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
 		node := startNode(t, testConfig(target), "n1")
 		w := newWorld(t, node, 10, nil)
-		in := newInstance(t, testToken, func(protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		in := testkit.NewInstance(t, testToken, func(protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "card declined", Permanent: true}
 		})
-		w.register("i1", in.url(), 4)
+		w.register("i1", in.URL(), 4)
 		id := w.report(item("notify", "order-p"))[0].TaskID
 		tk := w.waitTask(id, 10*time.Second, "exhausted", func(tk retry.Task) bool { return tk.State == retry.Exhausted })
 		if tk.Attempts != 1 || tk.LastError != "card declined" {
@@ -104,20 +105,20 @@ func TestCallbackAfterSuccessAndAfterExhaustion(t *testing.T) {
 			sc.Callback.MaxAttempts = 3
 		})
 		var callbackFailures atomic.Int32
-		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			if req.Kind == protocol.KindCallback {
 				// The first callback call fails: callbacks are retried by their own policy.
 				if req.IdempotencyKey == "good" && callbackFailures.Add(1) == 1 {
 					return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "callback store down"}
 				}
-				return succeed(req)
+				return testkit.Succeed(req)
 			}
 			if req.IdempotencyKey == "good" {
-				return succeed(req)
+				return testkit.Succeed(req)
 			}
 			return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "still broken"}
 		})
-		w.register("i1", in.url(), 8)
+		w.register("i1", in.URL(), 8)
 		res := w.report(item("notify", "good"), item("notify", "bad"))
 		good, bad := res[0].TaskID, res[1].TaskID
 
@@ -130,7 +131,7 @@ func TestCallbackAfterSuccessAndAfterExhaustion(t *testing.T) {
 			t.Fatalf("bad task: %+v", b)
 		}
 		outcomes := map[string]string{}
-		for _, c := range in.callsOf(protocol.KindCallback) {
+		for _, c := range in.CallsOf(protocol.KindCallback) {
 			if c.Callback == nil {
 				t.Fatalf("callback call without outcome: %+v", c)
 			}
@@ -159,13 +160,13 @@ func TestCallbackThatKeepsFailingEndsExhausted(t *testing.T) {
 			sc.Callback.Enabled = true
 			sc.Callback.MaxAttempts = 2
 		})
-		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			if req.Kind == protocol.KindCallback {
 				return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "no"}
 			}
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
-		w.register("i1", in.url(), 8)
+		w.register("i1", in.URL(), 8)
 		id := w.report(item("notify", "k"))[0].TaskID
 		tk := w.waitTask(id, 10*time.Second, "callback exhausted", func(tk retry.Task) bool { return tk.CallbackState == retry.CallbackExhausted })
 		if tk.State != retry.Succeeded || tk.CallbackAttempts != 2 || tk.CallbackError != "no" {
@@ -207,8 +208,8 @@ func TestNoInstanceWaitsThenRunsWhenOneRegisters(t *testing.T) {
 		if !tk.State.Active() || tk.State == retry.Paused || tk.Attempts != 0 || len(w.attempts(id)) != 0 {
 			t.Fatalf("without an instance the task is %s with %d attempts", tk.State, tk.Attempts)
 		}
-		in := newInstance(t, testToken, succeed)
-		w.register("late", in.url(), 2)
+		in := testkit.NewInstance(t, testToken, testkit.Succeed)
+		w.register("late", in.URL(), 2)
 		w.waitTask(id, 10*time.Second, "succeeded", func(tk retry.Task) bool { return tk.State == retry.Succeeded })
 	})
 }
@@ -218,13 +219,13 @@ func TestBusyInstanceIsBackPressureNotFailure(t *testing.T) {
 		node := startNode(t, testConfig(target), "n1")
 		w := newWorld(t, node, 2, nil)
 		var busy atomic.Int32
-		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			if busy.Add(1) <= 3 {
 				return http.StatusTooManyRequests, protocol.ExecuteResponse{}
 			}
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
-		w.register("i1", in.url(), 2)
+		w.register("i1", in.URL(), 2)
 		id := w.report(item("notify", "bp"))[0].TaskID
 		tk := w.waitTask(id, 15*time.Second, "succeeded", func(tk retry.Task) bool { return tk.State == retry.Succeeded })
 		if tk.Attempts != 1 {
@@ -238,17 +239,14 @@ func TestForgedExecutorAnswerIsNotTrusted(t *testing.T) {
 		node := startNode(t, testConfig(target), "n1")
 		w := newWorld(t, node, 1, nil)
 		// This instance holds a different token: it refuses the server's calls as forged.
-		in := newInstance(t, "some-other-token-000000", succeed)
-		w.register("i1", in.url(), 2)
+		in := testkit.NewInstance(t, "some-other-token-000000", testkit.Succeed)
+		w.register("i1", in.URL(), 2)
 		id := w.report(item("notify", "x"))[0].TaskID
 		tk := w.waitTask(id, 10*time.Second, "exhausted", func(tk retry.Task) bool { return tk.State == retry.Exhausted })
 		if !strings.Contains(tk.LastError, "401") {
 			t.Fatalf("last error %q", tk.LastError)
 		}
-		in.mu.Lock()
-		forged := in.forged
-		in.mu.Unlock()
-		if forged != 1 {
+		if forged := in.Forged(); forged != 1 {
 			t.Fatalf("instance saw %d unverifiable calls, want 1", forged)
 		}
 	})
@@ -258,12 +256,12 @@ func TestPausedSceneHoldsItsTasks(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
 		node := startNode(t, testConfig(target), "n1")
 		w := newWorld(t, node, 3, func(sc *retry.Scene) { sc.Enabled = false })
-		in := newInstance(t, testToken, succeed)
-		w.register("i1", in.url(), 2)
+		in := testkit.NewInstance(t, testToken, testkit.Succeed)
+		w.register("i1", in.URL(), 2)
 		id := w.report(item("notify", "held"))[0].TaskID
 		time.Sleep(2 * time.Second)
 		// Claims come and go (each is given back at once), but nothing runs.
-		if tk := w.task(id); tk.State.Ended() || tk.Attempts != 0 || len(in.callsOf(protocol.KindReplay)) != 0 || len(w.attempts(id)) != 0 {
+		if tk := w.task(id); tk.State.Ended() || tk.Attempts != 0 || len(in.CallsOf(protocol.KindReplay)) != 0 || len(w.attempts(id)) != 0 {
 			t.Fatalf("a paused scene's task ran: %+v", tk)
 		}
 		sc := w.scene

@@ -17,6 +17,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/scheduler"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 func TestOperatorActions(t *testing.T) {
@@ -28,13 +29,13 @@ func TestOperatorActions(t *testing.T) {
 			sc.Backoff = backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Hour)}
 		})
 		var healthy atomic.Bool
-		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			if healthy.Load() {
-				return succeed(req)
+				return testkit.Succeed(req)
 			}
 			return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "down"}
 		})
-		w.register("i1", in.url(), 8)
+		w.register("i1", in.URL(), 8)
 		res := w.report(item("notify", "a"), item("notify", "b"), item("notify", "c"), item("notify", "d"))
 		a, b, c, d := res[0].TaskID, res[1].TaskID, res[2].TaskID, res[3].TaskID
 		// Their first replay is an hour away.
@@ -159,16 +160,16 @@ func TestRetentionDeletesOldEndedWorkAndKeepsDeadLetters(t *testing.T) {
 		w := newWorld(t, node, 2, func(sc *retry.Scene) {
 			sc.Backoff = backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Hour)}
 		})
-		in := newInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
 			switch req.IdempotencyKey {
 			case "dead":
 				return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "no", Permanent: true}
 			case "live":
 				return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: "later"}
 			}
-			return succeed(req)
+			return testkit.Succeed(req)
 		})
-		w.register("i1", in.url(), 8)
+		w.register("i1", in.URL(), 8)
 		res := w.report(item("notify", "done"), item("notify", "dead"), item("notify", "live"))
 		done, dead, live := res[0].TaskID, res[1].TaskID, res[2].TaskID
 		if _, err := node.Ops.Apply(ctx, "tester", storage.TriggerNow, []int64{done, dead, live}, time.Time{}); err != nil {
@@ -179,7 +180,7 @@ func TestRetentionDeletesOldEndedWorkAndKeepsDeadLetters(t *testing.T) {
 		w.waitTask(live, 10*time.Second, "failed once", func(tk retry.Task) bool { return tk.Attempts == 1 })
 		time.Sleep(20 * time.Millisecond)
 		j := scheduler.NewJanitor(node.Store, config.Retention{Succeeded: time.Millisecond, Attempts: 0, Batch: 1},
-			time.Hour, testLogger(t))
+			time.Hour, testkit.Logger(t))
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -197,7 +198,7 @@ func TestRetentionDeletesOldEndedWorkAndKeepsDeadLetters(t *testing.T) {
 		w.task(live)
 		// With dead-letter retention set, old dead letters go too, and old attempts.
 		j = scheduler.NewJanitor(node.Store, config.Retention{DeadLetters: time.Millisecond, Attempts: time.Millisecond, Batch: 1},
-			time.Hour, testLogger(t))
+			time.Hour, testkit.Logger(t))
 		if sw, err = j.Exec(ctx); err != nil || sw.DeadLetters != 1 {
 			t.Fatalf("swept %+v %v", sw, err)
 		}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // Order is what the business functions in these tests take.
@@ -38,15 +38,7 @@ type sdkWorld struct {
 func newSDKWorld(t *testing.T, target storagetest.Target) *sdkWorld {
 	t.Helper()
 	store := storagetest.Open(t, target)
-	ctx := context.Background()
-	ns, err := store.CreateNamespace(ctx, retry.Namespace{Name: storagetest.RandomName("ns"), Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := store.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: "orders", Token: testToken, Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := testkit.NewGroup(t, store, storagetest.RandomName("ns"), testToken)
 	return &sdkWorld{t: t, store: store, group: g}
 }
 
@@ -79,7 +71,7 @@ func (w *sdkWorld) client(serverURL string, edit func(*retryhub.Config)) *retryh
 		Token: testToken, ListenAddr: "127.0.0.1:0", Capacity: 8, ReportInterval: 10 * time.Millisecond,
 		PolicyRefreshInterval: 100 * time.Millisecond, HeartbeatInterval: 500 * time.Millisecond,
 		RetryMinDelay: 20 * time.Millisecond, RetryMaxDelay: 300 * time.Millisecond,
-		ConfigErrorDelay: 300 * time.Millisecond, Logger: testLogger(w.t)}
+		ConfigErrorDelay: 300 * time.Millisecond, Logger: testkit.Logger(w.t)}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -195,7 +187,7 @@ func TestSDKModesAgainstTheServer(t *testing.T) {
 		if err := both(ctx, Order{ID: "B1", Amount: 42}); !errors.Is(err, retryhub.ErrReported) || bothFn.count("B1") != 3 {
 			t.Fatalf("local-remote: err %v after %d calls", err, bothFn.count("B1"))
 		}
-		ts := w.waitTasks(15*time.Second, "the local-remote task to succeed", func(ts map[string][]retry.Task) bool {
+		ts := w.waitTasks(15*time.Second, "the local-remote task to testkit.Succeed", func(ts map[string][]retry.Task) bool {
 			for _, tks := range ts {
 				for _, tk := range tks {
 					if tk.LocalAttempts == 3 && tk.State == retry.Succeeded {
@@ -311,25 +303,13 @@ func TestSDKCallbackRuns(t *testing.T) {
 	})
 }
 
-// freeAddr returns a loopback address nothing listens on (yet).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestSDKReportsWaitForTheServer(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
 		w := newSDKWorld(t, target)
 		w.scene("publish", protocol.Remote, func(sc *retry.Scene) {
 			sc.Backoff = backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Hour)}
 		})
-		addr := freeAddr(t)
+		addr := testkit.FreeAddr(t)
 		c := w.client("http://"+addr, nil)
 		f := newFlaky(1000)
 		publish := retryhub.RetryableOn(c, "publish", f.fn, retryhub.WithMode(retryhub.Remote))
@@ -372,7 +352,7 @@ func TestSDKSpoolSurvivesARestartOfTheBusinessProcess(t *testing.T) {
 		w.scene("publish", protocol.Remote, func(sc *retry.Scene) {
 			sc.Backoff = backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Hour)}
 		})
-		addr := freeAddr(t)
+		addr := testkit.FreeAddr(t)
 		spool := t.TempDir()
 		first := w.client("http://"+addr, func(c *retryhub.Config) { c.SpoolDir = spool })
 		f := newFlaky(1000)

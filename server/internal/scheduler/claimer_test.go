@@ -12,6 +12,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/scheduler"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // sink plays dispatch for the claimer: it holds up to capacity claims and records what it was
@@ -71,7 +72,7 @@ const claimTimeout = 30 * time.Second
 func newClaimer(t *testing.T, s *storage.Store, held []int, sk scheduler.Sink, lookahead time.Duration) *scheduler.Claimer {
 	t.Helper()
 	return scheduler.NewClaimer(s, scheduler.ClaimerParams{NodeID: "node-1", Batch: 1000, Lookahead: lookahead,
-		ClaimTimeout: claimTimeout}, func() []int { return held }, sk, testLogger(t))
+		ClaimTimeout: claimTimeout}, func() []int { return held }, sk, testkit.Logger(t))
 }
 
 func TestClaimerClaimsOnlyItsBuckets(t *testing.T) {
@@ -108,12 +109,12 @@ func TestClaimerClaimsOnlyItsBuckets(t *testing.T) {
 			if cl.RunDeadline.Before(retry.Truncate(before).Add(claimTimeout)) {
 				t.Fatalf("claim lapses at %s, less than the claim timeout after it was made", cl.RunDeadline)
 			}
-			if tk := f.task(cl.TaskID); tk.State != retry.Running || tk.ClaimToken != cl.Token || tk.ClaimedBy != "node-1" {
+			if tk := f.Task(cl.TaskID); tk.State != retry.Running || tk.ClaimToken != cl.Token || tk.ClaimedBy != "node-1" {
 				t.Fatalf("claimed task is %s under token %d by %q", tk.State, tk.ClaimToken, tk.ClaimedBy)
 			}
 		}
 		for _, id := range others {
-			if tk := f.task(id); tk.State != retry.Waiting {
+			if tk := f.Task(id); tk.State != retry.Waiting {
 				t.Fatalf("task %d of a bucket not held is %s", id, tk.State)
 			}
 		}
@@ -240,8 +241,8 @@ func TestClaimerLooksAhead(t *testing.T) {
 		f := newFixture(t, s, nil)
 		now := time.Now()
 		soon := now.Add(1500 * time.Millisecond)
-		soonID := f.add(1, soon, "soon")[0]
-		lateID := f.add(1, now.Add(time.Hour), "late")[0]
+		soonID := f.AddInBucket(1, soon, "soon")[0]
+		lateID := f.AddInBucket(1, now.Add(time.Hour), "late")[0]
 		sk := newSink(t, 100)
 		c := newClaimer(t, s, []int{1}, sk, 5*time.Second)
 		if n := c.Exec(context.Background()); n != 1 {
@@ -254,7 +255,7 @@ func TestClaimerLooksAhead(t *testing.T) {
 		if !cl.RunDeadline.After(cl.DueAt.Add(claimTimeout - time.Second)) {
 			t.Fatalf("a claim due at %s lapses at %s, before its time plus the claim timeout", cl.DueAt, cl.RunDeadline)
 		}
-		if tk := f.task(lateID); tk.State != retry.Waiting {
+		if tk := f.Task(lateID); tk.State != retry.Waiting {
 			t.Fatalf("the task due in an hour is %s", tk.State)
 		}
 	})
@@ -264,8 +265,8 @@ func TestClaimerClaimsCallbacks(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		f := newFixture(t, s, func(sc *retry.Scene) { sc.Callback.Enabled = true })
-		ids := f.add(2, time.Now().Add(-time.Minute), "won", "next")
-		claims := f.claim(retry.KindReplay, "node-0", time.Now().Add(time.Minute))
+		ids := f.AddInBucket(2, time.Now().Add(-time.Minute), "won", "next")
+		claims := f.Claim(retry.KindReplay, "node-0", time.Now(), time.Now().Add(time.Minute))
 		var won []retry.Claim
 		for _, c := range claims {
 			if c.TaskID == ids[0] {
@@ -292,7 +293,7 @@ func TestClaimerClaimsCallbacks(t *testing.T) {
 		if kinds[ids[0]] != retry.KindCallback || kinds[ids[1]] != retry.KindReplay {
 			t.Fatalf("claimed kinds %v; want a callback for the ended task and a replay for the other", kinds)
 		}
-		if tk := f.task(ids[0]); tk.State != retry.Succeeded || tk.CallbackState != retry.CallbackRunning {
+		if tk := f.Task(ids[0]); tk.State != retry.Succeeded || tk.CallbackState != retry.CallbackRunning {
 			t.Fatalf("task with a claimed callback is %s, callback %s", tk.State, tk.CallbackState)
 		}
 	})
@@ -308,7 +309,7 @@ func TestClaimerRunsARoundWhenWoken(t *testing.T) {
 	c.Start()
 	c.Wake()
 	c.Wake() // wakes merge
-	waitUntil(t, 10*time.Second, "the woken claimer to claim", func() bool { return sk.total() == 3 })
+	testkit.WaitUntil(t, 10*time.Second, "the woken claimer to claim", func() bool { return sk.total() == 3 })
 	c.Stop()
 	f.addMany(4, 3, time.Now().Add(-time.Second))
 	c.Wake() // a stopped claimer claims nothing more
@@ -329,7 +330,7 @@ func TestClaimerStopNeverStrandsAClaim(t *testing.T) {
 			}
 			sk := newSink(t, 1000)
 			c := scheduler.NewClaimer(s, scheduler.ClaimerParams{NodeID: node, Batch: 1000, Lookahead: time.Second,
-				ClaimTimeout: claimTimeout}, func() []int { return []int{0, 1, 2, 3} }, sk, testLogger(t))
+				ClaimTimeout: claimTimeout}, func() []int { return []int{0, 1, 2, 3} }, sk, testkit.Logger(t))
 			c.Start()
 			c.Wake()
 			time.Sleep(time.Duration(i%6) * time.Millisecond)
@@ -364,8 +365,8 @@ func TestClaimerDoesNotStarveCallbacksUnderABacklog(t *testing.T) {
 		f := newFixture(t, s, func(sc *retry.Scene) { sc.Callback.Enabled = true })
 		// Three ended tasks with callbacks due, behind a backlog of due replays far larger than
 		// dispatch takes in a round.
-		ended := f.add(0, time.Now().Add(-time.Hour), "cb-1", "cb-2", "cb-3")
-		f.settle(f.claim(retry.KindReplay, "node-0", time.Now().Add(time.Minute)), retry.OutcomeSucceeded, time.Now().Add(-time.Second))
+		ended := f.AddInBucket(0, time.Now().Add(-time.Hour), "cb-1", "cb-2", "cb-3")
+		f.settle(f.Claim(retry.KindReplay, "node-0", time.Now(), time.Now().Add(time.Minute)), retry.OutcomeSucceeded, time.Now().Add(-time.Second))
 		f.addMany(0, 100, time.Now().Add(-time.Minute))
 		sk := newSink(t, 10)
 		c := newClaimer(t, s, []int{0}, sk, time.Second)

@@ -9,6 +9,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/scheduler"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // heartbeatOf returns the node's last heartbeat, or the zero time when it is not listed.
@@ -31,11 +32,11 @@ func TestHeartbeatKeepsTheNodeListedUntilItStops(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
 		node := retry.Node{ID: "node-a", Address: "10.0.0.1:8080", Version: "test", StartedAt: time.Now()}
-		h := scheduler.NewHeartbeat(s, node, 10*time.Millisecond, testLogger(t))
+		h := scheduler.NewHeartbeat(s, node, 10*time.Millisecond, testkit.Logger(t))
 		h.Start()
-		waitUntil(t, 10*time.Second, "the node to be listed", func() bool { return !heartbeatOf(t, s, "node-a").IsZero() })
+		testkit.WaitUntil(t, 10*time.Second, "the node to be listed", func() bool { return !heartbeatOf(t, s, "node-a").IsZero() })
 		first := heartbeatOf(t, s, "node-a")
-		waitUntil(t, 10*time.Second, "a later heartbeat", func() bool { return heartbeatOf(t, s, "node-a").After(first) })
+		testkit.WaitUntil(t, 10*time.Second, "a later heartbeat", func() bool { return heartbeatOf(t, s, "node-a").After(first) })
 		h.Stop(ctx)
 		if !heartbeatOf(t, s, "node-a").IsZero() {
 			t.Fatal("a node that stopped is still listed")
@@ -43,7 +44,7 @@ func TestHeartbeatKeepsTheNodeListedUntilItStops(t *testing.T) {
 		// Stopping while a beat is under way: the beat lands first, never after the row is
 		// removed (a cancelled statement may still run on MySQL and bring the row back).
 		for i := range 25 {
-			h := scheduler.NewHeartbeat(s, node, time.Millisecond, testLogger(t))
+			h := scheduler.NewHeartbeat(s, node, time.Millisecond, testkit.Logger(t))
 			h.Start()
 			time.Sleep(time.Duration(i%5) * time.Millisecond)
 			h.Stop(ctx)
@@ -54,7 +55,7 @@ func TestHeartbeatKeepsTheNodeListedUntilItStops(t *testing.T) {
 		}
 
 		// A crashed node stays listed, silent, until it ages out.
-		c := scheduler.NewHeartbeat(s, retry.Node{ID: "node-c", StartedAt: time.Now()}, 10*time.Millisecond, testLogger(t))
+		c := scheduler.NewHeartbeat(s, retry.Node{ID: "node-c", StartedAt: time.Now()}, 10*time.Millisecond, testkit.Logger(t))
 		if err := c.Beat(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -11,26 +11,27 @@ import (
 	"github.com/retryhub/retryhub/server/internal/scheduler"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // end settles every task due now as of an hour ago: succeeded, or exhausted when fail is set.
 func (f *fixture) end(fail bool) {
-	f.t.Helper()
-	claims := f.claim(retry.KindReplay, "node-1", time.Now().Add(time.Minute))
+	f.T.Helper()
+	claims := f.Claim(retry.KindReplay, "node-1", time.Now(), time.Now().Add(time.Minute))
 	outcome := retry.OutcomeSucceeded
 	if fail {
 		outcome = retry.OutcomeFailed
 	}
 	if n := f.settle(claims, outcome, time.Now().Add(-time.Hour)); n != int64(len(claims)) {
-		f.t.Fatalf("settled %d of %d", n, len(claims))
+		f.T.Fatalf("settled %d of %d", n, len(claims))
 	}
 }
 
 func (f *fixture) gone(id int64) bool {
-	f.t.Helper()
-	_, err := f.store.Task(context.Background(), id)
+	f.T.Helper()
+	_, err := f.Store.Task(context.Background(), id)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		f.t.Fatal(err)
+		f.T.Fatal(err)
 	}
 	return errors.Is(err, storage.ErrNotFound)
 }
@@ -52,7 +53,7 @@ func TestJanitorDeletesOldEndedTasksInBatchesAndKeepsTheRest(t *testing.T) {
 		cb.end(false)
 
 		j := scheduler.NewJanitor(s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 0, Attempts: 0, Batch: 3},
-			time.Hour, testLogger(t))
+			time.Hour, testkit.Logger(t))
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -61,7 +62,7 @@ func TestJanitorDeletesOldEndedTasksInBatchesAndKeepsTheRest(t *testing.T) {
 			t.Fatalf("swept %+v; want the 7 old succeeded tasks, over several batches of 3, and nothing else", sw)
 		}
 		for _, id := range succeeded {
-			if !f.gone(id) || len(f.attempts(id)) != 0 {
+			if !f.gone(id) || len(f.Attempts(id)) != 0 {
 				t.Fatalf("old succeeded task %d or its attempts kept", id)
 			}
 		}
@@ -70,16 +71,16 @@ func TestJanitorDeletesOldEndedTasksInBatchesAndKeepsTheRest(t *testing.T) {
 				t.Fatalf("task %d deleted; dead letters (retention 0), live tasks and pending callbacks stay", id)
 			}
 		}
-		if tk := f.task(dead[0]); tk.State != retry.Exhausted || len(f.attempts(dead[0])) != 1 {
-			t.Fatalf("kept dead letter is %s with %d attempt records", tk.State, len(f.attempts(dead[0])))
+		if tk := f.Task(dead[0]); tk.State != retry.Exhausted || len(f.Attempts(dead[0])) != 1 {
+			t.Fatalf("kept dead letter is %s with %d attempt records", tk.State, len(f.Attempts(dead[0])))
 		}
 
 		// Dead-letter retention set: old dead letters go too. Recent ended tasks stay.
 		recent := f.addMany(1, 1, time.Now().Add(-time.Minute))[0]
-		claims := f.claim(retry.KindReplay, "node-1", time.Now().Add(time.Minute))
+		claims := f.Claim(retry.KindReplay, "node-1", time.Now(), time.Now().Add(time.Minute))
 		f.settle(claims, retry.OutcomeFailed, time.Now())
 		j = scheduler.NewJanitor(s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 30 * time.Minute, Batch: 1},
-			time.Hour, testLogger(t))
+			time.Hour, testkit.Logger(t))
 		if sw, err = j.Exec(ctx); err != nil || sw.DeadLetters != 2 || sw.Ended != 0 {
 			t.Fatalf("swept %+v (%v); want the 2 old dead letters", sw, err)
 		}
@@ -99,7 +100,7 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 		ids := f.addMany(4, 5, time.Now().Add(-2*time.Hour))
 		recent := f.addMany(4, 1, time.Now().Add(-time.Minute))[0]
 		var old, young []retry.Claim
-		for _, c := range f.claim(retry.KindReplay, "node-1", time.Now().Add(time.Minute)) {
+		for _, c := range f.Claim(retry.KindReplay, "node-1", time.Now(), time.Now().Add(time.Minute)) {
 			if c.TaskID == recent {
 				young = append(young, c)
 			} else {
@@ -109,7 +110,7 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 		f.settle(old, retry.OutcomeFailed, time.Now().Add(-time.Hour))
 		f.settle(young, retry.OutcomeFailed, time.Now())
 
-		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-old", GroupID: f.group.ID, ExecutorURL: "http://x.invalid"}, time.Now().Add(-time.Minute)); err != nil {
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-old", GroupID: f.Group.ID, ExecutorURL: "http://x.invalid"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.HeartbeatNode(ctx, retry.Node{ID: "node-old", StartedAt: time.Now()}); err != nil {
@@ -118,14 +119,14 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 		// They fall silent for longer than the janitor's forget-after (700 ms), while the next
 		// two, listed just before it runs, are far younger than that.
 		time.Sleep(800 * time.Millisecond)
-		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-new", GroupID: f.group.ID, ExecutorURL: "http://y.invalid"}, time.Now().Add(-time.Minute)); err != nil {
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-new", GroupID: f.Group.ID, ExecutorURL: "http://y.invalid"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.HeartbeatNode(ctx, retry.Node{ID: "node-new", StartedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 
-		j := scheduler.NewJanitor(s, config.Retention{Attempts: 30 * time.Minute, Batch: 2}, 700*time.Millisecond, testLogger(t))
+		j := scheduler.NewJanitor(s, config.Retention{Attempts: 30 * time.Minute, Batch: 2}, 700*time.Millisecond, testkit.Logger(t))
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -134,12 +135,12 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 			t.Fatalf("swept %+v; want the 5 old attempt records and the silent instance", sw)
 		}
 		for _, id := range ids {
-			if tk := f.task(id); tk.State != retry.Waiting || tk.Attempts != 1 || len(f.attempts(id)) != 0 {
+			if tk := f.Task(id); tk.State != retry.Waiting || tk.Attempts != 1 || len(f.Attempts(id)) != 0 {
 				t.Fatalf("task %d: %s with %d attempts and %d records; want the task kept, its old records gone",
-					id, tk.State, tk.Attempts, len(f.attempts(id)))
+					id, tk.State, tk.Attempts, len(f.Attempts(id)))
 			}
 		}
-		if len(f.attempts(recent)) != 1 {
+		if len(f.Attempts(recent)) != 1 {
 			t.Fatal("a recent attempt record was deleted")
 		}
 		instances, err := s.LiveInstances(ctx, time.Time{})

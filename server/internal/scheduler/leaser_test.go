@@ -11,6 +11,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/scheduler"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // nodeNames are the node sets the share is checked with: short names, and names as
@@ -97,7 +98,7 @@ func newLeaser(t *testing.T, s *storage.Store, node string) *scheduler.Leaser {
 	t.Helper()
 	beat(t, s, node)
 	return scheduler.NewLeaser(s, scheduler.LeaserParams{NodeID: node, Buckets: storagetest.Buckets,
-		Interval: 20 * time.Millisecond, NodeTTL: time.Minute, LeaseDuration: 2 * time.Second}, testLogger(t))
+		Interval: 20 * time.Millisecond, NodeTTL: time.Minute, LeaseDuration: 2 * time.Second}, testkit.Logger(t))
 }
 
 func beat(t *testing.T, s *storage.Store, node string) {
@@ -199,7 +200,7 @@ func TestLeasersSplitTheBucketsAndHandOverWhenOneLeaves(t *testing.T) {
 				t.Fatalf("node-a took bucket %d while node-c's lease on it had not expired", bkt)
 			}
 		}
-		waitUntil(t, 10*time.Second, "node-a to take node-c's buckets after their leases expired", func() bool {
+		testkit.WaitUntil(t, 10*time.Second, "node-a to take node-c's buckets after their leases expired", func() bool {
 			exec(t, a)
 			return len(a.Held()) == storagetest.Buckets
 		})
@@ -214,10 +215,10 @@ func TestLeaserRenewsWhileRunningAndReleasesOnStop(t *testing.T) {
 		ctx := context.Background()
 		a := newLeaser(t, s, "node-a")
 		a.Start()
-		waitUntil(t, 10*time.Second, "the leaser to take every bucket", func() bool { return len(a.Held()) == storagetest.Buckets })
+		testkit.WaitUntil(t, 10*time.Second, "the leaser to take every bucket", func() bool { return len(a.Held()) == storagetest.Buckets })
 		// Leases last two seconds; the leaser keeps them past that.
 		renewedPast := time.Now().Add(3 * time.Second)
-		waitUntil(t, 10*time.Second, "the leases to be renewed", func() bool {
+		testkit.WaitUntil(t, 10*time.Second, "the leases to be renewed", func() bool {
 			leases, err := s.Leases(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -249,7 +250,7 @@ func TestLeaserRenewsWhileRunningAndReleasesOnStop(t *testing.T) {
 		// release (a cancelled statement may still run on MySQL and take the leases back).
 		for i := range 25 {
 			l := scheduler.NewLeaser(s, scheduler.LeaserParams{NodeID: "node-a", Buckets: storagetest.Buckets,
-				Interval: time.Millisecond, NodeTTL: time.Minute, LeaseDuration: time.Minute}, testLogger(t))
+				Interval: time.Millisecond, NodeTTL: time.Minute, LeaseDuration: time.Minute}, testkit.Logger(t))
 			l.Start()
 			time.Sleep(time.Duration(i%5) * time.Millisecond)
 			l.Stop(ctx)

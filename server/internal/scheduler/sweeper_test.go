@@ -12,12 +12,13 @@ import (
 	"github.com/retryhub/retryhub/server/internal/scheduler"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 func newSweeper(t *testing.T, s *storage.Store, held []int) *scheduler.Sweeper {
 	t.Helper()
 	return scheduler.NewSweeper(s, catalog.New(s, time.Minute), func() []int { return held }, "node-sweeper",
-		time.Hour, testLogger(t))
+		time.Hour, testkit.Logger(t))
 }
 
 func TestSweeperTakesBackClaimsPastTheirDeadline(t *testing.T) {
@@ -25,27 +26,27 @@ func TestSweeperTakesBackClaimsPastTheirDeadline(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		f := newFixture(t, s, nil)
 		due := time.Now().Add(-time.Minute)
-		lapsed := f.add(1, due, "lapsed")[0]
-		f.claim(retry.KindReplay, "node-dead", time.Now().Add(-time.Second))
-		holding := f.add(1, due, "holding")[0]
-		f.claim(retry.KindReplay, "node-alive", time.Now().Add(time.Hour))
+		lapsed := f.AddInBucket(1, due, "lapsed")[0]
+		f.Claim(retry.KindReplay, "node-dead", time.Now(), time.Now().Add(-time.Second))
+		holding := f.AddInBucket(1, due, "holding")[0]
+		f.Claim(retry.KindReplay, "node-alive", time.Now(), time.Now().Add(time.Hour))
 
-		sw := newSweeper(t, s, allBuckets())
+		sw := newSweeper(t, s, testkit.AllBuckets())
 		if n := sw.Exec(context.Background()); n != 1 {
 			t.Fatalf("took back %d, want only the claim past its deadline", n)
 		}
-		tk := f.task(lapsed)
+		tk := f.Task(lapsed)
 		if tk.State != retry.Waiting || tk.Attempts != 1 || tk.ClaimToken != 0 || !strings.Contains(tk.LastError, "node-dead") ||
 			time.Until(tk.NextAt) < 50*time.Minute {
 			t.Fatalf("the lapsed task is %s with %d attempts, token %d, error %q, due %s; want waiting an hour (its back-off) after a timed-out attempt",
 				tk.State, tk.Attempts, tk.ClaimToken, tk.LastError, tk.NextAt)
 		}
-		atts := f.attempts(lapsed)
+		atts := f.Attempts(lapsed)
 		if len(atts) != 1 || atts[0].Outcome != retry.OutcomeTimedOut || atts[0].NodeID != "node-dead" ||
 			atts[0].Number != 1 || atts[0].Kind != retry.KindReplay || !atts[0].StartedAt.Equal(retry.Truncate(due)) {
 			t.Fatalf("the lapsed task's attempts %+v; want one timed out, charged to node-dead, started when due", atts)
 		}
-		if tk := f.task(holding); tk.State != retry.Running || tk.ClaimedBy != "node-alive" || len(f.attempts(holding)) != 0 {
+		if tk := f.Task(holding); tk.State != retry.Running || tk.ClaimedBy != "node-alive" || len(f.Attempts(holding)) != 0 {
 			t.Fatalf("a claim within its deadline was touched: %s by %q", tk.State, tk.ClaimedBy)
 		}
 		if n := sw.Exec(context.Background()); n != 0 {
@@ -61,12 +62,12 @@ func TestSweeperExhaustsOnTheLastAttempt(t *testing.T) {
 			sc.MaxAttempts = 1
 			sc.Callback.Enabled = true
 		})
-		id := f.add(5, time.Now().Add(-time.Minute), "k")[0]
-		f.claim(retry.KindReplay, "node-dead", time.Now().Add(-time.Second))
+		id := f.AddInBucket(5, time.Now().Add(-time.Minute), "k")[0]
+		f.Claim(retry.KindReplay, "node-dead", time.Now(), time.Now().Add(-time.Second))
 		if n := newSweeper(t, s, []int{5}).Exec(context.Background()); n != 1 {
 			t.Fatalf("took back %d, want 1", n)
 		}
-		tk := f.task(id)
+		tk := f.Task(id)
 		if tk.State != retry.Exhausted || tk.Attempts != 1 || tk.EndedAt == nil || tk.CallbackState != retry.CallbackWaiting {
 			t.Fatalf("task is %s after %d attempts, callback %s; want exhausted with its callback waiting",
 				tk.State, tk.Attempts, tk.CallbackState)
@@ -78,20 +79,20 @@ func TestSweeperTakesBackStuckCallbacks(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		f := newFixture(t, s, func(sc *retry.Scene) { sc.Callback.Enabled = true })
-		id := f.add(2, time.Now().Add(-time.Minute), "k")[0]
-		f.settle(f.claim(retry.KindReplay, "node-1", time.Now().Add(time.Minute)), retry.OutcomeSucceeded, time.Now().Add(-time.Second))
-		if cbs := f.claim(retry.KindCallback, "node-dead", time.Now().Add(-time.Second)); len(cbs) != 1 {
+		id := f.AddInBucket(2, time.Now().Add(-time.Minute), "k")[0]
+		f.settle(f.Claim(retry.KindReplay, "node-1", time.Now(), time.Now().Add(time.Minute)), retry.OutcomeSucceeded, time.Now().Add(-time.Second))
+		if cbs := f.Claim(retry.KindCallback, "node-dead", time.Now(), time.Now().Add(-time.Second)); len(cbs) != 1 {
 			t.Fatalf("claimed %d callbacks", len(cbs))
 		}
 		if n := newSweeper(t, s, []int{2}).Exec(context.Background()); n != 1 {
 			t.Fatalf("took back %d, want the stuck callback", n)
 		}
-		tk := f.task(id)
+		tk := f.Task(id)
 		if tk.State != retry.Succeeded || tk.Attempts != 1 || tk.CallbackState != retry.CallbackWaiting || tk.CallbackAttempts != 1 || tk.ClaimToken != 0 {
 			t.Fatalf("task is %s after %d attempts, callback %s after %d, token %d; want its callback waiting after one timed-out try",
 				tk.State, tk.Attempts, tk.CallbackState, tk.CallbackAttempts, tk.ClaimToken)
 		}
-		atts := f.attempts(id)
+		atts := f.Attempts(id)
 		if len(atts) != 2 || atts[1].Kind != retry.KindCallback || atts[1].Outcome != retry.OutcomeTimedOut || atts[1].NodeID != "node-dead" {
 			t.Fatalf("attempts %+v", atts)
 		}
@@ -102,12 +103,12 @@ func TestSweeperSweepsOnlyItsBuckets(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		f := newFixture(t, s, nil)
-		id := f.add(7, time.Now().Add(-time.Minute), "k")[0]
-		f.claim(retry.KindReplay, "node-dead", time.Now().Add(-time.Second))
+		id := f.AddInBucket(7, time.Now().Add(-time.Minute), "k")[0]
+		f.Claim(retry.KindReplay, "node-dead", time.Now(), time.Now().Add(-time.Second))
 		if n := newSweeper(t, s, []int{6, 8}).Exec(context.Background()); n != 0 {
 			t.Fatalf("took back %d from a bucket it does not hold", n)
 		}
-		if tk := f.task(id); tk.State != retry.Running {
+		if tk := f.Task(id); tk.State != retry.Running {
 			t.Fatalf("task is %s", tk.State)
 		}
 		if n := newSweeper(t, s, nil).Exec(context.Background()); n != 0 {
@@ -124,7 +125,7 @@ func TestSweeperNeverOverwritesAResult(t *testing.T) {
 		f := newFixture(t, s, nil)
 		const n = 60
 		ids := f.addMany(3, n, time.Now().Add(-time.Minute))
-		claims := f.claim(retry.KindReplay, "node-slow", time.Now().Add(-time.Second))
+		claims := f.Claim(retry.KindReplay, "node-slow", time.Now(), time.Now().Add(-time.Second))
 		if len(claims) != n {
 			t.Fatalf("claimed %d", len(claims))
 		}
@@ -154,7 +155,7 @@ func TestSweeperNeverOverwritesAResult(t *testing.T) {
 			t.Fatalf("the sweeper took back %d and %d results applied, want %d in all: each claim settles once", swept, len(applied), n)
 		}
 		for _, id := range ids {
-			tk := f.task(id)
+			tk := f.Task(id)
 			switch {
 			case applied[id] && (tk.State != retry.Succeeded || tk.Attempts != 1):
 				t.Fatalf("task %d: its result applied, then the sweeper overwrote it: %s with %d attempts", id, tk.State, tk.Attempts)
@@ -166,7 +167,7 @@ func TestSweeperNeverOverwritesAResult(t *testing.T) {
 			if applied[id] {
 				want = retry.OutcomeSucceeded
 			}
-			if atts := f.attempts(id); len(atts) != 1 || atts[0].Outcome != want {
+			if atts := f.Attempts(id); len(atts) != 1 || atts[0].Outcome != want {
 				t.Fatalf("task %d: attempts %+v, want the one %s attempt of the settlement that applied", id, atts, want)
 			}
 		}
@@ -184,7 +185,7 @@ func TestSweeperLeavesAClaimExtendedAfterItLapsed(t *testing.T) {
 		f := newFixture(t, s, nil)
 		const n = 60
 		ids := f.addMany(3, n, time.Now().Add(-time.Minute))
-		claims := f.claim(retry.KindReplay, "node-late", time.Now().Add(-time.Second))
+		claims := f.Claim(retry.KindReplay, "node-late", time.Now(), time.Now().Add(-time.Second))
 		if len(claims) != n {
 			t.Fatalf("claimed %d", len(claims))
 		}
@@ -217,8 +218,8 @@ func TestSweeperLeavesAClaimExtendedAfterItLapsed(t *testing.T) {
 		}()
 		wg.Wait()
 		for _, id := range ids {
-			tk := f.task(id)
-			atts := f.attempts(id)
+			tk := f.Task(id)
+			atts := f.Attempts(id)
 			switch {
 			case extended[id] && (tk.State != retry.Succeeded || len(atts) != 1):
 				t.Fatalf("task %d: its claim was extended and its call succeeded, but it is %s with %d attempts recorded %+v",

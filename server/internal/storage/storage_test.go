@@ -14,6 +14,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 type fixture struct {
@@ -24,34 +25,14 @@ type fixture struct {
 
 func setup(t *testing.T, s *storage.Store) fixture {
 	t.Helper()
-	ctx := context.Background()
-	ns, err := s.CreateNamespace(ctx, retry.Namespace{Name: "shop", Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := s.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: "orders", Token: "0123456789abcdef0123", Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := s.CreateScene(ctx, retry.DefaultScene(g.ID, "notify"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fixture{s: s, group: g, scene: sc}
+	f := testkit.NewFixture(t, s, "shop", "0123456789abcdef0123", nil)
+	return fixture{s: s, group: f.Group, scene: f.Scene}
 }
 
 func (f fixture) task(key string, nextAt time.Time) storage.NewTask {
 	return storage.NewTask{GroupID: f.group.ID, SceneID: f.scene.ID, Bucket: retry.BucketOf(key, storagetest.Buckets),
 		Key: key, Args: []byte(`{"k":"` + key + `"}`), Error: "first failure", LocalAttempts: 3,
 		State: retry.Waiting, NextAt: nextAt}
-}
-
-func allBuckets() []int {
-	b := make([]int, storagetest.Buckets)
-	for i := range b {
-		b[i] = i
-	}
-	return b
 }
 
 func TestCatalog(t *testing.T) {
@@ -240,7 +221,7 @@ func TestClaimTakesWhatIsDueOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		deadline := now.Add(time.Minute)
-		p := storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now, PerBucket: 100,
+		p := storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now, PerBucket: 100,
 			Token: 42, Node: "n1", Deadline: deadline}
 		claims, err := s.Claim(ctx, p)
 		if err != nil {
@@ -379,7 +360,7 @@ func TestSettleIsConditionalOnTheClaim(t *testing.T) {
 		if _, err := s.Ingest(ctx, []storage.NewTask{f.task("ok", now), f.task("fail", now), f.task("stale", now)}); err != nil {
 			t.Fatal(err)
 		}
-		claims, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now,
+		claims, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now,
 			PerBucket: 10, Token: 1, Node: "n", Deadline: now.Add(time.Minute)})
 		if err != nil || len(claims) != 3 {
 			t.Fatalf("claim: %d %v", len(claims), err)
@@ -433,7 +414,7 @@ func TestSettleIsConditionalOnTheClaim(t *testing.T) {
 		}
 
 		// The callback is claimed and settled on its own index.
-		cbs, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindCallback, Buckets: allBuckets(), DueBy: time.Now(),
+		cbs, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindCallback, Buckets: testkit.AllBuckets(), DueBy: time.Now(),
 			PerBucket: 10, Token: 2, Node: "n", Deadline: now.Add(time.Minute)})
 		if err != nil || len(cbs) != 1 || cbs[0].TaskID != ok.ID || cbs[0].State != retry.Succeeded {
 			t.Fatalf("callback claim: %+v %v", cbs, err)
@@ -457,12 +438,12 @@ func TestStuckAndExtend(t *testing.T) {
 		if _, err := s.Ingest(ctx, []storage.NewTask{f.task("x", now), f.task("y", now)}); err != nil {
 			t.Fatal(err)
 		}
-		claims, _ := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now,
+		claims, _ := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now,
 			PerBucket: 10, Token: 5, Node: "dead", Deadline: now.Add(time.Second)})
 		if len(claims) != 2 {
 			t.Fatalf("claimed %d", len(claims))
 		}
-		stuck, err := s.Stuck(ctx, retry.KindReplay, allBuckets(), now, 10)
+		stuck, err := s.Stuck(ctx, retry.KindReplay, testkit.AllBuckets(), now, 10)
 		if err != nil || len(stuck) != 0 {
 			t.Fatalf("stuck before the deadline: %d %v", len(stuck), err)
 		}
@@ -470,7 +451,7 @@ func TestStuckAndExtend(t *testing.T) {
 		if err != nil || !okExt {
 			t.Fatalf("extend: %v %v", okExt, err)
 		}
-		stuck, err = s.Stuck(ctx, retry.KindReplay, allBuckets(), now.Add(2*time.Second), 10)
+		stuck, err = s.Stuck(ctx, retry.KindReplay, testkit.AllBuckets(), now.Add(2*time.Second), 10)
 		if err != nil || len(stuck) != 1 || stuck[0].TaskID != claims[1].TaskID || stuck[0].Token != 5 {
 			t.Fatalf("stuck after the deadline: %+v %v", stuck, err)
 		}
@@ -525,7 +506,7 @@ func TestActions(t *testing.T) {
 		if tk, _ := s.Task(ctx, p); tk.State != retry.Paused {
 			t.Fatalf("paused: %s", tk.State)
 		}
-		claims, _ := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now.Add(2 * time.Hour),
+		claims, _ := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now.Add(2 * time.Hour),
 			PerBucket: 10, Token: 3, Node: "n", Deadline: now.Add(time.Minute)})
 		for _, c := range claims {
 			if c.TaskID == p {
@@ -630,7 +611,7 @@ func (f fixture) exhausted(t *testing.T, prefix string, n int) []int64 {
 	if _, err := f.s.Ingest(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	claims, err := f.s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: allBuckets(), DueBy: now,
+	claims, err := f.s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now,
 		PerBucket: n, Token: 42, Node: "n", Deadline: now.Add(time.Minute)})
 	if err != nil || len(claims) != n {
 		t.Fatalf("claimed %d of %d: %v", len(claims), n, err)
