@@ -360,8 +360,9 @@ func (d *Dispatcher) run(c *retry.Claim) {
 		d.settler.Add(retry.Release(c, now.Add(d.p.BusyDelay)))
 		return
 	}
-	if !group.Enabled {
-		// A disabled group's clients are refused; its tasks wait, as a paused scene's do.
+	if !group.Active() {
+		// A disabled group's (or namespace's) clients are refused; its tasks wait, as a paused
+		// scene's do.
 		d.settler.Add(retry.Release(c, now.Add(d.p.PausedDelay)))
 		return
 	}

@@ -272,6 +272,27 @@ func TestDispatcherGivesBackTasksOfAPausedScene(t *testing.T) {
 	})
 }
 
+func TestDispatcherGivesBackTasksOfADisabledNamespace(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		r := newRig(t, s, nil, nil)
+		ns, err := s.NamespaceByName(context.Background(), r.Group.Namespace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Enabled = false
+		if err := s.UpdateNamespace(context.Background(), ns); err != nil {
+			t.Fatal(err)
+		}
+		ex := newExecutor(t, testkit.Succeed)
+		r.register("i1", ex.URL(), 0)
+		r.released(r.run("k")[0], pausedDelay, "disabled namespace")
+		if n := len(ex.received()); n != 0 {
+			t.Fatalf("a task of a disabled namespace was sent to the instance (%d calls)", n)
+		}
+	})
+}
+
 func TestDispatcherRunsCallbacksWithTheOutcome(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {

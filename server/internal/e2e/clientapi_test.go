@@ -130,8 +130,29 @@ func TestBadInputIsRefusedAndStoresNothing(t *testing.T) {
 		}
 		node.Catalog.Invalidate()
 		status, body = w.call(http.MethodPost, protocol.PathReports, protocol.ReportRequest{Items: []protocol.ReportItem{item("notify", "z")}})
-		if status != http.StatusForbidden {
+		if status != http.StatusForbidden || !strings.Contains(string(body), "group_disabled") {
 			t.Fatalf("disabled group: %d %s", status, body)
+		}
+		// So is every group of a disabled namespace, though the group itself is enabled.
+		g.Enabled = true
+		if err := node.Store.UpdateGroup(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+		ns, err := node.Store.NamespaceByName(context.Background(), g.Namespace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Enabled = false
+		if err := node.Store.UpdateNamespace(context.Background(), ns); err != nil {
+			t.Fatal(err)
+		}
+		node.Catalog.Invalidate()
+		status, body = w.call(http.MethodPost, protocol.PathReports, protocol.ReportRequest{Items: []protocol.ReportItem{item("notify", "z")}})
+		if status != http.StatusForbidden || !strings.Contains(string(body), "namespace_disabled") {
+			t.Fatalf("disabled namespace: %d %s", status, body)
+		}
+		if n := w.countTasks(); n != 1 {
+			t.Fatalf("%d tasks stored after the refusals, want 1", n)
 		}
 	})
 }

@@ -133,11 +133,17 @@ type Group struct {
 	Description string
 	Token       string
 	Enabled     bool
+	// NamespaceEnabled is whether the group's namespace is enabled.
+	NamespaceEnabled bool
 	// AutoCreateScenes lets reports for unknown scenes create them with the default policy.
 	AutoCreateScenes bool
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
 }
+
+// Active reports whether the group and its namespace are both enabled: only then are its clients
+// served and its tasks dispatched.
+func (g Group) Active() bool { return g.Enabled && g.NamespaceEnabled }
 
 // Task is one failed call kept for remote retry.
 type Task struct {

@@ -67,10 +67,39 @@ func (s *Store) ListNamespaces(ctx context.Context) ([]retry.Namespace, error) {
 	return out, nil
 }
 
-func (r *groupRow) domain(namespace string) retry.Group {
+// UpdateNamespace changes a namespace's description and enabled flag. A disabled namespace's
+// groups are refused as disabled groups are: their clients get 403 and their tasks wait.
+func (s *Store) UpdateNamespace(ctx context.Context, ns retry.Namespace) error {
+	res := s.db.WithContext(ctx).Model(&namespaceRow{}).Where("id = ?", ns.ID).Updates(map[string]any{
+		"description": ns.Description, "enabled": ns.Enabled, "updated_at": T(time.Now()),
+	})
+	if res.Error != nil {
+		return fmt.Errorf("update namespace %d: %w", ns.ID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("namespace %d: %w", ns.ID, ErrNotFound)
+	}
+	return nil
+}
+
+func (r *groupRow) domain(namespace string, namespaceEnabled bool) retry.Group {
 	return retry.Group{ID: r.ID, NamespaceID: r.NamespaceID, Namespace: namespace, Name: r.Name,
-		Description: r.Description, Token: r.Token, Enabled: r.Enabled, AutoCreateScenes: r.AutoCreateScenes,
-		CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
+		Description: r.Description, Token: r.Token, Enabled: r.Enabled, NamespaceEnabled: namespaceEnabled,
+		AutoCreateScenes: r.AutoCreateScenes, CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
+}
+
+// groupJoined is a group row read with its namespace's name and state.
+type groupJoined struct {
+	// Row is exported (an embedded unexported struct is invisible to gorm).
+	Row              groupRow `gorm:"embedded"`
+	NamespaceName    string
+	NamespaceEnabled bool
+}
+
+func (s *Store) groupsJoined(ctx context.Context) *gorm.DB {
+	return s.db.WithContext(ctx).Table("rh_group g").
+		Select("g.*, n.name AS namespace_name, n.enabled AS namespace_enabled").
+		Joins("JOIN rh_namespace n ON n.id = g.namespace_id")
 }
 
 // CreateGroup stores a new group in its namespace. The token must be set.
@@ -94,49 +123,38 @@ func (s *Store) CreateGroup(ctx context.Context, g retry.Group) (retry.Group, er
 		}
 		return g, fmt.Errorf("create group %q: %w", g.Name, err)
 	}
-	return row.domain(ns.Name), nil
+	return row.domain(ns.Name, ns.Enabled), nil
 }
 
 // GroupByName finds a group by its namespace's name and its own.
 func (s *Store) GroupByName(ctx context.Context, namespace, name string) (retry.Group, error) {
-	var row groupRow
-	err := s.db.WithContext(ctx).Table("rh_group g").Select("g.*").
-		Joins("JOIN rh_namespace n ON n.id = g.namespace_id").
-		Where("n.name = ? AND g.name = ?", namespace, name).Take(&row).Error
+	var row groupJoined
+	err := s.groupsJoined(ctx).Where("n.name = ? AND g.name = ?", namespace, name).Take(&row).Error
 	if err != nil {
 		return retry.Group{}, notFound(err, fmt.Sprintf("group %s/%s", namespace, name))
 	}
-	return row.domain(namespace), nil
+	return row.Row.domain(row.NamespaceName, row.NamespaceEnabled), nil
 }
 
 // Group finds a group by id.
 func (s *Store) Group(ctx context.Context, id int64) (retry.Group, error) {
-	var row groupRow
-	if err := s.db.WithContext(ctx).Take(&row, id).Error; err != nil {
+	var row groupJoined
+	if err := s.groupsJoined(ctx).Where("g.id = ?", id).Take(&row).Error; err != nil {
 		return retry.Group{}, notFound(err, fmt.Sprintf("group %d", id))
 	}
-	var ns namespaceRow
-	if err := s.db.WithContext(ctx).Take(&ns, row.NamespaceID).Error; err != nil {
-		return retry.Group{}, notFound(err, fmt.Sprintf("namespace %d", row.NamespaceID))
-	}
-	return row.domain(ns.Name), nil
+	return row.Row.domain(row.NamespaceName, row.NamespaceEnabled), nil
 }
 
 // ListGroups returns the groups of every namespace.
 func (s *Store) ListGroups(ctx context.Context) ([]retry.Group, error) {
-	type joined struct {
-		groupRow
-		NamespaceName string
-	}
-	var rows []joined
-	err := s.db.WithContext(ctx).Table("rh_group g").Select("g.*, n.name AS namespace_name").
-		Joins("JOIN rh_namespace n ON n.id = g.namespace_id").Order("n.name, g.name").Scan(&rows).Error
+	var rows []groupJoined
+	err := s.groupsJoined(ctx).Order("n.name, g.name").Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("list groups: %w", err)
 	}
 	out := make([]retry.Group, len(rows))
 	for i := range rows {
-		out[i] = rows[i].groupRow.domain(rows[i].NamespaceName)
+		out[i] = rows[i].Row.domain(rows[i].NamespaceName, rows[i].NamespaceEnabled)
 	}
 	return out, nil
 }

@@ -52,6 +52,41 @@ func TestCatalog(t *testing.T) {
 		if _, err := s.GroupByName(ctx, "shop", "nope"); !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("unknown group: %v", err)
 		}
+		// Every way of reading a group gives all of it, with its namespace's state: a disabled
+		// namespace makes its enabled groups inactive.
+		ns, err := s.NamespaceByName(ctx, "shop")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Enabled = false
+		if err := s.UpdateNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		byName, err1 := s.GroupByName(ctx, "shop", "orders")
+		byID, err2 := s.Group(ctx, g.ID)
+		all, err3 := s.ListGroups(ctx)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != 1 {
+			t.Fatalf("listed %d groups, want 1", len(all))
+		}
+		for _, got := range []retry.Group{byName, byID, all[0]} {
+			if got.ID != g.ID || got.Name != "orders" || got.Namespace != "shop" || got.Token != f.group.Token ||
+				!got.Enabled || got.NamespaceEnabled || got.Active() || got.CreatedAt.IsZero() {
+				t.Fatalf("group read as %+v; want it whole, enabled, in a disabled namespace", got)
+			}
+		}
+		if err := s.UpdateNamespace(ctx, retry.Namespace{ID: 9999}); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("updating an unknown namespace: %v", err)
+		}
+		ns.Enabled = true
+		if err := s.UpdateNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		if g, err = s.Group(ctx, g.ID); err != nil || !g.Active() {
+			t.Fatalf("group after the namespace is enabled again: %+v %v", g, err)
+		}
 		if _, err := s.CreateScene(ctx, retry.DefaultScene(g.ID, "notify")); !errors.Is(err, storage.ErrConflict) {
 			t.Errorf("duplicate scene: %v", err)
 		}

@@ -114,6 +114,10 @@ func (a *API) authenticate(c *gin.Context) {
 		httpx.Error(c, http.StatusUnauthorized, code, "signature check failed: "+err.Error())
 		return
 	}
+	if !group.NamespaceEnabled {
+		httpx.Error(c, http.StatusForbidden, "namespace_disabled", fmt.Sprintf("namespace %s is disabled", ns))
+		return
+	}
 	if !group.Enabled {
 		httpx.Error(c, http.StatusForbidden, "group_disabled", fmt.Sprintf("group %s/%s is disabled", ns, name))
 		return
