@@ -74,11 +74,13 @@ CREATE TABLE rh_scene (
 -- unique key allows one active task per key and scene, and any number of ended ones.
 -- claim_token is 0 unless a node holds a claim on the task (its replay or its callback).
 -- Indexes, by the query they serve:
---   idx_task_due     claiming due replays, reading a claim back, finding stuck replays
---   idx_task_cb_due  the same for callbacks
---   uk_task_active   merging a repeated key into the active task
---   idx_task_scene   listing and bulk actions by scene and state, paged by id
---   idx_task_ended   retention of ended tasks
+--   idx_task_due       claiming due replays, reading a claim back, finding stuck replays
+--   idx_task_cb_next   the same for callbacks (a callback's read-back scans the few running)
+--   uk_task_active     merging a repeated key into the active task
+--   idx_task_scene     listing and bulk actions by scene and state, paged by id
+--   idx_task_ended_at  retention of ended tasks (NULL while a task is active)
+-- A replay changes state, claim_token and next_at twice (claim, then settle); every index that
+-- holds one of them is rewritten each time, so no index holds them that need not.
 CREATE TABLE rh_task (
   id             BIGINT       NOT NULL AUTO_INCREMENT,
   group_id       BIGINT       NOT NULL,
@@ -109,8 +111,8 @@ CREATE TABLE rh_task (
   UNIQUE KEY uk_task_active (scene_id, active_key),
   KEY idx_task_scene (scene_id, state, id),
   KEY idx_task_due (bucket, state, claim_token, next_at),
-  KEY idx_task_cb_due (bucket, cb_state, claim_token, cb_next_at),
-  KEY idx_task_ended (state, ended_at)
+  KEY idx_task_cb_next (bucket, cb_state, cb_next_at),
+  KEY idx_task_ended_at (ended_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Every replay and callback call made for a task.

@@ -137,36 +137,39 @@ func (sceneRow) TableName() string { return "rh_scene" }
 
 // taskRow is a retry task. Its indexes serve, in order: claiming due replays, reading back a
 // claim, and sweeping stuck ones (bucket, state, claim_token, next_at), where claim_token is 0
-// unless the task is running; the same for callbacks (bucket, cb_state, claim_token,
-// cb_next_at); one active task per key and merging (scene_id, active_key), where active_key
-// holds the key only while the task is active; listing a scene's tasks by state (scene_id,
-// state, id); retention (state, ended_at).
+// unless the task is running; claiming due callbacks (bucket, cb_state, cb_next_at), whose
+// read-back scans the few running callbacks of the node's buckets; one active task per key and
+// merging (scene_id, active_key), where active_key holds the key only while the task is active;
+// listing a scene's tasks by state (scene_id, state, id); retention (ended_at), NULL while the
+// task is active. Every index is rewritten when a column of it changes, and a replay changes
+// state, claim_token and next_at twice (claim, settle): no other index holds those columns, so
+// claims and settlements cost the fewest index writes.
 type taskRow struct {
 	ID            int64   `gorm:"primaryKey;autoIncrement;index:idx_task_scene,priority:3"`
 	GroupID       int64   `gorm:"not null"`
 	SceneID       int64   `gorm:"not null;uniqueIndex:uk_task_active,priority:1;index:idx_task_scene,priority:1"`
-	Bucket        int     `gorm:"size:32;not null;index:idx_task_due,priority:1;index:idx_task_cb_due,priority:1"`
+	Bucket        int     `gorm:"size:32;not null;index:idx_task_due,priority:1;index:idx_task_cb_next,priority:1"`
 	IdemKey       string  `gorm:"type:varchar(191);not null"`
 	ActiveKey     *string `gorm:"type:varchar(191);uniqueIndex:uk_task_active,priority:2"`
 	Args          string  `gorm:"type:mediumtext;not null"`
-	State         int8    `gorm:"type:tinyint;not null;index:idx_task_due,priority:2;index:idx_task_scene,priority:2;index:idx_task_ended,priority:1"`
+	State         int8    `gorm:"type:tinyint;not null;index:idx_task_due,priority:2;index:idx_task_scene,priority:2"`
 	Attempts      int     `gorm:"size:32;not null;default:0"`
 	LocalAttempts int     `gorm:"size:32;not null;default:0"`
 	Merges        int     `gorm:"size:32;not null;default:0"`
 	NextAt        Time    `gorm:"not null;index:idx_task_due,priority:4"`
 	DeadlineAt    *Time
-	ClaimToken    int64 `gorm:"not null;default:0;index:idx_task_due,priority:3;index:idx_task_cb_due,priority:3"`
+	ClaimToken    int64 `gorm:"not null;default:0;index:idx_task_due,priority:3"`
 	RunDeadline   *Time
 	ClaimedBy     string `gorm:"type:varchar(64);not null;default:''"`
 	LastError     string `gorm:"type:text;not null"`
-	CbState       int8   `gorm:"type:tinyint;not null;default:0;index:idx_task_cb_due,priority:2"`
+	CbState       int8   `gorm:"type:tinyint;not null;default:0;index:idx_task_cb_next,priority:2"`
 	CbAttempts    int    `gorm:"size:32;not null;default:0"`
-	CbNextAt      *Time  `gorm:"index:idx_task_cb_due,priority:4"`
+	CbNextAt      *Time  `gorm:"index:idx_task_cb_next,priority:3"`
 	CbError       string `gorm:"type:text;not null"`
 	ReportID      int64  `gorm:"not null;default:0"`
 	CreatedAt     Time   `gorm:"not null"`
 	UpdatedAt     Time   `gorm:"not null"`
-	EndedAt       *Time  `gorm:"index:idx_task_ended,priority:2"`
+	EndedAt       *Time  `gorm:"index:idx_task_ended_at"`
 }
 
 func (taskRow) TableName() string { return "rh_task" }
@@ -216,6 +219,20 @@ type leaseRow struct {
 }
 
 func (leaseRow) TableName() string { return "rh_bucket_lease" }
+
+// obsoleteIndex is an index an earlier version made; migration drops it where it finds it.
+type obsoleteIndex struct {
+	model any
+	name  string
+}
+
+// obsoleteIndexes lists the indexes earlier versions made that this one does not.
+func obsoleteIndexes() []obsoleteIndex {
+	return []obsoleteIndex{
+		{&taskRow{}, "idx_task_cb_due"}, // was (bucket, cb_state, claim_token, cb_next_at)
+		{&taskRow{}, "idx_task_ended"},  // was (state, ended_at)
+	}
+}
 
 // allModels are migrated in this order.
 var allModels = []any{&metaRow{}, &namespaceRow{}, &groupRow{}, &sceneRow{}, &taskRow{},

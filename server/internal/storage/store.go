@@ -166,6 +166,15 @@ func (s *Store) Migrate(ctx context.Context, buckets int) error {
 	if err := db.AutoMigrate(allModels...); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
 	}
+	for _, ix := range obsoleteIndexes() {
+		if !db.Migrator().HasIndex(ix.model, ix.name) {
+			continue
+		}
+		if err := db.Migrator().DropIndex(ix.model, ix.name); err != nil {
+			return fmt.Errorf("migrate schema: drop the index %s an earlier version made: %w", ix.name, err)
+		}
+		s.log.Info("migrate: dropped an index an earlier version made", "index", ix.name)
+	}
 	if err := s.checkBuckets(ctx, buckets); err != nil {
 		return err
 	}
