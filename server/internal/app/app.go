@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		Lookahead: s.Lookahead, ClaimTimeout: s.ClaimTimeout + d.DefaultTimeout + dispatch.Grace},
 		a.Leaser.Held, a.Dispatcher, log)
 	a.Dispatcher.OnRoom = a.Claimer.Wake
-	a.Sweeper = scheduler.NewSweeper(store, a.Catalog, a.Leaser.Held, nodeID, s.SweepInterval, log)
+	a.Sweeper = scheduler.NewSweeper(store, a.Catalog, a.Leaser.Held, nodeID, s.SweepInterval, d.InstanceTTL, log)
 	a.Janitor = scheduler.NewJanitor(store, cfg.Retention, 24*time.Hour, log)
 	a.Ops = ops.New(store, log)
 	a.ClientAPI = clientapi.New(clientapi.Params{MaxBodyBytes: cfg.ClientAPI.MaxBodyBytes,

@@ -79,7 +79,8 @@ type Scheduler struct {
 	NodeTTL time.Duration `yaml:"node_ttl"`
 	// LeaseDuration is how long a bucket lease lasts without renewal.
 	LeaseDuration time.Duration `yaml:"lease_duration"`
-	// SweepInterval is how often the sweeper looks for running tasks past their deadline.
+	// SweepInterval is how often the sweeper looks for running tasks past their deadline, and
+	// (on the node holding bucket 0) for held tasks to make waiting again.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
 
@@ -95,11 +96,13 @@ type Dispatch struct {
 	InstanceTTL time.Duration `yaml:"instance_ttl"`
 	// InstanceHeartbeat is the heartbeat interval the server asks of clients.
 	InstanceHeartbeat time.Duration `yaml:"instance_heartbeat"`
-	// NoInstanceDelay is how long a task waits again when its group has no live instance.
+	// NoInstanceDelay is how long a task waits again when no instance of its group can be
+	// reached (with no live instance at all, it is held instead).
 	NoInstanceDelay time.Duration `yaml:"no_instance_delay"`
 	// BusyDelay is how long a task waits again when every instance answered "busy".
 	BusyDelay time.Duration `yaml:"busy_delay"`
-	// PausedDelay is how long a task of a paused scene waits before the scene is checked again.
+	// PausedDelay is how long a callback of a paused scene waits before the scene is checked
+	// again (its replays are held instead).
 	PausedDelay time.Duration `yaml:"paused_delay"`
 	// SettleBatch and SettleInterval bound how many results are written per statement and how
 	// long a result waits to be written.

@@ -294,6 +294,17 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 	<-d.keeperDone
 }
 
+// hold gives back a claim whose scene is paused or whose group or namespace is disabled: a
+// replay is held until they are enabled again (and the group has a live instance); a callback (few, since a paused scene's tasks
+// do not end) is released to be looked at again after PausedDelay.
+func (d *Dispatcher) hold(c *retry.Claim, now time.Time) {
+	if c.Kind == retry.KindCallback {
+		d.settler.Add(retry.Release(c, now.Add(d.p.PausedDelay)))
+		return
+	}
+	d.settler.Add(retry.Hold(c))
+}
+
 // giveBack releases a claim that was not started; it keeps its due time.
 func (d *Dispatcher) giveBack(c *retry.Claim) {
 	d.mu.Lock()
@@ -333,7 +344,7 @@ func (d *Dispatcher) run(c *retry.Claim) {
 		return
 	}
 	if !sc.Enabled {
-		d.settler.Add(retry.Release(c, now.Add(d.p.PausedDelay)))
+		d.hold(c, now)
 		return
 	}
 	if r := d.reserve(sc, granted); r != nil {
@@ -361,9 +372,9 @@ func (d *Dispatcher) run(c *retry.Claim) {
 		return
 	}
 	if !group.Active() {
-		// A disabled group's (or namespace's) clients are refused; its tasks wait, as a paused
-		// scene's do.
-		d.settler.Add(retry.Release(c, now.Add(d.p.PausedDelay)))
+		// A disabled group's (or namespace's) clients are refused; its tasks are held, as a
+		// paused scene's are.
+		d.hold(c, now)
 		return
 	}
 	timeout := sc.Timeout
@@ -389,7 +400,13 @@ func (d *Dispatcher) run(c *retry.Claim) {
 	for {
 		lease, err := d.registry.Pick(c.GroupID, sc.Routing, c.IdempotencyKey, tried)
 		if errors.Is(err, ErrNoInstance) && !sawBusy {
-			d.settler.Add(retry.Release(c, now.Add(d.p.NoInstanceDelay)))
+			if c.Kind == retry.KindReplay && d.registry.Live(c.GroupID) == 0 {
+				// The group has no instance at all: hold the task until one registers, so a
+				// service that is down does not have its backlog claimed over and over.
+				d.settler.Add(retry.Hold(c))
+			} else {
+				d.settler.Add(retry.Release(c, now.Add(d.p.NoInstanceDelay)))
+			}
 			return
 		}
 		if err != nil {

@@ -101,6 +101,21 @@ func (r *rig) released(id int64, delay time.Duration, why string) {
 	}
 }
 
+// held checks that a task run by run was given back as held, without an attempt and keeping
+// its due time (when run added it).
+func (r *rig) held(id int64, why string) {
+	r.T.Helper()
+	tk := r.Task(id)
+	atts := r.Attempts(id)
+	if tk.State != retry.Held || tk.Attempts != 0 || len(atts) != 0 || tk.ClaimToken != 0 {
+		r.T.Fatalf("%s: task %d is %s with %d attempts (%d recorded), claim token %d; want held with none",
+			why, id, tk.State, tk.Attempts, len(atts), tk.ClaimToken)
+	}
+	if tk.NextAt.After(time.Now()) || time.Since(tk.NextAt) > time.Minute {
+		r.T.Fatalf("%s: held task %d is due %s, want the due time it had kept", why, id, tk.NextAt)
+	}
+}
+
 func TestDispatcherSettlesWhatTheInstanceAnswers(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
@@ -231,12 +246,13 @@ func TestDispatcherSkipsAnUnreachableInstance(t *testing.T) {
 			t.Fatalf("pick with only the unreachable instance left: %v, want ErrNoInstance", err)
 		}
 
-		// With no instance reachable, or none at all, the task waits without using an attempt.
+		// With no instance reachable the task waits, without using an attempt, to be tried again
+		// after a while; with none at all it is held (until one registers).
 		r2 := newRig(t, s, nil, nil)
 		r2.register("gone", closedURL(t), 0)
 		r2.released(r2.run("k2")[0], noInstanceDelay, "the only instance unreachable")
 		r3 := newRig(t, s, nil, nil)
-		r3.released(r3.run("k3")[0], noInstanceDelay, "no instance")
+		r3.held(r3.run("k3")[0], "no instance")
 	})
 }
 
@@ -265,7 +281,7 @@ func TestDispatcherGivesBackTasksOfAPausedScene(t *testing.T) {
 		r := newRig(t, s, func(sc *retry.Scene) { sc.Enabled = false }, nil)
 		ex := newExecutor(t, testkit.Succeed)
 		r.register("i1", ex.URL(), 0)
-		r.released(r.run("k")[0], pausedDelay, "paused scene")
+		r.held(r.run("k")[0], "paused scene")
 		if n := len(ex.received()); n != 0 {
 			t.Fatalf("a task of a paused scene was sent to the instance (%d calls)", n)
 		}
@@ -286,7 +302,7 @@ func TestDispatcherGivesBackTasksOfADisabledNamespace(t *testing.T) {
 		}
 		ex := newExecutor(t, testkit.Succeed)
 		r.register("i1", ex.URL(), 0)
-		r.released(r.run("k")[0], pausedDelay, "disabled namespace")
+		r.held(r.run("k")[0], "disabled namespace")
 		if n := len(ex.received()); n != 0 {
 			t.Fatalf("a task of a disabled namespace was sent to the instance (%d calls)", n)
 		}

@@ -201,11 +201,12 @@ func TestNoInstanceWaitsThenRunsWhenOneRegisters(t *testing.T) {
 		node := startNode(t, testConfig(target), "n1")
 		w := newWorld(t, node, 2, nil)
 		id := w.report(item("notify", "patient"))[0].TaskID
-		// Several rounds of claims pass with no instance: the task must neither fail nor use
-		// up its attempts.
-		time.Sleep(2500 * time.Millisecond)
+		// With no instance it is held (claimed once, not over and over): it neither fails nor
+		// uses up its attempts.
+		w.waitTask(id, 10*time.Second, "held", func(tk retry.Task) bool { return tk.State == retry.Held })
+		time.Sleep(time.Second)
 		tk := w.task(id)
-		if !tk.State.Active() || tk.State == retry.Paused || tk.Attempts != 0 || len(w.attempts(id)) != 0 {
+		if tk.State != retry.Held || tk.Attempts != 0 || len(w.attempts(id)) != 0 {
 			t.Fatalf("without an instance the task is %s with %d attempts", tk.State, tk.Attempts)
 		}
 		in := testkit.NewInstance(t, testToken, testkit.Succeed)
@@ -259,9 +260,10 @@ func TestPausedSceneHoldsItsTasks(t *testing.T) {
 		in := testkit.NewInstance(t, testToken, testkit.Succeed)
 		w.register("i1", in.URL(), 2)
 		id := w.report(item("notify", "held"))[0].TaskID
-		time.Sleep(2 * time.Second)
-		// Claims come and go (each is given back at once), but nothing runs.
-		if tk := w.task(id); tk.State.Ended() || tk.Attempts != 0 || len(in.CallsOf(protocol.KindReplay)) != 0 || len(w.attempts(id)) != 0 {
+		// Claimed once, it is held: not claimed again while the scene is paused, and not run.
+		w.waitTask(id, 10*time.Second, "held", func(tk retry.Task) bool { return tk.State == retry.Held })
+		time.Sleep(time.Second)
+		if tk := w.task(id); tk.State != retry.Held || tk.Attempts != 0 || len(in.CallsOf(protocol.KindReplay)) != 0 || len(w.attempts(id)) != 0 {
 			t.Fatalf("a paused scene's task ran: %+v", tk)
 		}
 		sc := w.scene

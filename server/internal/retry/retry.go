@@ -32,11 +32,15 @@ const (
 	Paused State = 5
 	// Cancelled tasks were stopped by an operator (or discarded from the dead letters).
 	Cancelled State = 6
+	// Held tasks fell due while their scene was paused, or their group or namespace disabled.
+	// They are not claimed again (a paused backlog costs the scheduler nothing) until all three
+	// are enabled, when the sweeper makes them waiting again, due at once.
+	Held State = 7
 )
 
 var stateNames = map[State]string{
 	Waiting: "waiting", Running: "running", Succeeded: "succeeded",
-	Exhausted: "exhausted", Paused: "paused", Cancelled: "cancelled",
+	Exhausted: "exhausted", Paused: "paused", Cancelled: "cancelled", Held: "held",
 }
 
 // String returns the state's lower-case name.
@@ -54,12 +58,12 @@ func ParseState(name string) (State, error) {
 			return s, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown task state %q (want waiting, running, succeeded, exhausted, paused or cancelled)", name)
+	return 0, fmt.Errorf("unknown task state %q (want waiting, held, running, succeeded, exhausted, paused or cancelled)", name)
 }
 
 // Active reports whether the task still counts for its idempotency key: a repeated key merges
 // into an active task, and starts a new task once the old one has ended.
-func (s State) Active() bool { return s == Waiting || s == Running || s == Paused }
+func (s State) Active() bool { return s == Waiting || s == Held || s == Running || s == Paused }
 
 // Ended reports whether the task has reached a final state.
 func (s State) Ended() bool { return s == Succeeded || s == Exhausted || s == Cancelled }

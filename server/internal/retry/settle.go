@@ -168,8 +168,8 @@ func SettleCallback(c *Claim, sc *Scene, p Policies, res Result, att *Attempt, n
 }
 
 // Release gives a claim back without counting an attempt: the task (or its callback) waits
-// again until next. Dispatch releases on back-pressure, when no client instance is live, when
-// the scene is paused, and on shutdown.
+// again until next. Dispatch releases on back-pressure, when no client instance is live, on
+// shutdown, and (a callback) when the scene is paused.
 func Release(c *Claim, next time.Time) Settlement {
 	next = Truncate(next)
 	if c.Kind == KindCallback {
@@ -179,4 +179,12 @@ func Release(c *Claim, next time.Time) Settlement {
 	}
 	return Settlement{Kind: KindReplay, TaskID: c.TaskID, Token: c.Token, State: Waiting,
 		Attempts: c.Attempts, NextAt: next, LastError: c.LastError}
+}
+
+// Hold gives a replay claim back as Held, without counting an attempt and keeping its due time:
+// its scene is paused, or its group or namespace disabled. It is not claimed again until the
+// sweeper finds all three enabled.
+func Hold(c *Claim) Settlement {
+	return Settlement{Kind: KindReplay, TaskID: c.TaskID, Token: c.Token, State: Held,
+		Attempts: c.Attempts, NextAt: Truncate(c.DueAt), LastError: c.LastError}
 }

@@ -209,3 +209,28 @@ func TestReplaysWalkTheLadderFromItsSecondStep(t *testing.T) {
 		}
 	}
 }
+
+func TestStateNames(t *testing.T) {
+	for _, st := range []State{Waiting, Held, Running, Succeeded, Exhausted, Paused, Cancelled} {
+		got, err := ParseState(st.String())
+		if err != nil || got != st {
+			t.Errorf("%s does not read back: %v %v", st, got, err)
+		}
+	}
+	if !Held.Active() || Held.Ended() {
+		t.Error("a held task must count as active (its key merges into it) and not ended")
+	}
+	if _, err := ParseState("sleeping"); err == nil || !strings.Contains(err.Error(), "held") {
+		t.Errorf("an unknown state name: %v", err)
+	}
+}
+
+func TestHoldKeepsTheDueTimeAndCostsNoAttempt(t *testing.T) {
+	due := time.Now().Add(-time.Minute)
+	c := &Claim{Kind: KindReplay, TaskID: 7, Token: 9, Attempts: 2, DueAt: due, LastError: "partner down"}
+	st := Hold(c)
+	if st.State != Held || st.Attempts != 2 || !st.NextAt.Equal(Truncate(due)) || st.Attempt != nil ||
+		st.LastError != "partner down" || st.Token != 9 {
+		t.Fatalf("hold: %+v", st)
+	}
+}

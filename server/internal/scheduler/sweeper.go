@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/retryhub/retryhub/server/internal/catalog"
@@ -14,23 +15,36 @@ import (
 // Sweeper takes back tasks whose claim outlived its deadline: the node that claimed them, or
 // the client it called, stopped answering. Each counts as a timed-out attempt and is settled
 // like any other, on the condition that the task is still running under the same claim token,
-// so a task that finished meanwhile is never overwritten.
+// so a task that finished meanwhile is never overwritten. The sweeper of the node holding
+// bucket 0 also brings held tasks (of every bucket) back to waiting once their scene, group and
+// namespace are enabled and their group has a live instance.
 type Sweeper struct {
-	store   *storage.Store
-	catalog *catalog.Catalog
-	held    func() []int
-	nodeID  string
-	log     *slog.Logger
-	loop    loop
+	store       *storage.Store
+	catalog     *catalog.Catalog
+	held        func() []int
+	nodeID      string
+	instanceTTL time.Duration
+	log         *slog.Logger
+	loop        loop
 }
 
 // sweepBatch bounds the tasks taken back per pass and kind.
 const sweepBatch = 500
 
-// NewSweeper returns a sweeper of the buckets held returns, passing every interval.
-func NewSweeper(store *storage.Store, cat *catalog.Catalog, held func() []int, nodeID string, interval time.Duration, log *slog.Logger) *Sweeper {
-	s := &Sweeper{store: store, catalog: cat, held: held, nodeID: nodeID, log: log}
-	s.loop = loop{name: "sweeper", interval: interval, exec: func(ctx context.Context) { s.Exec(ctx) }, log: log}
+// unholdBatch and unholdBatches bound the held tasks brought back per statement and per pass.
+const (
+	unholdBatch   = 1000
+	unholdBatches = 50
+)
+
+// NewSweeper returns a sweeper of the buckets held returns, passing every interval. An
+// instance whose heartbeat is older than instanceTTL does not count as live.
+func NewSweeper(store *storage.Store, cat *catalog.Catalog, held func() []int, nodeID string, interval, instanceTTL time.Duration, log *slog.Logger) *Sweeper {
+	s := &Sweeper{store: store, catalog: cat, held: held, nodeID: nodeID, instanceTTL: instanceTTL, log: log}
+	s.loop = loop{name: "sweeper", interval: interval, exec: func(ctx context.Context) {
+		s.Exec(ctx)
+		s.Unhold(ctx)
+	}, log: log}
 	return s
 }
 
@@ -49,6 +63,33 @@ func (s *Sweeper) Exec(ctx context.Context) int {
 			s.log.Warn("sweep stuck tasks", "kind", kind, "err", err)
 		}
 		total += n
+	}
+	return total
+}
+
+// Unhold runs one pass bringing held tasks back, when this node holds bucket 0 (so one node at
+// a time does it), and returns how many it brought back.
+func (s *Sweeper) Unhold(ctx context.Context) int64 {
+	if !slices.Contains(s.held(), 0) {
+		return 0
+	}
+	var total int64
+	for range unholdBatches {
+		n, err := s.store.Unhold(ctx, time.Now().Add(-s.instanceTTL), unholdBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("bring back held tasks", "err", err)
+			}
+			break
+		}
+		total += n
+		if n < unholdBatch {
+			break
+		}
+	}
+	if total > 0 {
+		s.log.Info("brought back held tasks: their scene, group and namespace are enabled and the group has a live instance",
+			"tasks", total)
 	}
 	return total
 }

@@ -18,7 +18,7 @@ import (
 func newSweeper(t *testing.T, s *storage.Store, held []int) *scheduler.Sweeper {
 	t.Helper()
 	return scheduler.NewSweeper(s, catalog.New(s, time.Minute), func() []int { return held }, "node-sweeper",
-		time.Hour, testkit.Logger(t))
+		time.Hour, time.Minute, testkit.Logger(t))
 }
 
 func TestSweeperTakesBackClaimsPastTheirDeadline(t *testing.T) {
@@ -227,6 +227,90 @@ func TestSweeperLeavesAClaimExtendedAfterItLapsed(t *testing.T) {
 			case !extended[id] && (tk.State != retry.Waiting || len(atts) != 1 || atts[0].Outcome != retry.OutcomeTimedOut):
 				t.Fatalf("task %d: taken back, but it is %s with attempts %+v", id, tk.State, atts)
 			}
+		}
+	})
+}
+
+func TestSweeperBringsBackHeldTasks(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := newFixture(t, s, nil)
+		sc := retry.DefaultScene(f.Group.ID, "paused")
+		sc.Enabled = false
+		sc, err := s.CreateScene(ctx, sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paused := &testkit.Fixture{T: t, Store: s, Group: f.Group, Scene: sc}
+		due := time.Now().Add(-time.Minute)
+		active := f.AddInBucket(1, due, "active")[0]
+		other := f.AddInBucket(2, due, "other")[0]
+		ofPaused := paused.AddInBucket(1, due, "of-paused")[0]
+		claims := f.Claim(retry.KindReplay, "node-a", time.Now(), time.Now().Add(time.Minute))
+		holds := make([]retry.Settlement, len(claims))
+		for i := range claims {
+			holds[i] = retry.Hold(&claims[i])
+		}
+		if n, err := s.Settle(ctx, holds); err != nil || n != 3 {
+			t.Fatalf("held %d tasks (%v), want 3", n, err)
+		}
+
+		sw := newSweeper(t, s, []int{0, 1})
+		// No instance with an executor: nothing comes back.
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "reporter", GroupID: f.Group.ID}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if n := sw.Unhold(ctx); n != 0 {
+			t.Fatalf("brought back %d with no instance to run them, want 0", n)
+		}
+		if err := s.UpsertInstance(ctx, retry.Instance{ID: "worker", GroupID: f.Group.ID, ExecutorURL: "http://127.0.0.1:1/x"}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		// A disabled group keeps them held too.
+		g := f.Group
+		g.Enabled = false
+		if err := s.UpdateGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		if n := sw.Unhold(ctx); n != 0 {
+			t.Fatalf("brought back %d of a disabled group, want 0", n)
+		}
+		g.Enabled = true
+		if err := s.UpdateGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		// Only the node holding bucket 0 brings tasks back.
+		if n := newSweeper(t, s, []int{1, 2}).Unhold(ctx); n != 0 {
+			t.Fatalf("a node without bucket 0 brought back %d, want 0", n)
+		}
+		// The enabled scene's tasks, of every bucket, come back due as they were; the paused
+		// scene's stays held.
+		if n := sw.Unhold(ctx); n != 2 {
+			t.Fatalf("brought back %d, want 2", n)
+		}
+		for _, id := range []int64{active, other} {
+			if tk := f.Task(id); tk.State != retry.Waiting || !tk.NextAt.Equal(retry.Truncate(due)) || tk.Attempts != 0 {
+				t.Fatalf("a task brought back is %s, due %s, %d attempts; want waiting, due %s, none", tk.State, tk.NextAt, tk.Attempts, due)
+			}
+		}
+		if tk := f.Task(ofPaused); tk.State != retry.Held {
+			t.Fatalf("the paused scene's task is %s, want still held", tk.State)
+		}
+		// A held task an operator pauses is left alone when its scene resumes.
+		if res, err := s.Apply(ctx, storage.Pause, []int64{ofPaused}, time.Time{}); err != nil || res.Changed != 1 {
+			t.Fatalf("pausing a held task: %+v %v", res, err)
+		}
+		sc.Enabled = true
+		if _, err := s.UpdateScene(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+		if n := sw.Unhold(ctx); n != 0 || f.Task(ofPaused).State != retry.Paused {
+			t.Fatalf("brought back %d; the operator's paused task is %s", n, f.Task(ofPaused).State)
+		}
+		if res, err := s.Apply(ctx, storage.Resume, []int64{ofPaused}, time.Time{}); err != nil || res.Changed != 1 ||
+			f.Task(ofPaused).State != retry.Waiting {
+			t.Fatalf("resuming it: %+v %v", res, err)
 		}
 	})
 }

@@ -15,19 +15,20 @@ type Action string
 // The operator actions, and the states each applies to. A task in another state is left as it
 // is and counted as skipped.
 const (
-	// TriggerNow makes waiting or paused tasks due now.
+	// TriggerNow makes waiting, held or paused tasks waiting and due now (a task whose scene is
+	// still paused is held again when it is claimed).
 	TriggerNow Action = "trigger"
-	// Pause stops waiting tasks until they are resumed.
+	// Pause stops waiting or held tasks until they are resumed.
 	Pause Action = "pause"
 	// Resume makes paused tasks wait again, due at their next trigger time.
 	Resume Action = "resume"
-	// Cancel ends waiting, running or paused tasks without further replays.
+	// Cancel ends waiting, held, running or paused tasks without further replays.
 	Cancel Action = "cancel"
 	// Replay brings dead letters (exhausted tasks) back with a fresh set of attempts, due now.
 	Replay Action = "replay"
 	// Discard ends dead letters as cancelled; they are kept until retention removes them.
 	Discard Action = "discard"
-	// SetNextAt moves the next trigger time of waiting or paused tasks.
+	// SetNextAt moves the next trigger time of waiting, held or paused tasks.
 	SetNextAt Action = "set_next"
 )
 
@@ -73,18 +74,18 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 	)
 	switch action {
 	case TriggerNow:
-		q = fmt.Sprintf("UPDATE rh_task SET state = %d, next_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d)",
-			retry.Waiting, in, retry.Waiting, retry.Paused)
+		q = fmt.Sprintf("UPDATE rh_task SET state = %d, next_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d, %d)",
+			retry.Waiting, in, retry.Waiting, retry.Held, retry.Paused)
 		args = []any{now, now}
 	case Pause:
-		q = fmt.Sprintf("UPDATE rh_task SET state = %d, updated_at = ? WHERE id IN (%s) AND state = %d", retry.Paused, in, retry.Waiting)
+		q = fmt.Sprintf("UPDATE rh_task SET state = %d, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d)", retry.Paused, in, retry.Waiting, retry.Held)
 		args = []any{now}
 	case Resume:
 		q = fmt.Sprintf("UPDATE rh_task SET state = %d, updated_at = ? WHERE id IN (%s) AND state = %d", retry.Waiting, in, retry.Paused)
 		args = []any{now}
 	case Cancel:
-		q = fmt.Sprintf("UPDATE rh_task SET state = %d, active_key = NULL, claim_token = 0, run_deadline = NULL, ended_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d, %d)",
-			retry.Cancelled, in, retry.Waiting, retry.Running, retry.Paused)
+		q = fmt.Sprintf("UPDATE rh_task SET state = %d, active_key = NULL, claim_token = 0, run_deadline = NULL, ended_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d, %d, %d)",
+			retry.Cancelled, in, retry.Waiting, retry.Held, retry.Running, retry.Paused)
 		args = []any{now, now}
 	case Discard:
 		q = fmt.Sprintf("UPDATE rh_task SET state = %d, ended_at = ?, updated_at = ? WHERE id IN (%s) AND state = %d",
@@ -94,8 +95,8 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 		if at.IsZero() {
 			return res, fmt.Errorf("%w: set_next needs a time", retry.ErrInvalid)
 		}
-		q = fmt.Sprintf("UPDATE rh_task SET next_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d)",
-			in, retry.Waiting, retry.Paused)
+		q = fmt.Sprintf("UPDATE rh_task SET next_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d, %d)",
+			in, retry.Waiting, retry.Held, retry.Paused)
 		args = []any{T(at), now}
 	case Replay:
 		return s.replay(ctx, ids, now)

@@ -608,6 +608,65 @@ func TestActions(t *testing.T) {
 	})
 }
 
+// A held task is not claimed again, merges a repeated key like any active task, and takes the
+// operator actions a waiting one takes.
+func TestHeldTasks(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		now := time.Now()
+		res, err := s.Ingest(ctx, []storage.NewTask{f.task("a", now), f.task("b", now), f.task("c", now)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		claim := func() []retry.Claim {
+			claims, err := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now.Add(time.Hour),
+				PerBucket: 10, Token: now.UnixNano(), Node: "n", Deadline: now.Add(time.Minute)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return claims
+		}
+		claims := claim()
+		holds := make([]retry.Settlement, len(claims))
+		for i := range claims {
+			holds[i] = retry.Hold(&claims[i])
+		}
+		if n, err := s.Settle(ctx, holds); err != nil || n != 3 {
+			t.Fatalf("hold: %d %v", n, err)
+		}
+		if again := claim(); len(again) != 0 {
+			t.Fatalf("claimed %d held tasks", len(again))
+		}
+		if r, _ := s.Ingest(ctx, []storage.NewTask{f.task("a", now)}); !r[0].Merged || r[0].TaskID != res[0].TaskID {
+			t.Fatalf("a repeated key did not merge into its held task: %+v", r)
+		}
+		a, b, c := res[0].TaskID, res[1].TaskID, res[2].TaskID
+		at := now.Add(time.Hour).Truncate(time.Millisecond)
+		if r, _ := s.Apply(ctx, storage.SetNextAt, []int64{a}, at); r.Changed != 1 {
+			t.Fatalf("set next on a held task: %+v", r)
+		}
+		if tk, _ := s.Task(ctx, a); tk.State != retry.Held || !tk.NextAt.Equal(at) {
+			t.Fatalf("after set next the task is %s due %s; want still held, due %s", tk.State, tk.NextAt, at)
+		}
+		if r, _ := s.Apply(ctx, storage.TriggerNow, []int64{a}, time.Time{}); r.Changed != 1 {
+			t.Fatalf("trigger a held task: %+v", r)
+		}
+		if tk, _ := s.Task(ctx, a); tk.State != retry.Waiting || tk.NextAt.After(time.Now()) {
+			t.Fatalf("a triggered held task is %s due %s; want waiting, due now", tk.State, tk.NextAt)
+		}
+		if r, _ := s.Apply(ctx, storage.Pause, []int64{b}, time.Time{}); r.Changed != 1 {
+			t.Fatalf("pause a held task: %+v", r)
+		}
+		if r, _ := s.Apply(ctx, storage.Cancel, []int64{c}, time.Time{}); r.Changed != 1 {
+			t.Fatalf("cancel a held task: %+v", r)
+		}
+		if tk, _ := s.Task(ctx, c); tk.State != retry.Cancelled || tk.EndedAt == nil {
+			t.Fatalf("a cancelled held task is %s, ended %v", tk.State, tk.EndedAt)
+		}
+	})
+}
+
 func TestRetention(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
