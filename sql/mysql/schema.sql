@@ -68,9 +68,10 @@ CREATE TABLE rh_scene (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Retry tasks.
---   state:    1 waiting, 2 running, 3 succeeded, 4 exhausted (dead letter), 5 paused, 6 cancelled
+--   state:    1 waiting, 2 running, 3 succeeded, 4 exhausted (dead letter), 5 paused, 6 cancelled,
+--             7 held (its scene paused, its group or namespace disabled, or no live instance)
 --   cb_state: 0 none, 1 waiting, 2 running, 3 succeeded, 4 exhausted
--- active_key holds idem_key only while the task is active (waiting, running, paused), so the
+-- active_key holds idem_key only while the task is active (waiting, held, running, paused), so the
 -- unique key allows one active task per key and scene, and any number of ended ones.
 -- claim_token is 0 unless a node holds a claim on the task (its replay or its callback).
 -- Indexes, by the query they serve:
@@ -78,9 +79,9 @@ CREATE TABLE rh_scene (
 --   idx_task_cb_next   the same for callbacks (a callback's read-back scans the few running)
 --   uk_task_active     merging a repeated key into the active task
 --   idx_task_scene     listing and bulk actions by scene and state, paged by id
---   idx_task_ended_at  retention of ended tasks (NULL while a task is active)
+--   idx_task_ended     retention of ended tasks, reading only the states it deletes
 -- A replay changes state, claim_token and next_at twice (claim, then settle); every index that
--- holds one of them is rewritten each time, so no index holds them that need not.
+-- holds one of them is rewritten each time, so only the indexes that need them hold them.
 CREATE TABLE rh_task (
   id             BIGINT       NOT NULL AUTO_INCREMENT,
   group_id       BIGINT       NOT NULL,
@@ -112,7 +113,7 @@ CREATE TABLE rh_task (
   KEY idx_task_scene (scene_id, state, id),
   KEY idx_task_due (bucket, state, claim_token, next_at),
   KEY idx_task_cb_next (bucket, cb_state, cb_next_at),
-  KEY idx_task_ended_at (ended_at)
+  KEY idx_task_ended (state, ended_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Every replay and callback call made for a task.

@@ -138,6 +138,32 @@ func cached[K comparable, V any](ctx context.Context, c *Catalog, m map[K]*entry
 	return e.val, e.err
 }
 
+// fresh is cached, except that an expired entry is loaded again before it is returned (one
+// load at a time; the others wait for it) instead of being served while it refreshes. If that
+// load fails, the expired entry is returned.
+func fresh[K comparable, V any](ctx context.Context, c *Catalog, m map[K]*entry[V], key K, load func(context.Context) (V, error)) (V, error) {
+	c.mu.Lock()
+	e := m[key]
+	if e == nil || e.loading != nil || c.now().Before(e.expires) {
+		c.mu.Unlock()
+		return cached(ctx, c, m, key, load)
+	}
+	done := make(chan struct{})
+	e.loading = done
+	c.mu.Unlock()
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	v, err := load(lctx)
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil || errors.Is(err, storage.ErrNotFound) {
+		e.val, e.err, e.expires = v, err, c.now().Add(c.ttl)
+	}
+	e.loading = nil
+	close(done)
+	return e.val, e.err
+}
+
 // GroupByName returns the group of that namespace and name.
 func (c *Catalog) GroupByName(ctx context.Context, namespace, name string) (retry.Group, error) {
 	c.mu.Lock()
@@ -154,6 +180,15 @@ func (c *Catalog) Group(ctx context.Context, id int64) (retry.Group, error) {
 	m := c.groupsByID
 	c.mu.Unlock()
 	return cached(ctx, c, m, id, func(ctx context.Context) (retry.Group, error) { return c.store.Group(ctx, id) })
+}
+
+// FreshGroup is Group, but an expired entry is read again first rather than served while it
+// refreshes: for decisions that are costly to get wrong on an old view.
+func (c *Catalog) FreshGroup(ctx context.Context, id int64) (retry.Group, error) {
+	c.mu.Lock()
+	m := c.groupsByID
+	c.mu.Unlock()
+	return fresh(ctx, c, m, id, func(ctx context.Context) (retry.Group, error) { return c.store.Group(ctx, id) })
 }
 
 func compiled(sc retry.Scene, err error) (*Scene, error) {
@@ -173,6 +208,15 @@ func (c *Catalog) Scene(ctx context.Context, id int64) (*Scene, error) {
 	m := c.scenesByID
 	c.mu.Unlock()
 	return cached(ctx, c, m, id, func(ctx context.Context) (*Scene, error) { return compiled(c.store.Scene(ctx, id)) })
+}
+
+// FreshScene is Scene, but an expired entry is read again first rather than served while it
+// refreshes.
+func (c *Catalog) FreshScene(ctx context.Context, id int64) (*Scene, error) {
+	c.mu.Lock()
+	m := c.scenesByID
+	c.mu.Unlock()
+	return fresh(ctx, c, m, id, func(ctx context.Context) (*Scene, error) { return compiled(c.store.Scene(ctx, id)) })
 }
 
 // SceneByName returns the group's scene of that name.

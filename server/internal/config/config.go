@@ -97,12 +97,12 @@ type Dispatch struct {
 	// InstanceHeartbeat is the heartbeat interval the server asks of clients.
 	InstanceHeartbeat time.Duration `yaml:"instance_heartbeat"`
 	// NoInstanceDelay is how long a task waits again when no instance of its group can be
-	// reached (with no live instance at all, it is held instead).
+	// reached (a replay whose group has no live instance at all is held instead).
 	NoInstanceDelay time.Duration `yaml:"no_instance_delay"`
 	// BusyDelay is how long a task waits again when every instance answered "busy".
 	BusyDelay time.Duration `yaml:"busy_delay"`
-	// PausedDelay is how long a callback of a paused scene waits before the scene is checked
-	// again (its replays are held instead).
+	// PausedDelay is how long a callback waits before it is looked at again when its scene is
+	// paused or its group or namespace disabled (replays are held instead).
 	PausedDelay time.Duration `yaml:"paused_delay"`
 	// SettleBatch and SettleInterval bound how many results are written per statement and how
 	// long a result waits to be written.

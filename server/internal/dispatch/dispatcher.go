@@ -344,8 +344,14 @@ func (d *Dispatcher) run(c *retry.Claim) {
 		return
 	}
 	if !sc.Enabled {
-		d.hold(c, now)
-		return
+		// A held task is not looked at again until it comes back, and its scene's entry may be
+		// old by then (nothing reads it while the scene is paused): hold on a fresh view only.
+		fsc, err := d.catalog.FreshScene(d.ctx, c.SceneID)
+		if err != nil || !fsc.Enabled {
+			d.hold(c, now)
+			return
+		}
+		sc = fsc
 	}
 	if r := d.reserve(sc, granted); r != nil {
 		// Wait for the token when it comes soon enough, holding it; otherwise give the token
@@ -373,9 +379,11 @@ func (d *Dispatcher) run(c *retry.Claim) {
 	}
 	if !group.Active() {
 		// A disabled group's (or namespace's) clients are refused; its tasks are held, as a
-		// paused scene's are.
-		d.hold(c, now)
-		return
+		// paused scene's are (on a fresh view of the group, likewise).
+		if group, err = d.catalog.FreshGroup(d.ctx, c.GroupID); err != nil || !group.Active() {
+			d.hold(c, now)
+			return
+		}
 	}
 	timeout := sc.Timeout
 	if timeout <= 0 {

@@ -670,3 +670,83 @@ func TestWaitingClaimsDoNotLapse(t *testing.T) {
 		}
 	})
 }
+
+// A dispatcher whose cached scene is old (nothing reads a paused scene while its tasks are held)
+// reads it again before holding a task: a resumed scene's first tasks run, not held again.
+func TestDispatcherHoldsOnlyOnAFreshView(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		r := newRig(t, s, func(sc *retry.Scene) { sc.Enabled = false }, nil)
+		ex := newExecutor(t, testkit.Succeed)
+		r.register("i1", ex.URL(), 0)
+		r.held(r.run("before")[0], "paused scene")
+		sc := r.Scene
+		sc.Enabled = true
+		if _, err := s.UpdateScene(context.Background(), sc); err != nil {
+			t.Fatal(err)
+		}
+		// The catalog still holds "paused" (its entry has expired, and the first read after
+		// that serves it while it refreshes).
+		id := r.run("after")[0]
+		if tk := r.Task(id); tk.State != retry.Succeeded {
+			t.Fatalf("the first task after the scene resumed is %s, want succeeded", tk.State)
+		}
+	})
+}
+
+// Callbacks are few while a scene is paused (its tasks do not end), so they are not held: they
+// wait and are looked at again after PausedDelay, or NoInstanceDelay with no instance, without
+// using a callback attempt.
+func TestDispatcherGivesBackCallbacksItCannotRun(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		// A task of a paused scene that ended anyway (it was running when the scene was paused).
+		paused := newRig(t, s, func(sc *retry.Scene) { sc.Enabled = false; sc.Callback.Enabled = true }, nil)
+		paused.register("i1", newExecutor(t, testkit.Succeed).URL(), 0)
+		id := paused.Add(time.Now(), "won")[0]
+		pol, err := paused.Scene.Compile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims := paused.claim(retry.KindReplay, time.Now())
+		won := retry.SettleReplay(&claims[0], &paused.Scene, pol, retry.Result{Outcome: retry.OutcomeSucceeded}, nil, time.Now())
+		if n, err := s.Settle(context.Background(), []retry.Settlement{won}); err != nil || n != 1 {
+			t.Fatalf("settle: %d %v", n, err)
+		}
+		paused.callbackGivenBack(id, pausedDelay, "paused scene")
+
+		// A task whose group's last instance went away after it succeeded.
+		gone := newRig(t, s, func(sc *retry.Scene) { sc.Callback.Enabled = true }, nil)
+		gone.register("i2", newExecutor(t, testkit.Succeed).URL(), 0)
+		id = gone.run("won")[0]
+		gone.reg.Forget("i2")
+		gone.callbackGivenBack(id, noInstanceDelay, "no instance")
+	})
+}
+
+// callbackGivenBack claims and submits the callback of task id, which must be waiting, and
+// checks that it was given back to wait about delay, without a callback attempt.
+func (r *rig) callbackGivenBack(id int64, delay time.Duration, why string) {
+	r.T.Helper()
+	if tk := r.Task(id); tk.State != retry.Succeeded || tk.CallbackState != retry.CallbackWaiting {
+		r.T.Fatalf("%s: task is %s with callback %s", why, tk.State, tk.CallbackState)
+	}
+	cbs := r.claim(retry.KindCallback, time.Now())
+	if len(cbs) != 1 {
+		r.T.Fatalf("%s: claimed %d callbacks, want 1", why, len(cbs))
+	}
+	r.d.Submit(cbs)
+	tk := r.waitTask(id, "callback given back", func(tk retry.Task) bool { return tk.CallbackState != retry.CallbackRunning })
+	for _, a := range r.Attempts(id) {
+		if a.Kind == retry.KindCallback {
+			r.T.Fatalf("%s: a callback attempt was recorded: %+v", why, a)
+		}
+	}
+	if tk.State != retry.Succeeded || tk.CallbackState != retry.CallbackWaiting || tk.CallbackAttempts != 0 || tk.CallbackNextAt == nil {
+		r.T.Fatalf("%s: task is %s, callback %s with %d attempts; want the callback waiting, unused",
+			why, tk.State, tk.CallbackState, tk.CallbackAttempts)
+	}
+	if wait := time.Until(*tk.CallbackNextAt); wait < delay-time.Minute || wait > delay {
+		r.T.Fatalf("%s: callback due in %s, want about %s", why, wait.Round(time.Second), delay)
+	}
+}

@@ -203,11 +203,12 @@ func TestNoInstanceWaitsThenRunsWhenOneRegisters(t *testing.T) {
 		id := w.report(item("notify", "patient"))[0].TaskID
 		// With no instance it is held (claimed once, not over and over): it neither fails nor
 		// uses up its attempts.
-		w.waitTask(id, 10*time.Second, "held", func(tk retry.Task) bool { return tk.State == retry.Held })
+		held := w.waitTask(id, 10*time.Second, "held", func(tk retry.Task) bool { return tk.State == retry.Held })
 		time.Sleep(time.Second)
 		tk := w.task(id)
-		if tk.State != retry.Held || tk.Attempts != 0 || len(w.attempts(id)) != 0 {
-			t.Fatalf("without an instance the task is %s with %d attempts", tk.State, tk.Attempts)
+		if tk.State != retry.Held || tk.Attempts != 0 || len(w.attempts(id)) != 0 || !tk.UpdatedAt.Equal(held.UpdatedAt) {
+			t.Fatalf("without an instance the task is %s with %d attempts, updated %s after %s (claimed again?)",
+				tk.State, tk.Attempts, tk.UpdatedAt, held.UpdatedAt)
 		}
 		in := testkit.NewInstance(t, testToken, testkit.Succeed)
 		w.register("late", in.URL(), 2)
@@ -261,10 +262,12 @@ func TestPausedSceneHoldsItsTasks(t *testing.T) {
 		w.register("i1", in.URL(), 2)
 		id := w.report(item("notify", "held"))[0].TaskID
 		// Claimed once, it is held: not claimed again while the scene is paused, and not run.
-		w.waitTask(id, 10*time.Second, "held", func(tk retry.Task) bool { return tk.State == retry.Held })
+		held := w.waitTask(id, 10*time.Second, "held", func(tk retry.Task) bool { return tk.State == retry.Held })
 		time.Sleep(time.Second)
 		if tk := w.task(id); tk.State != retry.Held || tk.Attempts != 0 || len(in.CallsOf(protocol.KindReplay)) != 0 || len(w.attempts(id)) != 0 {
 			t.Fatalf("a paused scene's task ran: %+v", tk)
+		} else if !tk.UpdatedAt.Equal(held.UpdatedAt) {
+			t.Fatalf("a held task was claimed again (updated %s, then %s)", held.UpdatedAt, tk.UpdatedAt)
 		}
 		sc := w.scene
 		sc.Enabled = true

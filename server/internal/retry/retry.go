@@ -32,9 +32,10 @@ const (
 	Paused State = 5
 	// Cancelled tasks were stopped by an operator (or discarded from the dead letters).
 	Cancelled State = 6
-	// Held tasks fell due while their scene was paused, or their group or namespace disabled.
-	// They are not claimed again (a paused backlog costs the scheduler nothing) until all three
-	// are enabled, when the sweeper makes them waiting again, due at once.
+	// Held tasks fell due while their scene was paused, their group or namespace disabled, or
+	// their group without a live instance. They are not claimed again (a paused or unserved
+	// backlog costs the scheduler nothing) until the scene, group and namespace are enabled and
+	// the group has a live instance, when the sweeper makes them waiting again, due as they were.
 	Held State = 7
 )
 

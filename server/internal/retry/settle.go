@@ -182,8 +182,8 @@ func Release(c *Claim, next time.Time) Settlement {
 }
 
 // Hold gives a replay claim back as Held, without counting an attempt and keeping its due time:
-// its scene is paused, or its group or namespace disabled. It is not claimed again until the
-// sweeper finds all three enabled.
+// its scene is paused, its group or namespace disabled, or its group has no live instance. It is
+// not claimed again until the sweeper finds all three enabled and an instance of the group live.
 func Hold(c *Claim) Settlement {
 	return Settlement{Kind: KindReplay, TaskID: c.TaskID, Token: c.Token, State: Held,
 		Attempts: c.Attempts, NextAt: Truncate(c.DueAt), LastError: c.LastError}

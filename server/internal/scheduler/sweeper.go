@@ -75,7 +75,7 @@ func (s *Sweeper) Unhold(ctx context.Context) int64 {
 	}
 	var total int64
 	for range unholdBatches {
-		n, err := s.store.Unhold(ctx, time.Now().Add(-s.instanceTTL), unholdBatch)
+		n, more, err := s.store.Unhold(ctx, time.Now().Add(-s.instanceTTL), unholdBatch)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("bring back held tasks", "err", err)
@@ -83,7 +83,7 @@ func (s *Sweeper) Unhold(ctx context.Context) int64 {
 			break
 		}
 		total += n
-		if n < unholdBatch {
+		if !more {
 			break
 		}
 	}

@@ -280,6 +280,29 @@ func TestSweeperBringsBackHeldTasks(t *testing.T) {
 		if err := s.UpdateGroup(ctx, g); err != nil {
 			t.Fatal(err)
 		}
+		// So does a disabled namespace.
+		ns, err := s.NamespaceByName(ctx, f.Group.Namespace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Enabled = false
+		if err := s.UpdateNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		if n := sw.Unhold(ctx); n != 0 {
+			t.Fatalf("brought back %d of a disabled namespace, want 0", n)
+		}
+		ns.Enabled = true
+		if err := s.UpdateNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		// And an instance whose heartbeat is older than the instance TTL is not live.
+		time.Sleep(10 * time.Millisecond)
+		staleTTL := scheduler.NewSweeper(s, catalog.New(s, time.Minute), func() []int { return []int{0} }, "node-sweeper",
+			time.Hour, 5*time.Millisecond, testkit.Logger(t))
+		if n := staleTTL.Unhold(ctx); n != 0 {
+			t.Fatalf("brought back %d with only a silent instance, want 0", n)
+		}
 		// Only the node holding bucket 0 brings tasks back.
 		if n := newSweeper(t, s, []int{1, 2}).Unhold(ctx); n != 0 {
 			t.Fatalf("a node without bucket 0 brought back %d, want 0", n)

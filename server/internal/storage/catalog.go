@@ -68,7 +68,7 @@ func (s *Store) ListNamespaces(ctx context.Context) ([]retry.Namespace, error) {
 }
 
 // UpdateNamespace changes a namespace's description and enabled flag. A disabled namespace's
-// groups are refused as disabled groups are: their clients get 403 and their tasks wait.
+// groups are refused as disabled groups are: their clients get 403 and their tasks are held.
 func (s *Store) UpdateNamespace(ctx context.Context, ns retry.Namespace) error {
 	res := s.db.WithContext(ctx).Model(&namespaceRow{}).Where("id = ?", ns.ID).Updates(map[string]any{
 		"description": ns.Description, "enabled": ns.Enabled, "updated_at": T(time.Now()),

@@ -140,10 +140,10 @@ func (sceneRow) TableName() string { return "rh_scene" }
 // unless the task is running; claiming due callbacks (bucket, cb_state, cb_next_at), whose
 // read-back scans the few running callbacks of the node's buckets; one active task per key and
 // merging (scene_id, active_key), where active_key holds the key only while the task is active;
-// listing a scene's tasks by state (scene_id, state, id); retention (ended_at), NULL while the
-// task is active. Every index is rewritten when a column of it changes, and a replay changes
-// state, claim_token and next_at twice (claim, settle): no other index holds those columns, so
-// claims and settlements cost the fewest index writes.
+// listing a scene's tasks by state (scene_id, state, id); retention (state, ended_at), so a
+// retention batch reads only what it deletes, never the dead letters it keeps. Every index is
+// rewritten when a column of it changes, and a replay changes state, claim_token and next_at
+// twice (claim, settle): only the indexes that need them hold those columns.
 type taskRow struct {
 	ID            int64   `gorm:"primaryKey;autoIncrement;index:idx_task_scene,priority:3"`
 	GroupID       int64   `gorm:"not null"`
@@ -152,7 +152,7 @@ type taskRow struct {
 	IdemKey       string  `gorm:"type:varchar(191);not null"`
 	ActiveKey     *string `gorm:"type:varchar(191);uniqueIndex:uk_task_active,priority:2"`
 	Args          string  `gorm:"type:mediumtext;not null"`
-	State         int8    `gorm:"type:tinyint;not null;index:idx_task_due,priority:2;index:idx_task_scene,priority:2"`
+	State         int8    `gorm:"type:tinyint;not null;index:idx_task_due,priority:2;index:idx_task_scene,priority:2;index:idx_task_ended,priority:1"`
 	Attempts      int     `gorm:"size:32;not null;default:0"`
 	LocalAttempts int     `gorm:"size:32;not null;default:0"`
 	Merges        int     `gorm:"size:32;not null;default:0"`
@@ -169,7 +169,7 @@ type taskRow struct {
 	ReportID      int64  `gorm:"not null;default:0"`
 	CreatedAt     Time   `gorm:"not null"`
 	UpdatedAt     Time   `gorm:"not null"`
-	EndedAt       *Time  `gorm:"index:idx_task_ended_at"`
+	EndedAt       *Time  `gorm:"index:idx_task_ended,priority:2"`
 }
 
 func (taskRow) TableName() string { return "rh_task" }
@@ -230,7 +230,6 @@ type obsoleteIndex struct {
 func obsoleteIndexes() []obsoleteIndex {
 	return []obsoleteIndex{
 		{&taskRow{}, "idx_task_cb_due"}, // was (bucket, cb_state, claim_token, cb_next_at)
-		{&taskRow{}, "idx_task_ended"},  // was (state, ended_at)
 	}
 }
 

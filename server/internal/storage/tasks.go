@@ -357,10 +357,11 @@ func readClaims(ctx context.Context, db dbtx, q string, kind retry.AttemptKind, 
 // scene, group and namespace are all enabled and the group has a client instance with an
 // executor whose heartbeat is not older than liveSince. It reads only the held tasks of such
 // scenes, through the (scene_id, state, id) index (a filter on buckets would lead the database
-// to scan every held task of the buckets instead), and returns how many it brought back.
-func (s *Store) Unhold(ctx context.Context, liveSince time.Time, limit int) (int64, error) {
+// to scan every held task of the buckets instead). It returns how many it brought back, and
+// whether it found limit of them (there may be more).
+func (s *Store) Unhold(ctx context.Context, liveSince time.Time, limit int) (n int64, more bool, err error) {
 	if limit < 1 {
-		return 0, nil
+		return 0, false, nil
 	}
 	q := fmt.Sprintf("SELECT t.id FROM rh_scene sc JOIN rh_group g ON g.id = sc.group_id "+
 		"JOIN rh_namespace n ON n.id = g.namespace_id JOIN rh_task t ON t.scene_id = sc.id AND t.state = %d "+
@@ -369,32 +370,32 @@ func (s *Store) Unhold(ctx context.Context, liveSince time.Time, limit int) (int
 		"LIMIT %d", retry.Held, limit)
 	rows, err := s.sql.QueryContext(ctx, q, true, true, true, T(liveSince))
 	if err != nil {
-		return 0, fmt.Errorf("find held tasks to bring back: %w", err)
+		return 0, false, fmt.Errorf("find held tasks to bring back: %w", err)
 	}
 	var ids []any
 	for rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
 			rows.Close()
-			return 0, fmt.Errorf("find held tasks to bring back: %w", err)
+			return 0, false, fmt.Errorf("find held tasks to bring back: %w", err)
 		}
 		ids = append(ids, id)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("find held tasks to bring back: %w", err)
+		return 0, false, fmt.Errorf("find held tasks to bring back: %w", err)
 	}
 	if len(ids) == 0 {
-		return 0, nil
+		return 0, false, nil
 	}
 	// Only while still held: an operator may have paused or cancelled one meanwhile.
 	res, err := s.sql.ExecContext(ctx, fmt.Sprintf("UPDATE rh_task SET state = %d, updated_at = ? WHERE id IN (%s) AND state = %d",
 		retry.Waiting, placeholders(len(ids)), retry.Held), append([]any{T(time.Now())}, ids...)...)
 	if err != nil {
-		return 0, fmt.Errorf("bring back %d held tasks: %w", len(ids), err)
+		return 0, false, fmt.Errorf("bring back %d held tasks: %w", len(ids), err)
 	}
-	n, _ := res.RowsAffected()
-	return n, nil
+	n, _ = res.RowsAffected()
+	return n, len(ids) == limit, nil
 }
 
 // Stuck returns up to limit tasks of the buckets whose replay (or callback) is running past
