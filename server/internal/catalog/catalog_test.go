@@ -122,3 +122,54 @@ func TestConcurrentLookupsShareOneLoad(t *testing.T) {
 		t.Fatalf("%d loads for 50 concurrent lookups, want 1", n)
 	}
 }
+
+// FreshScene and FreshGroup serve a live entry from the cache, but read an expired one again
+// before answering, where Scene and Group would serve it while it refreshes.
+func TestFreshLookupsReadAnExpiredEntryFirst(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		ns, _ := s.CreateNamespace(ctx, retry.Namespace{Name: "shop", Enabled: true})
+		g, err := s.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: "orders", Token: "0123456789abcdef0123", Enabled: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		paused := retry.DefaultScene(g.ID, "notify")
+		paused.Enabled = false
+		sc, err := s.CreateScene(ctx, paused)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := New(s, time.Hour)
+		now := time.Now()
+		c.now = func() time.Time { return now }
+		if got, err := c.Scene(ctx, sc.ID); err != nil || got.Enabled {
+			t.Fatalf("scene: %+v %v", got, err)
+		}
+		if got, err := c.Group(ctx, g.ID); err != nil || !got.Active() {
+			t.Fatalf("group: %+v %v", got, err)
+		}
+		sc.Enabled = true
+		if _, err := s.UpdateScene(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+		g.Enabled = false
+		if err := s.UpdateGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		// While the entries live, even a fresh lookup answers from the cache.
+		if got, _ := c.FreshScene(ctx, sc.ID); got.Enabled {
+			t.Fatal("a fresh lookup of a live entry went to the database")
+		}
+		now = now.Add(2 * time.Hour)
+		if got, err := c.FreshScene(ctx, sc.ID); err != nil || !got.Enabled {
+			t.Fatalf("a fresh lookup of an expired entry answered %+v %v, want the edit", got, err)
+		}
+		if got, err := c.FreshGroup(ctx, g.ID); err != nil || got.Active() {
+			t.Fatalf("a fresh lookup of an expired group answered %+v %v, want it disabled", got, err)
+		}
+		// The entry read again lives on: the plain lookup now serves it too.
+		if got, _ := c.Scene(ctx, sc.ID); !got.Enabled {
+			t.Fatal("the entry a fresh lookup read was not kept")
+		}
+	})
+}

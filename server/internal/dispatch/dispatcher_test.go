@@ -275,7 +275,7 @@ func TestDispatcherTimesOutAnInstanceThatNeverAnswers(t *testing.T) {
 	})
 }
 
-func TestDispatcherGivesBackTasksOfAPausedScene(t *testing.T) {
+func TestDispatcherHoldsTasksOfAPausedScene(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		r := newRig(t, s, func(sc *retry.Scene) { sc.Enabled = false }, nil)
@@ -288,7 +288,7 @@ func TestDispatcherGivesBackTasksOfAPausedScene(t *testing.T) {
 	})
 }
 
-func TestDispatcherGivesBackTasksOfADisabledNamespace(t *testing.T) {
+func TestDispatcherHoldsTasksOfADisabledNamespace(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		r := newRig(t, s, nil, nil)
