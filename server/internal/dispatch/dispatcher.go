@@ -295,8 +295,9 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 }
 
 // hold gives back a claim whose scene is paused or whose group or namespace is disabled: a
-// replay is held until they are enabled again (and the group has a live instance); a callback (few, since a paused scene's tasks
-// do not end) is released to be looked at again after PausedDelay.
+// replay is held until they are enabled again (and the group has a live instance); a callback
+// (few, since a paused scene's tasks do not end) is released to be looked at again after
+// PausedDelay.
 func (d *Dispatcher) hold(c *retry.Claim, now time.Time) {
 	if c.Kind == retry.KindCallback {
 		d.settler.Add(retry.Release(c, now.Add(d.p.PausedDelay)))
