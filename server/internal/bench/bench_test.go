@@ -10,6 +10,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -87,52 +88,78 @@ func setup(b *testing.B, a *app.App) world {
 }
 
 // BenchmarkIngest reports failed calls through the client API, 500 per signed request from 4
-// senders, and reports rows/s: every row committed before its answer.
+// senders (ingestBatch, ingestSenders), and reports rows/s: every row committed before its answer.
 func BenchmarkIngest(b *testing.B) {
 	eachDB(b, func(b *testing.B, target storagetest.Target) {
 		a := node(b, target)
 		w := setup(b, a)
-		const batch, senders = 500, 4
 		n := tasks()
-		var seq atomic.Int64
 		b.ResetTimer()
 		start := time.Now()
-		for range b.N {
-			var wg sync.WaitGroup
-			for range senders {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						first := seq.Add(batch) - batch
-						if first >= int64(n)*int64(b.N) {
-							return
-						}
-						req := protocol.ReportRequest{}
-						for i := first; i < first+batch; i++ {
-							req.Items = append(req.Items, protocol.ReportItem{Scene: "notify", IdempotencyKey: "k" + strconv.FormatInt(i, 10),
-								Args: json.RawMessage(`{"order":"` + strconv.FormatInt(i, 10) + `","amount":1999}`), Error: "timeout", LocalAttempts: 3})
-						}
-						post(b, a.URL(), w.group, req)
-					}
-				}()
+		for i := range b.N {
+			err := inBatches(int64(i)*int64(n), int64(n), func(first, last int64) error {
+				req := protocol.ReportRequest{}
+				for i := first; i < last; i++ {
+					req.Items = append(req.Items, protocol.ReportItem{Scene: "notify", IdempotencyKey: "k" + strconv.FormatInt(i, 10),
+						Args: json.RawMessage(`{"order":"` + strconv.FormatInt(i, 10) + `","amount":1999}`), Error: "timeout", LocalAttempts: 3})
+				}
+				return post(a.URL(), w.group, req)
+			})
+			if err != nil {
+				b.Fatal(err)
 			}
-			wg.Wait()
 		}
 		elapsed := time.Since(start)
 		b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "rows/s")
 	})
 }
 
-func post(b *testing.B, base string, g retry.Group, req protocol.ReportRequest) {
+func post(base string, g retry.Group, req protocol.ReportRequest) error {
 	status, _, err := testkit.Call(base, g, http.MethodPost, protocol.PathReports, req)
 	if err != nil {
-		b.Error(err)
-		return
+		return err
 	}
 	if status != http.StatusOK {
-		b.Errorf("report answered %d", status)
+		return fmt.Errorf("report answered %d", status)
 	}
+	return nil
+}
+
+// ingestBatch and ingestSenders shape the ingest runs: rows per request (or INSERT) and
+// requests (or connections) at once.
+const ingestBatch, ingestSenders = 500, 4
+
+// inBatches sends the rows [from, from+n) in batches of ingestBatch from ingestSenders
+// goroutines: send gets each batch's rows as [first, last). A sender stops at its first error,
+// which fails the benchmark.
+func inBatches(from, n int64, send func(first, last int64) error) error {
+	var (
+		seq  atomic.Int64
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	seq.Store(from)
+	for range ingestSenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				first := seq.Add(ingestBatch) - ingestBatch
+				if first >= from+n {
+					return
+				}
+				if err := send(first, min(first+ingestBatch, from+n)); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // BenchmarkRawInsert is the ceiling BenchmarkIngest is measured against: multi-row INSERTs of
@@ -154,44 +181,31 @@ func BenchmarkRawInsert(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer db.Close()
-		const batch, senders = 500, 4
 		n := tasks()
 		cols := "group_id, scene_id, bucket, idem_key, active_key, args, state, local_attempts, next_at, last_error, cb_error, report_id, created_at, updated_at"
 		row := "(?,?,?,?,?,?,?,?,?,?,'',?,?,?)"
-		var seq atomic.Int64
 		b.ResetTimer()
 		start := time.Now()
-		for range b.N {
-			var wg sync.WaitGroup
-			for range senders {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						first := seq.Add(batch) - batch
-						if first >= int64(n)*int64(b.N) {
-							return
-						}
-						var q strings.Builder
-						q.WriteString("INSERT INTO rh_task (" + cols + ") VALUES ")
-						args := make([]any, 0, batch*13)
-						now := time.Now().UTC()
-						for i := first; i < first+batch; i++ {
-							if i > first {
-								q.WriteByte(',')
-							}
-							q.WriteString(row)
-							k := "k" + strconv.FormatInt(i, 10)
-							args = append(args, 1, 1, int(i%128), k, k, `{"order":"`+k+`","amount":1999}`, 1, 3, now, "timeout", 1, now, now)
-						}
-						if _, err := db.Exec(q.String(), args...); err != nil {
-							b.Error(err)
-							return
-						}
+		for i := range b.N {
+			err := inBatches(int64(i)*int64(n), int64(n), func(first, last int64) error {
+				var q strings.Builder
+				q.WriteString("INSERT INTO rh_task (" + cols + ") VALUES ")
+				args := make([]any, 0, (last-first)*13)
+				now := time.Now().UTC()
+				for i := first; i < last; i++ {
+					if i > first {
+						q.WriteByte(',')
 					}
-				}()
+					q.WriteString(row)
+					k := "k" + strconv.FormatInt(i, 10)
+					args = append(args, 1, 1, int(i%128), k, k, `{"order":"`+k+`","amount":1999}`, 1, 3, now, "timeout", 1, now, now)
+				}
+				_, err := db.Exec(q.String(), args...)
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
 			}
-			wg.Wait()
 		}
 		b.ReportMetric(float64(n*b.N)/time.Since(start).Seconds(), "rows/s")
 	})
