@@ -11,6 +11,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 func TestCatalogCachesForItsTTLAndThenSeesEdits(t *testing.T) {
@@ -128,11 +129,7 @@ func TestConcurrentLookupsShareOneLoad(t *testing.T) {
 func TestFreshLookupsReadAnExpiredEntryFirst(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
-		ns, _ := s.CreateNamespace(ctx, retry.Namespace{Name: "shop", Enabled: true})
-		g, err := s.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: "orders", Token: "0123456789abcdef0123", Enabled: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		g := testkit.NewGroup(t, s, "shop", "0123456789abcdef0123")
 		paused := retry.DefaultScene(g.ID, "notify")
 		paused.Enabled = false
 		sc, err := s.CreateScene(ctx, paused)

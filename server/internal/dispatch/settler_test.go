@@ -113,18 +113,25 @@ func TestSettlerWritesEverythingInBatchesInOrder(t *testing.T) {
 	})
 }
 
+// queuedSuccesses claims five new tasks and queues their successes in a started settler whose
+// batch neither its size nor its interval would close during a test.
+func queuedSuccesses(t *testing.T, s *storage.Store) (*fixture, []int64, *dispatch.Settler) {
+	t.Helper()
+	f := newFixture(t, s, nil)
+	ids := f.Add(time.Now(), keys("k", 5)...)
+	claims := f.claim(retry.KindReplay, time.Now())
+	st := dispatch.NewSettler(s, 1000, time.Hour, testkit.Logger(t))
+	st.Start()
+	for i := range claims {
+		st.Add(f.succeeded(&claims[i]))
+	}
+	return f, ids, st
+}
+
 func TestSettlerStopWritesWhatIsQueued(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
-		f := newFixture(t, s, nil)
-		ids := f.Add(time.Now(), keys("k", 5)...)
-		claims := f.claim(retry.KindReplay, time.Now())
-		// Neither the size nor the interval would close this batch during the test.
-		st := dispatch.NewSettler(s, 1000, time.Hour, testkit.Logger(t))
-		st.Start()
-		for i := range claims {
-			st.Add(f.succeeded(&claims[i]))
-		}
+		f, ids, st := queuedSuccesses(t, s)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		st.Stop(ctx)
@@ -139,14 +146,7 @@ func TestSettlerStopWritesWhatIsQueued(t *testing.T) {
 func TestSettlerAbandonWritesNothing(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
-		f := newFixture(t, s, nil)
-		ids := f.Add(time.Now(), keys("k", 5)...)
-		claims := f.claim(retry.KindReplay, time.Now())
-		st := dispatch.NewSettler(s, 1000, time.Hour, testkit.Logger(t))
-		st.Start()
-		for i := range claims {
-			st.Add(f.succeeded(&claims[i]))
-		}
+		f, ids, st := queuedSuccesses(t, s)
 		st.Abandon()
 		for _, id := range ids {
 			if tk := f.Task(id); tk.State != retry.Running || tk.Attempts != 0 || len(f.Attempts(id)) != 0 {
