@@ -3,9 +3,9 @@
 // both sides sign and check those requests. The server and the SDK import this one package, so
 // the two cannot drift apart.
 //
-// Every request in either direction carries a timestamp and an HMAC-SHA256 signature over the
-// timestamp and the body, keyed by the group's token (see Sign and Verify). Client requests also
-// name their namespace and group.
+// Every request in either direction carries the protocol version, a timestamp, a nonce and an
+// HMAC-SHA256 signature, keyed by the group's token, over the method, the path, the namespace,
+// group and instance headers, the nonce, the timestamp and the body (see Sign and Verify).
 package protocol
 
 import (
@@ -30,8 +30,12 @@ const (
 	HeaderGroup     = "X-Retryhub-Group"
 	// HeaderTimestamp is the signing time in Unix milliseconds.
 	HeaderTimestamp = "X-Retryhub-Timestamp"
-	// HeaderSignature is the hex HMAC-SHA256 of timestamp and body (see Sign).
+	// HeaderSignature is the hex HMAC-SHA256 of the request's canonical form (see Sign).
 	HeaderSignature = "X-Retryhub-Signature"
+	// HeaderNonce is a fresh random value per request; a receiver refuses one it has seen.
+	HeaderNonce = "X-Retryhub-Nonce"
+	// HeaderProtocol is the signing scheme's version (see Version).
+	HeaderProtocol = "X-Retryhub-Protocol"
 	// HeaderInstance names the client instance sending the request, when it has one.
 	HeaderInstance = "X-Retryhub-Instance"
 

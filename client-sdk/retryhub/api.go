@@ -116,7 +116,7 @@ func (a *serverAPI) try(ctx context.Context, server, method, path string, body [
 	req.Header.Set(protocol.HeaderGroup, a.group)
 	req.Header.Set(protocol.HeaderInstance, a.instance)
 	req.Header.Set("User-Agent", "retryhub-go-sdk/"+Version)
-	protocol.SignRequest(req.Header, a.token, body, time.Now())
+	protocol.SignRequest(req, a.token, body, time.Now())
 	resp, err := a.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s on %s: %w", method, path, server, err)

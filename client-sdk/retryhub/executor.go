@@ -53,7 +53,7 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the body exceeds %d bytes", limit))
 		return
 	}
-	if err := protocol.VerifyRequest(r.Header, x.token, body, time.Now()); err != nil {
+	if _, err := protocol.VerifyRequest(r, x.token, body, time.Now(), protocol.SignatureWindow); err != nil {
 		x.log.Warn("retryhub: executor refused a request with a bad signature", "remote", r.RemoteAddr, "err", err)
 		writeError(w, http.StatusUnauthorized, "bad_signature", "signature check failed: "+err.Error())
 		return

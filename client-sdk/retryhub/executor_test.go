@@ -82,7 +82,7 @@ func TestExecutorRefusesForgedSignatures(t *testing.T) {
 	// A signed body that was changed afterwards.
 	body, _ := json.Marshal(replayOf("exec-forged", `1`))
 	r := httptest.NewRequest(http.MethodPost, ExecutorPath, bytes.NewReader(bytes.Replace(body, []byte(`1`), []byte(`2`), 1)))
-	protocol.SignRequest(r.Header, "secret", body, time.Now())
+	protocol.SignRequest(r, "secret", body, time.Now())
 	w = httptest.NewRecorder()
 	c.Handler().ServeHTTP(w, r)
 	if w.Code != http.StatusUnauthorized || ran.Load() {
@@ -203,7 +203,7 @@ func TestExecutorOnItsOwnListener(t *testing.T) {
 	}
 	body, _ := json.Marshal(replayOf("listener", `1`))
 	r, _ := http.NewRequest(http.MethodPost, reg.ExecutorURL, bytes.NewReader(body))
-	protocol.SignRequest(r.Header, "secret", body, time.Now())
+	protocol.SignRequest(r, "secret", body, time.Now())
 	resp, err := http.DefaultClient.Do(r)
 	if err != nil {
 		t.Fatal(err)

@@ -92,7 +92,7 @@ func (fs *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusServiceUnavailable, "unavailable", "the server is down")
 		return
 	}
-	if err := protocol.VerifyRequest(r.Header, fs.token, body, time.Now()); err != nil {
+	if _, err := protocol.VerifyRequest(r, fs.token, body, time.Now(), protocol.SignatureWindow); err != nil {
 		fs.badSigs++
 		fail(w, http.StatusUnauthorized, "bad_signature", err.Error())
 		return
@@ -218,7 +218,7 @@ func execute(t *testing.T, h http.Handler, token string, req protocol.ExecuteReq
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest(http.MethodPost, ExecutorPath, bytes.NewReader(body))
-	protocol.SignRequest(r.Header, token, body, time.Now())
+	protocol.SignRequest(r, token, body, time.Now())
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
 	return w

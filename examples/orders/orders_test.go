@@ -63,7 +63,7 @@ func (f *fixture) execute(t *testing.T, req protocol.ExecuteRequest) protocol.Ex
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest(http.MethodPost, retryhub.ExecutorPath, bytes.NewReader(body))
-	protocol.SignRequest(r.Header, testToken, body, time.Now())
+	protocol.SignRequest(r, testToken, body, time.Now())
 	w := httptest.NewRecorder()
 	f.client.Handler().ServeHTTP(w, r)
 	if w.Code != http.StatusOK {

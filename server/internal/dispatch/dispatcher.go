@@ -504,7 +504,7 @@ func (d *Dispatcher) call(url, token string, body []byte, timeout time.Duration)
 		return retry.Result{Outcome: retry.OutcomeFailed, Error: "bad executor URL: " + err.Error()}, callUnreachable
 	}
 	req.Header.Set("Content-Type", "application/json")
-	protocol.SignRequest(req.Header, token, body, time.Now())
+	protocol.SignRequest(req, token, body, time.Now())
 	resp, err := d.client.Do(req)
 	if err != nil {
 		switch {

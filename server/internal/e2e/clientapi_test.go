@@ -52,9 +52,10 @@ func TestBadInputIsRefusedAndStoresNothing(t *testing.T) {
 			return h
 		}
 		signed := func(token string, body []byte, at time.Time) http.Header {
-			h := named()
-			protocol.SignRequest(h, token, body, at)
-			return h
+			req, _ := http.NewRequest(http.MethodPost, url, nil)
+			req.Header = named()
+			protocol.SignRequest(req, token, body, at)
+			return req.Header
 		}
 		big := bytes.Repeat([]byte("x"), 70<<10)
 		bigArgs, _ := json.Marshal(protocol.ReportRequest{Items: []protocol.ReportItem{{Scene: "notify", IdempotencyKey: "k",
@@ -276,7 +277,7 @@ func TestInstancesAndPolicies(t *testing.T) {
 			if etag != "" {
 				req.Header.Set("If-None-Match", etag)
 			}
-			protocol.SignRequest(req.Header, testToken, nil, time.Now())
+			protocol.SignRequest(req, testToken, nil, time.Now())
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

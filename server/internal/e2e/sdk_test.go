@@ -418,7 +418,7 @@ func TestSDKExecutorRefusesForgeriesAndAnswersBusy(t *testing.T) {
 		body, _ := json.Marshal(protocol.ExecuteRequest{Kind: protocol.KindReplay, TaskID: 1, Scene: "slow",
 			IdempotencyKey: "x", Args: json.RawMessage(`{"id":"forged"}`), Attempt: 1})
 		req, _ := http.NewRequest(http.MethodPost, live[0].ExecutorURL, bytes.NewReader(body))
-		protocol.SignRequest(req.Header, "a-forged-token-000000", body, time.Now())
+		protocol.SignRequest(req, "a-forged-token-000000", body, time.Now())
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

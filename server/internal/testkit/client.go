@@ -33,7 +33,7 @@ func Call(base string, g retry.Group, method, path string, body any) (int, []byt
 	}
 	req.Header.Set(protocol.HeaderNamespace, g.Namespace)
 	req.Header.Set(protocol.HeaderGroup, g.Name)
-	protocol.SignRequest(req.Header, g.Token, raw, time.Now())
+	protocol.SignRequest(req, g.Token, raw, time.Now())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, nil, err

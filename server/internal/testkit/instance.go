@@ -48,7 +48,7 @@ func NewInstance(t testing.TB, token string, behave Behaviour) *Instance {
 
 func (in *Instance) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	if err := protocol.VerifyRequest(r.Header, in.token, body, time.Now()); err != nil {
+	if _, err := protocol.VerifyRequest(r, in.token, body, time.Now(), protocol.SignatureWindow); err != nil {
 		in.mu.Lock()
 		in.forged++
 		in.mu.Unlock()

@@ -102,12 +102,13 @@ func (a *API) authenticate(c *gin.Context) {
 		httpx.Error(c, http.StatusBadRequest, "unreadable_body", "reading the body: "+err.Error())
 		return
 	}
-	if err := protocol.Verify(group.Token, c.GetHeader(protocol.HeaderTimestamp), c.GetHeader(protocol.HeaderSignature),
-		body, time.Now(), a.p.SignatureWindow); err != nil {
+	if _, err := protocol.VerifyRequest(c.Request, group.Token, body, time.Now(), a.p.SignatureWindow); err != nil {
 		code := "bad_signature"
 		switch {
 		case errors.Is(err, protocol.ErrMissingSignature):
 			code = "missing_signature"
+		case errors.Is(err, protocol.ErrBadVersion):
+			code = "bad_protocol_version"
 		case errors.Is(err, protocol.ErrStaleTimestamp), errors.Is(err, protocol.ErrBadTimestamp):
 			code = "bad_timestamp"
 		}
