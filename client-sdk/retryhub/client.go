@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/retryhub/retryhub/client-sdk/internal/spool"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
@@ -46,7 +47,7 @@ type Client struct {
 	// mu serializes Start and Shutdown; the fields below belong to them.
 	mu      sync.Mutex
 	state   int // clientNew, clientRunning, clientStopping, clientStopped
-	spool   *spool
+	spool   *spool.Spool
 	snd     *sender
 	srv     *http.Server
 	srvDone chan struct{}
@@ -138,9 +139,9 @@ func (c *Client) Start(ctx context.Context) error {
 	if c.state != clientNew {
 		return errors.New("retryhub: Start: the client was started before; a Client starts once")
 	}
-	var loaded []spooledItem
+	var loaded []spool.Item
 	if c.cfg.SpoolDir != "" {
-		sp, items, err := openSpool(c.cfg.SpoolDir, c.cfg.Namespace, c.cfg.Group, c.log)
+		sp, items, err := spool.Open(c.cfg.SpoolDir, c.cfg.Namespace, c.cfg.Group, c.log)
 		if err != nil {
 			return fmt.Errorf("retryhub: Start: %w", err)
 		}
@@ -153,7 +154,7 @@ func (c *Client) Start(ctx context.Context) error {
 
 	fail := func(err error) error {
 		if c.spool != nil {
-			_ = c.spool.close()
+			_ = c.spool.Close()
 		}
 		return fmt.Errorf("retryhub: Start: %w", err)
 	}
@@ -442,7 +443,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	c.wg.Wait()
 	left := q.len()
 	if c.spool != nil {
-		if err := c.spool.close(); err != nil {
+		if err := c.spool.Close(); err != nil {
 			errs = append(errs, err)
 		}
 		if left > 0 {

@@ -1,9 +1,11 @@
 package retryhub
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
+	"github.com/retryhub/retryhub/client-sdk/internal/spool"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
@@ -23,7 +25,7 @@ func (e *entry) size() int64 {
 type queue struct {
 	max   int
 	batch int
-	spool *spool // nil without a spool directory
+	spool *spool.Spool // nil without a spool directory
 
 	mu      sync.Mutex
 	pending []*entry // waiting to be sent, oldest first
@@ -35,11 +37,13 @@ type queue struct {
 	wake chan struct{}
 }
 
-func newQueue(maxHeld, batch int, sp *spool, loaded []spooledItem) *queue {
+// newQueue returns a queue that holds at most maxHeld reports and wakes the sender when batch
+// are pending. loaded are the reports read back from sp, queued first as they were written.
+func newQueue(maxHeld, batch int, sp *spool.Spool, loaded []spool.Item) *queue {
 	q := &queue{max: maxHeld, batch: batch, spool: sp, nextSeq: 1, wake: make(chan struct{}, 1)}
 	for _, it := range loaded {
-		q.pending = append(q.pending, &entry{seq: it.seq, item: it.item})
-		q.nextSeq = max(q.nextSeq, it.seq+1)
+		q.pending = append(q.pending, &entry{seq: it.Seq, item: it.Report})
+		q.nextSeq = max(q.nextSeq, it.Seq+1)
 	}
 	q.held = len(q.pending)
 	return q
@@ -64,10 +68,13 @@ func (q *queue) push(item protocol.ReportItem) error {
 	q.mu.Unlock()
 
 	if q.spool != nil {
-		if err := q.spool.add(seq, item); err != nil {
+		if err := q.spool.Add(seq, item); err != nil {
 			q.mu.Lock()
 			q.held--
 			q.mu.Unlock()
+			if errors.Is(err, spool.ErrClosed) {
+				return fmt.Errorf("%w: %w", ErrClosed, err)
+			}
 			return err
 		}
 	}
@@ -134,7 +141,7 @@ func (q *queue) settle(es []*entry) error {
 		for i, e := range es {
 			seqs[i] = e.seq
 		}
-		err = q.spool.done(seqs)
+		err = q.spool.Done(seqs)
 	}
 	q.mu.Lock()
 	q.held -= len(es)

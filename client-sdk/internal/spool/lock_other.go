@@ -1,6 +1,6 @@
 //go:build !unix
 
-package retryhub
+package spool
 
 import "os"
 

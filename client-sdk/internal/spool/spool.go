@@ -1,4 +1,24 @@
-package retryhub
+// Package spool keeps a client's queued reports on disk until the server has committed them, so
+// that a restart of the process loses none. It is an append-only journal, one file per namespace
+// and group:
+//
+//	<dir>/reports-<namespace>.<group>.journal   (names escaped to [A-Za-z0-9_-] and %XX)
+//	<dir>/reports-<namespace>.<group>.lock      (held with flock while a client uses it)
+//
+// Every line is one record: the CRC-32C of the JSON as 8 hex digits, a space, the JSON, and a
+// newline. The JSON is one of
+//
+//	{"v":1}                          the header, first in the file
+//	{"seq":7,"item":{…ReportItem…}}  a queued report, as the client will send it
+//	{"done":[7,8,9]}                 reports the server settled (committed or rejected)
+//
+// Writers append records and fsync before they return, several callers sharing one fsync (group
+// commit). When every report is settled the journal is replaced by a bare header; when settled
+// records dominate it is rewritten with the live reports only (a new file, fsynced, then renamed
+// over the old). On open, the reports without a done record are handed back to be queued again,
+// each exactly as it was written (its failure time included). A torn last line (a crash
+// mid-write) is ignored; a damaged line elsewhere is skipped with an error log.
+package spool
 
 import (
 	"bufio"
@@ -19,30 +39,12 @@ import (
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
-// The spool keeps queued reports on disk until the server has committed them. It is an
-// append-only journal, one file per namespace and group:
-//
-//	<SpoolDir>/reports-<namespace>.<group>.journal   (names escaped to [A-Za-z0-9_-] and %XX)
-//	<SpoolDir>/reports-<namespace>.<group>.lock      (held with flock while a client uses it)
-//
-// Every line is one record: the CRC-32C of the JSON as 8 hex digits, a space, the JSON, and a
-// newline. The JSON is one of
-//
-//	{"v":1}                          the header, first in the file
-//	{"seq":7,"item":{…ReportItem…}}  a queued report
-//	{"done":[7,8,9]}                 reports the server settled (committed or rejected)
-//
-// Writers append records and fsync before they return, several callers sharing one fsync (group
-// commit). When every report is settled the journal is replaced by a bare header; when settled
-// records dominate it is rewritten with the live reports only (a new file, fsynced, then renamed
-// over the old). On open, the reports without a done record are queued again. A torn last line
-// (a crash mid-write) is ignored; a damaged line elsewhere is skipped with an error log.
+// format is the journal format this package writes and reads.
+const format = 1
 
-const spoolFormat = 1
-
-// spoolCompactBytes is how many bytes of settled records make the writer rewrite the journal
-// (when they also outweigh the live ones two to one).
-const spoolCompactBytes = 4 << 20
+// compactBytes is how many bytes of settled records make the writer rewrite the journal (when
+// they also outweigh the live ones two to one).
+const compactBytes = 4 << 20
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -54,23 +56,28 @@ type journalRecord struct {
 	Done []uint64             `json:"done,omitempty"`
 }
 
-// spooledItem is a report read back from the journal.
-type spooledItem struct {
-	seq  uint64
-	item protocol.ReportItem
+// Item is a queued report read back from the journal.
+type Item struct {
+	// Seq is the number the report was added with.
+	Seq    uint64
+	Report protocol.ReportItem
 }
+
+// ErrClosed is the error of a write to a closed spool.
+var ErrClosed = errors.New("the spool is closed")
 
 // span locates a record in the journal file.
 type span struct{ off, n int64 }
 
-// spoolRec is a record waiting for the writer.
-type spoolRec struct {
+// pendingRec is a record waiting for the writer.
+type pendingRec struct {
 	seq  uint64 // of an added report, 0 for a done record
 	line []byte
 	done []uint64
 }
 
-type spool struct {
+// Spool is one open journal. Its methods are safe for concurrent use.
+type Spool struct {
 	path      string
 	lock      *os.File
 	log       *slog.Logger
@@ -78,7 +85,7 @@ type spool struct {
 
 	mu      sync.Mutex
 	idle    *sync.Cond // signalled when the writer role is released
-	pend    []spoolRec
+	pend    []pendingRec
 	waiters []chan error
 	writing bool
 	closed  bool
@@ -91,8 +98,8 @@ type spool struct {
 	liveBytes int64
 }
 
-// spoolName escapes a name part to [A-Za-z0-9_-] and %XX.
-func spoolName(s string) string {
+// escapeName escapes a name part to [A-Za-z0-9_-] and %XX.
+func escapeName(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -105,13 +112,14 @@ func spoolName(s string) string {
 	return b.String()
 }
 
-// openSpool opens (creating it if needed) the journal of namespace and group in dir, locks it,
-// and returns the reports it holds that were never settled, in their order.
-func openSpool(dir, namespace, group string, log *slog.Logger) (*spool, []spooledItem, error) {
+// Open opens (creating it if needed) the journal of namespace and group in dir, locks it, and
+// returns the reports it holds that were never settled, in the order they were added. A journal
+// that another process (or another Spool of this one) holds is refused.
+func Open(dir, namespace, group string, log *slog.Logger) (*Spool, []Item, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create spool directory: %w", err)
 	}
-	base := filepath.Join(dir, "reports-"+spoolName(namespace)+"."+spoolName(group))
+	base := filepath.Join(dir, "reports-"+escapeName(namespace)+"."+escapeName(group))
 	lock, err := os.OpenFile(base+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open spool lock: %w", err)
@@ -120,14 +128,14 @@ func openSpool(dir, namespace, group string, log *slog.Logger) (*spool, []spoole
 		lock.Close()
 		return nil, nil, fmt.Errorf("spool %s is in use (%v): each client of a group needs a spool directory of its own", base+".journal", err)
 	}
-	s := &spool{path: base + ".journal", lock: lock, log: log, compactAt: spoolCompactBytes}
+	s := &Spool{path: base + ".journal", lock: lock, log: log, compactAt: compactBytes}
 	s.idle = sync.NewCond(&s.mu)
 	items, err := s.read()
 	if err == nil {
 		// Start from a clean file: only the live reports, no torn tail.
 		err = s.rewrite(len(items), func(i int) (uint64, []byte, error) {
-			line, err := encodeRecord(journalRecord{Seq: items[i].seq, Item: &items[i].item})
-			return items[i].seq, line, err
+			line, err := encodeRecord(journalRecord{Seq: items[i].Seq, Item: &items[i].Report})
+			return items[i].Seq, line, err
 		})
 	}
 	if err != nil {
@@ -138,13 +146,13 @@ func openSpool(dir, namespace, group string, log *slog.Logger) (*spool, []spoole
 }
 
 // read parses the journal.
-func (s *spool) read() ([]spooledItem, error) {
+func (s *Spool) read() ([]Item, error) {
 	f, err := os.Open(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open spool: %w", err)
+		return nil, fmt.Errorf("open spool %s: %w", s.path, err)
 	}
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 64<<10)
@@ -168,8 +176,8 @@ func (s *spool) read() ([]spooledItem, error) {
 				"file", s.path, "line", lineNo, "err", err)
 			continue
 		}
-		if rec.V > spoolFormat {
-			return nil, fmt.Errorf("spool %s has format %d, newer than this SDK's %d: upgrade the SDK or move the file away", s.path, rec.V, spoolFormat)
+		if rec.V > format {
+			return nil, fmt.Errorf("spool %s has format %d, newer than this SDK's %d: upgrade the SDK or move the file away", s.path, rec.V, format)
 		}
 		if rec.Item != nil && rec.Seq != 0 {
 			if _, ok := live[rec.Seq]; !ok {
@@ -181,10 +189,10 @@ func (s *spool) read() ([]spooledItem, error) {
 			delete(live, d)
 		}
 	}
-	items := make([]spooledItem, 0, len(live))
+	items := make([]Item, 0, len(live))
 	for _, seq := range order {
 		if it, ok := live[seq]; ok {
-			items = append(items, spooledItem{seq: seq, item: it})
+			items = append(items, Item{Seq: seq, Report: it})
 			delete(live, seq)
 		}
 	}
@@ -224,7 +232,7 @@ func parseRecord(line []byte) (journalRecord, error) {
 
 // rewrite replaces the journal with a header and n records from rec, fsyncs, and renames it
 // into place. It runs with the writer role (or before the spool is shared).
-func (s *spool) rewrite(n int, rec func(i int) (uint64, []byte, error)) error {
+func (s *Spool) rewrite(n int, rec func(i int) (uint64, []byte, error)) error {
 	tmp := s.path + ".tmp"
 	tf, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -236,7 +244,7 @@ func (s *spool) rewrite(n int, rec func(i int) (uint64, []byte, error)) error {
 		return fmt.Errorf("compact spool %s: %w", s.path, err)
 	}
 	w := bufio.NewWriterSize(tf, 64<<10)
-	hdr, _ := encodeRecord(journalRecord{V: spoolFormat})
+	hdr, _ := encodeRecord(journalRecord{V: format})
 	w.Write(hdr)
 	off := int64(len(hdr))
 	live := make(map[uint64]span, n)
@@ -287,17 +295,18 @@ func syncDir(dir string) {
 	}
 }
 
-// add writes a queued report and returns once it is on disk.
-func (s *spool) add(seq uint64, item protocol.ReportItem) error {
+// Add writes a queued report under seq, a number unique within the journal, and returns once it
+// is on disk.
+func (s *Spool) Add(seq uint64, item protocol.ReportItem) error {
 	line, err := encodeRecord(journalRecord{Seq: seq, Item: &item})
 	if err != nil {
 		return err
 	}
-	return s.submit(spoolRec{seq: seq, line: line})
+	return s.submit(pendingRec{seq: seq, line: line})
 }
 
-// done records that the server settled the reports seqs.
-func (s *spool) done(seqs []uint64) error {
+// Done records that the server settled the reports seqs, and returns once that is on disk.
+func (s *Spool) Done(seqs []uint64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
@@ -305,19 +314,19 @@ func (s *spool) done(seqs []uint64) error {
 	if err != nil {
 		return err
 	}
-	return s.submit(spoolRec{line: line, done: seqs})
+	return s.submit(pendingRec{line: line, done: seqs})
 }
 
 // submit hands r to the writer and waits until it is written and fsynced. The first caller to
 // find no writer becomes the writer and writes, in rounds, everything submitted meanwhile.
-func (s *spool) submit(r spoolRec) error {
+func (s *Spool) submit(r pendingRec) error {
 	// Only a writer settling reports compacts: a caller queueing a report never pays for it.
 	mayCompact := r.done != nil
 	ch := make(chan error, 1)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return fmt.Errorf("spool %s: %w", s.path, ErrClosed)
+		return fmt.Errorf("write spool %s: %w", s.path, ErrClosed)
 	}
 	s.pend = append(s.pend, r)
 	s.waiters = append(s.waiters, ch)
@@ -345,7 +354,7 @@ func (s *spool) submit(r spoolRec) error {
 
 // writeRound appends and fsyncs the records. On failure it cuts the file back, so that a
 // failed write leaves no partial record behind.
-func (s *spool) writeRound(pend []spoolRec) error {
+func (s *Spool) writeRound(pend []pendingRec) error {
 	var buf []byte
 	if len(pend) == 1 {
 		buf = pend[0].line
@@ -385,8 +394,8 @@ func (s *spool) writeRound(pend []spoolRec) error {
 
 // maybeCompact empties the journal when nothing is live, or rewrites it when settled records
 // dominate.
-func (s *spool) maybeCompact() {
-	hdr, _ := encodeRecord(journalRecord{V: spoolFormat})
+func (s *Spool) maybeCompact() {
+	hdr, _ := encodeRecord(journalRecord{V: format})
 	dead := s.size - s.liveBytes - int64(len(hdr))
 	var err error
 	switch {
@@ -415,7 +424,7 @@ func (s *spool) maybeCompact() {
 }
 
 // fileSize returns the journal's size once no write is under way, for tests.
-func (s *spool) fileSize() int64 {
+func (s *Spool) fileSize() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.writing {
@@ -424,9 +433,12 @@ func (s *spool) fileSize() int64 {
 	return s.size
 }
 
-// close waits for the writer, then closes the journal and releases the lock. The journal stays
-// on disk with whatever was not settled.
-func (s *spool) close() error {
+// Path returns the journal file's path.
+func (s *Spool) Path() string { return s.path }
+
+// Close waits for the writer, then closes the journal and releases the lock. The journal stays
+// on disk with whatever was not settled; writes after Close fail with ErrClosed.
+func (s *Spool) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	for s.writing {
