@@ -3,6 +3,8 @@ package retryhub
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/retryhub/retryhub/client-sdk/internal/recovery"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
@@ -154,8 +157,26 @@ func (r *apiResponse) asError(op string) *apiError {
 	return e
 }
 
-// isConfigProblem reports whether err is an answer that means the client is misconfigured.
-func isConfigProblem(err error) bool {
+// classify says how a loop retries err: a server that refuses the client's configuration, or
+// whose TLS certificate the client does not trust, needs a person to fix it (fix says what to
+// check); anything else (an unreachable server, a 5xx) is transient.
+func classify(err error) (kind recovery.Kind, fix string) {
 	var ae *apiError
-	return errors.As(err, &ae) && ae.configProblem()
+	if errors.As(err, &ae) && ae.configProblem() {
+		if ae.status == http.StatusUnauthorized || ae.status == http.StatusForbidden {
+			return recovery.NeedsFix, "check Config.Namespace, Config.Group and Config.Token against the server's group"
+		}
+		return recovery.NeedsFix, "the server does not take this client's requests; check Config.Servers and the SDK version"
+	}
+	var hostErr x509.HostnameError
+	if errors.As(err, &hostErr) {
+		return recovery.NeedsFix, "the server's TLS certificate does not name the host in Config.Servers"
+	}
+	var tlsErr *tls.CertificateVerificationError
+	var authErr x509.UnknownAuthorityError
+	var invalidErr x509.CertificateInvalidError
+	if errors.As(err, &tlsErr) || errors.As(err, &authErr) || errors.As(err, &invalidErr) {
+		return recovery.NeedsFix, "the server's TLS certificate is not trusted; set Config.CAFile to the CA that signed it"
+	}
+	return recovery.Transient, ""
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/retryhub/retryhub/client-sdk/internal/recovery"
 	"github.com/retryhub/retryhub/client-sdk/internal/spool"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
@@ -94,22 +95,30 @@ func newClient(cfg Config, reg *registry) (*Client, error) {
 		capacity:  int32(cfg.Capacity),
 		limits:    &c.limits,
 	}
-	c.pol = &policySync{api: c.api, reg: reg, log: log, interval: cfg.PolicyRefreshInterval}
+	c.pol = &policySync{api: c.api, reg: reg, log: log, interval: cfg.PolicyRefreshInterval,
+		rec: c.tracker("retryhub: cannot fetch scene policies; scenes keep the last known ones (their code defaults until the server first answers)",
+			"retryhub: scene policies refresh again")}
 	c.hb = &heartbeat{
-		api:         c.api,
-		reg:         reg,
-		log:         log,
-		limits:      &c.limits,
-		instance:    cfg.InstanceID,
-		capacity:    cfg.Capacity,
-		inFlight:    func() int { return int(c.exec.inFlight.Load()) },
-		interval:    cfg.HeartbeatInterval,
-		minDelay:    cfg.RetryMinDelay,
-		maxDelay:    cfg.RetryMaxDelay,
-		configDelay: cfg.ConfigErrorDelay,
-		rescan:      make(chan struct{}, 1),
+		api:      c.api,
+		reg:      reg,
+		log:      log,
+		limits:   &c.limits,
+		instance: cfg.InstanceID,
+		capacity: cfg.Capacity,
+		inFlight: func() int { return int(c.exec.inFlight.Load()) },
+		interval: cfg.HeartbeatInterval,
+		rec: c.tracker("retryhub: cannot register this instance or send its heartbeat; retrying in the background",
+			"retryhub: the server lists this instance again"),
+		rescan: make(chan struct{}, 1),
 	}
 	return c, nil
+}
+
+// tracker returns a recovery tracker with the client's retry delays, logging failing when a
+// loop starts failing and recovered when it works again.
+func (c *Client) tracker(failing, recovered string) *recovery.Tracker {
+	return recovery.New(recovery.Params{Log: c.log, Failing: failing, Recovered: recovered,
+		MinDelay: c.cfg.RetryMinDelay, MaxDelay: c.cfg.RetryMaxDelay, FixDelay: c.cfg.ConfigErrorDelay})
 }
 
 // Start starts the process-wide client, which serves the scenes declared with Retryable, and
@@ -182,18 +191,16 @@ func (c *Client) Start(ctx context.Context) error {
 	}
 
 	c.snd = &sender{
-		q:           q,
-		api:         c.api,
-		log:         c.log,
-		limits:      &c.limits,
-		stats:       &c.stats,
-		instance:    c.cfg.InstanceID,
-		batch:       c.cfg.ReportBatchSize,
-		interval:    c.cfg.ReportInterval,
-		minDelay:    c.cfg.RetryMinDelay,
-		maxDelay:    c.cfg.RetryMaxDelay,
-		configDelay: c.cfg.ConfigErrorDelay,
-		flush:       make(chan struct{}, 1),
+		q:        q,
+		api:      c.api,
+		log:      c.log,
+		limits:   &c.limits,
+		stats:    &c.stats,
+		instance: c.cfg.InstanceID,
+		rec:      c.tracker("retryhub: cannot deliver reports; they are kept and re-sent", "retryhub: reports are delivered again"),
+		batch:    c.cfg.ReportBatchSize,
+		interval: c.cfg.ReportInterval,
+		flush:    make(chan struct{}, 1),
 	}
 
 	if ln != nil {
@@ -209,13 +216,16 @@ func (c *Client) Start(ctx context.Context) error {
 		}()
 	}
 
-	// The server's first answers, briefly: an unreachable server is retried in the background.
+	// The server's first answers, briefly: an unreachable server is retried in the background
+	// (the loops go on from these trackers, so an outage is logged once).
 	wctx, cancel := context.WithTimeout(ctx, startWait)
 	if err := c.hb.register(wctx); err != nil {
-		c.log.Warn("retryhub: cannot register with the server yet; retrying in the background, scenes use their code defaults meanwhile", "err", err)
+		kind, fix := classify(err)
+		c.hb.retryIn = c.hb.rec.Failed(err, kind, fix)
 	}
 	if err := c.pol.refresh(wctx); err != nil {
-		c.log.Warn("retryhub: cannot fetch scene policies yet; scenes use their code defaults meanwhile", "err", err)
+		kind, fix := classify(err)
+		c.pol.rec.Failed(err, kind, fix)
 	}
 	cancel()
 

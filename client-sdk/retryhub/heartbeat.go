@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/retryhub/retryhub/client-sdk/internal/recovery"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
@@ -32,16 +33,16 @@ type heartbeat struct {
 	capacity    int
 	inFlight    func() int
 
-	interval    time.Duration // Config.HeartbeatInterval; 0 means the server's
-	minDelay    time.Duration
-	maxDelay    time.Duration
-	configDelay time.Duration
+	interval time.Duration // Config.HeartbeatInterval; 0 means the server's
+	// rec spaces the tries while the server cannot be reached or refuses the instance, and logs
+	// the outage. Start uses it before run does, never at the same time.
+	rec *recovery.Tracker
+	// retryIn is how long run waits before its first try when Start could not register.
+	retryIn time.Duration
 
 	registered atomic.Bool
 	// rescan asks for a new registration because scenes were declared.
 	rescan chan struct{}
-	// failing says the last exchange failed (for logging changes of state once).
-	failing bool
 }
 
 // register announces the instance and stores the server's limits.
@@ -123,9 +124,10 @@ func (h *heartbeat) currentInterval() time.Duration {
 	return defaultHeartbeat
 }
 
+// run registers the instance when it is not registered, then beats every interval, until ctx
+// ends.
 func (h *heartbeat) run(ctx context.Context) {
-	failures := 0
-	var wait time.Duration
+	wait := h.retryIn
 	if h.registered.Load() {
 		wait = h.currentInterval()
 	}
@@ -159,40 +161,16 @@ func (h *heartbeat) run(ctx context.Context) {
 		}
 		wait = h.currentInterval()
 		if err != nil {
-			failures++
-			d := h.failed(err, failures)
-			if h.registered.Load() && !isConfigProblem(err) {
+			kind, fix := classify(err)
+			d := h.rec.Failed(err, kind, fix)
+			if h.registered.Load() && kind == recovery.Transient {
 				// A listed instance keeps beating at least every interval.
 				d = min(d, wait)
 			}
 			wait = d
 			continue
 		}
-		failures = 0
-		h.recovered()
-	}
-}
-
-func (h *heartbeat) failed(err error, failures int) time.Duration {
-	if isConfigProblem(err) {
-		h.log.Error("retryhub: the server refuses this instance; check the group, namespace and token", "err", err, "retry_in", h.configDelay)
-		h.failing = true
-		return h.configDelay
-	}
-	d := retryDelay(h.minDelay, h.maxDelay, failures)
-	if !h.failing {
-		h.log.Warn("retryhub: cannot reach the server; retrying in the background", "err", err)
-		h.failing = true
-	} else {
-		h.log.Debug("retryhub: server still unreachable", "err", err, "retry_in", d)
-	}
-	return d
-}
-
-func (h *heartbeat) recovered() {
-	if h.failing {
-		h.log.Info("retryhub: the server is reachable again")
-		h.failing = false
+		h.rec.Succeeded()
 	}
 }
 

@@ -9,23 +9,26 @@ import (
 	"sync"
 	"time"
 
+	"github.com/retryhub/retryhub/client-sdk/internal/recovery"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
 // policySync keeps the scenes' policies in step with the server: it asks for the group's scene
 // policies every interval (a 304 when nothing changed) and swaps each scene's policy, so an edit
 // in the console reaches running calls within an interval. Scenes the server does not know keep
-// their code defaults.
+// their code defaults. While the server cannot answer, it asks every interval or rec's back-off,
+// whichever is longer.
 type policySync struct {
 	api      *serverAPI
 	reg      *registry
 	log      *slog.Logger
 	interval time.Duration
+	// rec logs an outage once and spaces the tries; Start uses it before run does.
+	rec *recovery.Tracker
 
-	mu      sync.Mutex
-	etag    string
-	known   map[string]protocol.ScenePolicy // by scene name; nil before the first answer
-	failing bool
+	mu    sync.Mutex
+	etag  string
+	known map[string]protocol.ScenePolicy // by scene name; nil before the first answer
 }
 
 // refresh asks the server once and applies what changed.
@@ -122,8 +125,9 @@ func (p *policySync) fromServer(s *scene, sp protocol.ScenePolicy) *policy {
 	return np
 }
 
+// run refreshes the policies every interval until ctx ends.
 func (p *policySync) run(ctx context.Context) {
-	t := time.NewTicker(p.interval)
+	t := time.NewTimer(p.interval)
 	defer t.Stop()
 	for {
 		select {
@@ -135,17 +139,13 @@ func (p *policySync) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		p.mu.Lock()
-		switch {
-		case err != nil && !p.failing:
-			p.failing = true
-			p.log.Warn("retryhub: cannot refresh scene policies; the last known ones stay in force", "err", err)
-		case err != nil:
-			p.log.Debug("retryhub: scene policy refresh failed again", "err", err)
-		case p.failing:
-			p.failing = false
-			p.log.Info("retryhub: scene policies refresh again")
+		wait := p.interval
+		if err != nil {
+			kind, fix := classify(err)
+			wait = max(wait, p.rec.Failed(err, kind, fix))
+		} else {
+			p.rec.Succeeded()
 		}
-		p.mu.Unlock()
+		t.Reset(wait)
 	}
 }

@@ -6,18 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sync/atomic"
 	"time"
 
+	"github.com/retryhub/retryhub/client-sdk/internal/recovery"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
 // sender delivers queued reports to the server in batches: a full batch at once, a partial
 // one every interval, and everything on a flush. It re-sends with back-off while the server is
-// unreachable or answers 5xx, and slowly while it refuses the client's configuration.
+// unreachable or answers 5xx, and slowly while it refuses the client's configuration (rec
+// spaces the tries and logs the outage).
 type sender struct {
 	q        *queue
 	api      *serverAPI
@@ -25,19 +26,15 @@ type sender struct {
 	limits   *atomic.Pointer[protocol.RegisterResponse]
 	stats    *counters
 	instance string
+	rec      *recovery.Tracker
 
-	batch       int
-	interval    time.Duration
-	minDelay    time.Duration
-	maxDelay    time.Duration
-	configDelay time.Duration
+	batch    int
+	interval time.Duration
 
 	// flush asks for everything pending to be sent now.
 	flush chan struct{}
 	// draining says the client shuts down: every wake sends what is pending, full batch or not.
 	draining atomic.Bool
-	// failing says the last delivery failed (for logging changes of state once).
-	failing bool
 }
 
 // counters are the client's delivery statistics.
@@ -53,7 +50,6 @@ var errMalformedAnswer = errors.New("malformed answer")
 func (s *sender) run(ctx context.Context) {
 	ticker := time.NewTicker(s.interval)
 	defer ticker.Stop()
-	failures := 0
 	for {
 		all := false
 		select {
@@ -75,15 +71,14 @@ func (s *sender) run(ctx context.Context) {
 			left, err := s.post(ctx, batch)
 			s.q.putBack(left)
 			if err == nil {
-				failures = 0
+				s.rec.Succeeded()
 				continue
 			}
 			if ctx.Err() != nil {
 				return
 			}
-			failures++
-			delay := s.failed(err, failures)
-			t := time.NewTimer(delay)
+			kind, fix := classify(err)
+			t := time.NewTimer(s.rec.Failed(err, kind, fix, "held", s.q.len()))
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -110,37 +105,6 @@ func (s *sender) batchLimits() (int, int64) {
 		}
 	}
 	return n, maxBytes
-}
-
-// failed logs a failed delivery and returns how long to wait before the next.
-func (s *sender) failed(err error, failures int) time.Duration {
-	held := s.q.len()
-	if isConfigProblem(err) {
-		s.log.Error("retryhub: the server refuses the client's reports; check the group, namespace and token. Reports are kept and re-sent",
-			"err", err, "held", held, "retry_in", s.configDelay)
-		s.failing = true
-		return s.configDelay
-	}
-	d := retryDelay(s.minDelay, s.maxDelay, failures)
-	if !s.failing {
-		s.log.Warn("retryhub: cannot deliver reports; they are kept and re-sent", "err", err, "held", held)
-		s.failing = true
-	} else {
-		s.log.Debug("retryhub: report delivery failed again", "err", err, "held", held, "retry_in", d)
-	}
-	return d
-}
-
-// retryDelay is the wait after failures failed tries: min doubled per failure up to max,
-// with equal jitter.
-func retryDelay(minDelay, maxDelay time.Duration, failures int) time.Duration {
-	d := minDelay
-	for i := 1; i < failures && d < maxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, maxDelay)
-	half := d / 2
-	return half + rand.N(d-half+1)
 }
 
 // post sends one batch and settles what the server answered for. It returns the entries still
@@ -170,10 +134,6 @@ func (s *sender) post(ctx context.Context, batch []*entry) ([]*entry, error) {
 			return batch, fmt.Errorf("POST %s on %s: %w: %d results for %d items", protocol.PathReports, resp.server, errMalformedAnswer, len(rr.Results), len(batch))
 		}
 		s.settle(batch, rr.Results)
-		if s.failing {
-			s.log.Info("retryhub: reports are delivered again", "server", resp.server)
-			s.failing = false
-		}
 		return nil, nil
 	case http.StatusRequestEntityTooLarge:
 		if len(batch) == 1 {
