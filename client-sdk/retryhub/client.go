@@ -2,13 +2,11 @@ package retryhub
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -254,129 +252,10 @@ func (c *Client) Start(ctx context.Context) error {
 	return nil
 }
 
-// deriveExecutorURL builds the executor URL of a listener on listenAddr.
-func deriveExecutorURL(listenAddr string, addr net.Addr) string {
-	host, _, _ := net.SplitHostPort(listenAddr)
-	port := 0
-	if tcp, ok := addr.(*net.TCPAddr); ok {
-		port = tcp.Port
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = outboundIPv4()
-	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + ExecutorPath
-}
-
-// outboundIPv4 returns the machine's first non-loopback IPv4 address, or 127.0.0.1.
-func outboundIPv4() string {
-	addrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil && !n.IP.IsLinkLocalUnicast() {
-				return n.IP.String()
-			}
-		}
-	}
-	return "127.0.0.1"
-}
-
-// Handler returns the executor endpoint, for an application that serves it in its own HTTP
-// server (Config.ListenAddr empty). Mount it at the path of Config.ExecutorURL, by convention
-// ExecutorPath:
-//
-//	mux.Handle(retryhub.ExecutorPath, client.Handler())
-//
-// It verifies the server's signature (401 otherwise), runs at most Config.Capacity calls at
-// once (429 beyond), answers 404 for scenes not declared on this client, and runs replays with
-// their arguments decoded into the scene's argument type, under the request's timeout and in a
-// retry flow (see InFlow).
-//
-// The handler serves as soon as the client is made, before Start: an application can mount it
-// in its server first and start the client after.
-func (c *Client) Handler() http.Handler { return c.exec }
-
 // sceneAdded takes a scene declared while the client runs.
 func (c *Client) sceneAdded(s *scene) {
 	c.pol.apply(s)
 	c.hb.scenesChanged()
-}
-
-// enqueue queues a report, checking its size against the server's limit.
-func (c *Client) enqueue(ctx context.Context, item protocol.ReportItem) error {
-	if l := c.limits.Load(); l != nil && l.MaxPayloadBytes > 0 && int64(len(item.Args)) > l.MaxPayloadBytes {
-		return fmt.Errorf("%w: %d bytes of JSON, the server accepts %d", ErrArgsTooLarge, len(item.Args), l.MaxPayloadBytes)
-	}
-	q := c.q.Load()
-	if q == nil {
-		return ErrNotStarted
-	}
-	if err := q.push(item); err != nil {
-		if errors.Is(err, ErrQueueFull) {
-			c.warnQueueFull(ctx, item)
-		}
-		return err
-	}
-	return nil
-}
-
-// queueFullLogEvery spaces the warnings about a full queue; every refused call gets its error.
-const queueFullLogEvery = 10 * time.Second
-
-func (c *Client) warnQueueFull(ctx context.Context, item protocol.ReportItem) {
-	now := time.Now().UnixNano()
-	last := c.queueFullLogged.Load()
-	if now-last < int64(queueFullLogEvery) || !c.queueFullLogged.CompareAndSwap(last, now) {
-		return
-	}
-	c.log.WarnContext(ctx, "retryhub: report queue full; failed calls are returned to their callers unreported until it drains",
-		"scene", item.Scene, "key", item.IdempotencyKey, "max", c.cfg.MaxQueuedReports)
-}
-
-// Report hands a failed call to the server for remote retry, as a Retryable does after its
-// local attempts: the manual mode, for code that retries by itself and reports what still
-// fails. args are the arguments the scene's function (declared on some instance of the group)
-// takes, encoded as JSON; key is the idempotency key ("" means the default, the hex SHA-256 of
-// scene, a newline and the JSON arguments); cause is the last failure. The report counts one
-// local attempt.
-//
-// Report returns nil once the report is queued (in memory, or in the spool when there is
-// one). It returns an error, and reports nothing, when cause is Permanent, when args do not
-// encode, when they exceed the server's payload limit (ErrArgsTooLarge), when the queue is full
-// (ErrQueueFull), or when the client is not running (ErrNotStarted, ErrClosed). ctx is used for
-// logging only: queueing waits for nothing but the local disk.
-func (c *Client) Report(ctx context.Context, scene string, args any, key string, cause error) error {
-	if msg := validSceneName(scene); msg != "" {
-		return fmt.Errorf("retryhub: Report(%q): %s", scene, msg)
-	}
-	if IsPermanent(cause) {
-		return fmt.Errorf("retryhub: Report(%q): a permanent failure is not reported: %w", scene, cause)
-	}
-	raw, err := json.Marshal(args)
-	if err != nil {
-		return fmt.Errorf("retryhub: Report(%q): encode arguments: %w", scene, err)
-	}
-	if key == "" {
-		key = defaultKey(scene, raw)
-	} else if err := checkKey(key); err != nil {
-		return fmt.Errorf("retryhub: Report(%q): not reported: %w", scene, err)
-	}
-	item := protocol.ReportItem{Scene: scene, IdempotencyKey: key, Args: raw, LocalAttempts: 1, FailedAt: time.Now().UnixMilli()}
-	if cause != nil {
-		item.Error = errorText(cause)
-	}
-	if err := c.enqueue(ctx, item); err != nil {
-		return fmt.Errorf("retryhub: Report(%q): not reported: %w", scene, err)
-	}
-	return nil
-}
-
-// Report is Client.Report on the process-wide client started with Start.
-func Report(ctx context.Context, scene string, args any, key string, cause error) error {
-	c := defaultRegistry.client.Load()
-	if c == nil {
-		return fmt.Errorf("retryhub: Report(%q): not reported: %w", scene, ErrNotStarted)
-	}
-	return c.Report(ctx, scene, args, key, cause)
 }
 
 // Stats are a client's counters, for health checks and tests.

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -132,6 +134,47 @@ func (x *executor) execute(ctx context.Context, s *scene, req *protocol.ExecuteR
 		return protocol.ExecuteResponse{Status: protocol.ExecuteFailed, Error: err.Error(), Permanent: IsPermanent(err)}
 	}
 	return protocol.ExecuteResponse{Status: protocol.ExecuteSucceeded}
+}
+
+// Handler returns the executor endpoint, for an application that serves it in its own HTTP
+// server (Config.ListenAddr empty). Mount it at the path of Config.ExecutorURL, by convention
+// ExecutorPath:
+//
+//	mux.Handle(retryhub.ExecutorPath, client.Handler())
+//
+// It verifies the server's signature (401 otherwise), runs at most Config.Capacity calls at
+// once (429 beyond), answers 404 for scenes not declared on this client, and runs replays with
+// their arguments decoded into the scene's argument type, under the request's timeout and in a
+// retry flow (see InFlow).
+//
+// The handler serves as soon as the client is made, before Start: an application can mount it
+// in its server first and start the client after.
+func (c *Client) Handler() http.Handler { return c.exec }
+
+// deriveExecutorURL builds the executor URL of a listener on listenAddr.
+func deriveExecutorURL(listenAddr string, addr net.Addr) string {
+	host, _, _ := net.SplitHostPort(listenAddr)
+	port := 0
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		port = tcp.Port
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = outboundIPv4()
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + ExecutorPath
+}
+
+// outboundIPv4 returns the machine's first non-loopback IPv4 address, or 127.0.0.1.
+func outboundIPv4() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil && !n.IP.IsLinkLocalUnicast() {
+				return n.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
