@@ -263,11 +263,10 @@ const (
 // ExecuteResponse is the instance's answer (HTTP 200). A busy instance, or one shutting down,
 // answers 429 instead (an ErrorBody with code "busy" or "shutting_down"): back-pressure, not a
 // failed attempt. Any other status is a failed attempt with the ErrorBody's message; 401 when
-// the server's signature does not verify, 404 with code "unknown_scene" when the instance has no
-// function for the scene.
-//
-// A signed request could be captured and sent again within the signature window; replays are
-// at least once anyway, and the idempotency key is what makes them effectively once.
+// the server's signature does not verify (code "missing_signature", "bad_protocol_version",
+// "bad_timestamp", "bad_nonce" or "bad_signature"), 409 with code "replayed_request" for a
+// request whose nonce the instance accepted before (each signed request runs at most once), 404
+// with code "unknown_scene" when the instance has no function for the scene.
 type ExecuteResponse struct {
 	Status string `json:"status"`
 	Error  string `json:"error,omitempty"`

@@ -90,8 +90,11 @@ func newClient(cfg Config, reg *registry) (*Client, error) {
 		token:     cfg.Token,
 		namespace: cfg.Namespace,
 		group:     cfg.Group,
+		instance:  cfg.InstanceID,
 		capacity:  int32(cfg.Capacity),
 		limits:    &c.limits,
+		nonces:    newNonceMemory(maxNonces),
+		now:       time.Now,
 	}
 	c.pol = &policySync{api: c.api, reg: reg, log: log, interval: cfg.PolicyRefreshInterval,
 		rec: c.tracker("retryhub: cannot fetch scene policies; scenes keep the last known ones (their code defaults until the server first answers)",

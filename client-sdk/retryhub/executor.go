@@ -29,17 +29,30 @@ type executor struct {
 	token     string
 	namespace string
 	group     string
+	instance  string
 	capacity  int32
 	limits    *atomic.Pointer[protocol.RegisterResponse]
+	nonces    *nonceMemory
+	now       func() time.Time
 
 	inFlight atomic.Int32
 	stopping atomic.Bool
 }
 
+// ServeHTTP checks a request in the order that costs an unsigned or repeated one least: the
+// stamp in its headers (version, timestamp, nonce) before reading the body, then the
+// signature over the body, then the nonce against those accepted within the window; only then
+// does it run anything.
 func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "the executor endpoint takes POST")
+		return
+	}
+	now := x.now()
+	stamp, err := protocol.CheckStamp(r, now, protocol.SignatureWindow)
+	if err != nil {
+		x.refuseSignature(w, r, err)
 		return
 	}
 	limit := int64(maxExecuteBody)
@@ -55,9 +68,29 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the body exceeds %d bytes", limit))
 		return
 	}
-	if _, err := protocol.VerifyRequest(r, x.token, body, time.Now(), protocol.SignatureWindow); err != nil {
-		x.log.Warn("retryhub: executor refused a request with a bad signature", "remote", r.RemoteAddr, "err", err)
-		writeError(w, http.StatusUnauthorized, "bad_signature", "signature check failed: "+err.Error())
+	if err := protocol.Verify(x.token, stamp, body); err != nil {
+		x.refuseSignature(w, r, err)
+		return
+	}
+	if (stamp.Namespace != "" && stamp.Namespace != x.namespace) || (stamp.Group != "" && stamp.Group != x.group) {
+		writeError(w, http.StatusBadRequest, "wrong_group", fmt.Sprintf("this instance serves group %s/%s, not %s/%s", x.namespace, x.group, stamp.Namespace, stamp.Group))
+		return
+	}
+	if stamp.Instance != "" && stamp.Instance != x.instance {
+		writeError(w, http.StatusBadRequest, "wrong_instance", fmt.Sprintf("this is instance %s, not %s", x.instance, stamp.Instance))
+		return
+	}
+	switch err := x.nonces.remember(stamp, now, protocol.SignatureWindow); {
+	case errors.Is(err, errReplayed):
+		x.log.Warn("retryhub: executor refused a request it had already accepted (same nonce); a captured request was sent again",
+			"remote", r.RemoteAddr, "nonce", stamp.Nonce)
+		writeError(w, http.StatusConflict, "replayed_request", "this request was accepted before; a request is accepted once")
+		return
+	case errors.Is(err, errNoncesFull):
+		writeError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf("the instance accepted %d requests within the signature window, as many as it remembers; send again shortly", x.nonces.max))
+		return
+	case err != nil:
+		x.refuseSignature(w, r, err)
 		return
 	}
 	var req protocol.ExecuteRequest
@@ -142,10 +175,16 @@ func (x *executor) execute(ctx context.Context, s *scene, req *protocol.ExecuteR
 //
 //	mux.Handle(retryhub.ExecutorPath, client.Handler())
 //
-// It verifies the server's signature (401 otherwise), runs at most Config.Capacity calls at
-// once (429 beyond), answers 404 for scenes not declared on this client, and runs replays with
-// their arguments decoded into the scene's argument type, under the request's timeout and in a
-// retry flow (see InFlow).
+// It verifies the server's signature (401 otherwise, before it reads the body when the headers
+// already fail: no signature, another protocol version, a timestamp outside
+// protocol.SignatureWindow), accepts each signed request once (a request whose nonce it accepted
+// within the window is answered 409, code "replayed_request"), runs at most Config.Capacity
+// calls at once (429 beyond), answers 404 for scenes not declared on this client, and runs
+// replays with their arguments decoded into the scene's argument type, under the request's
+// timeout and in a retry flow (see InFlow). The signature covers the request's path: mount the
+// handler without rewriting it (no http.StripPrefix). It remembers at most 262144 nonces at once
+// (some 16 MB), each until its request leaves the signature window; beyond that it answers 429,
+// which the server takes as busy, until older nonces expire.
 //
 // The handler serves as soon as the client is made, before Start: an application can mount it
 // in its server first and start the client after.
@@ -175,6 +214,24 @@ func outboundIPv4() string {
 		}
 	}
 	return "127.0.0.1"
+}
+
+// refuseSignature answers 401 to a request whose stamp or signature does not check, with a code
+// that says which part failed.
+func (x *executor) refuseSignature(w http.ResponseWriter, r *http.Request, err error) {
+	code := "bad_signature"
+	switch {
+	case errors.Is(err, protocol.ErrMissingSignature):
+		code = "missing_signature"
+	case errors.Is(err, protocol.ErrBadVersion):
+		code = "bad_protocol_version"
+	case errors.Is(err, protocol.ErrStaleTimestamp), errors.Is(err, protocol.ErrBadTimestamp):
+		code = "bad_timestamp"
+	case errors.Is(err, protocol.ErrBadNonce):
+		code = "bad_nonce"
+	}
+	x.log.Warn("retryhub: executor refused a request whose signature does not check", "remote", r.RemoteAddr, "code", code, "err", err)
+	writeError(w, http.StatusUnauthorized, code, "signature check failed: "+err.Error())
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
