@@ -79,6 +79,9 @@ func (w *wrapped[T]) failed(ctx context.Context, arg T, err error, p *policy) er
 	if c == nil {
 		return fmt.Errorf("retryhub: scene %q: failed after %s and cannot be reported: %w: %w", s.name, attemptsText(attempts), ErrNotStarted, err)
 	}
+	// The last attempt has just failed: the report carries that time, which the server
+	// schedules the first replay from however long the report waits for delivery.
+	failedAt := c.now()
 	args, jerr := json.Marshal(arg)
 	if jerr != nil {
 		return fmt.Errorf("retryhub: scene %q: failed after %s and cannot be reported, its arguments do not encode as JSON (%v): %w", s.name, attemptsText(attempts), jerr, err)
@@ -93,7 +96,7 @@ func (w *wrapped[T]) failed(ctx context.Context, arg T, err error, p *policy) er
 		key = defaultKey(s.name, args)
 	}
 	item := protocol.ReportItem{Scene: s.name, IdempotencyKey: key, Args: args, Error: errorText(err), LocalAttempts: attempts,
-		FailedAt: time.Now().UnixMilli()}
+		FailedAt: failedAt.UnixMilli()}
 	if qerr := c.enqueue(ctx, item); qerr != nil {
 		return fmt.Errorf("retryhub: scene %q: failed after %s and was not reported: %w; last failure: %w", s.name, attemptsText(attempts), qerr, err)
 	}

@@ -28,9 +28,12 @@ const startWait = 5 * time.Second
 // starts with its Start method; use it in tests, or to serve several groups from one process.
 // A Client starts once; after Shutdown it is spent.
 type Client struct {
-	cfg    Config
-	reg    *registry
-	log    *slog.Logger
+	cfg Config
+	reg *registry
+	log *slog.Logger
+	// now tells the time of failures and of the executor's checks; tests set it before Start.
+	// Requests to the server are signed with the real time.
+	now    func() time.Time
 	api    *serverAPI
 	limits atomic.Pointer[protocol.RegisterResponse]
 	stats  counters
@@ -75,7 +78,7 @@ func newClient(cfg Config, reg *registry) (*Client, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("retryhub_group", cfg.Namespace+"/"+cfg.Group, "retryhub_instance", cfg.InstanceID)
-	c := &Client{cfg: cfg, reg: reg, log: log}
+	c := &Client{cfg: cfg, reg: reg, log: log, now: time.Now}
 	c.api = &serverAPI{
 		servers:   cfg.Servers,
 		http:      cfg.HTTPClient,
@@ -94,7 +97,7 @@ func newClient(cfg Config, reg *registry) (*Client, error) {
 		capacity:  int32(cfg.Capacity),
 		limits:    &c.limits,
 		nonces:    newNonceMemory(maxNonces),
-		now:       time.Now,
+		now:       func() time.Time { return c.now() },
 	}
 	c.pol = &policySync{api: c.api, reg: reg, log: log, interval: cfg.PolicyRefreshInterval,
 		rec: c.tracker("retryhub: cannot fetch scene policies; scenes keep the last known ones (their code defaults until the server first answers)",

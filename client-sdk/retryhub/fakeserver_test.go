@@ -48,10 +48,12 @@ type fakeServer struct {
 	scenesGets  int
 	notModified int
 	badSigs     int
-	batches     [][]protocol.ReportItem
-	committed   map[string]int // by scene + key: how many times committed
-	active      map[string]bool
-	headers     []http.Header
+	// refusedReports counts report requests answered 503 while down.
+	refusedReports int
+	batches        [][]protocol.ReportItem
+	committed      map[string]int // by scene + key: how many times committed
+	active         map[string]bool
+	headers        []http.Header
 }
 
 func newFakeServer(t *testing.T, token string) *fakeServer {
@@ -89,6 +91,9 @@ func (fs *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if fs.down {
+		if r.URL.Path == protocol.PathReports {
+			fs.refusedReports++
+		}
 		fail(w, http.StatusServiceUnavailable, "unavailable", "the server is down")
 		return
 	}
@@ -202,6 +207,13 @@ func (fs *fakeServer) items() []protocol.ReportItem {
 		out = append(out, b...)
 	}
 	return out
+}
+
+// refusedReportCount returns how many report requests were answered 503 while down.
+func (fs *fakeServer) refusedReportCount() int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.refusedReports
 }
 
 func (fs *fakeServer) committedCount() int {

@@ -45,8 +45,9 @@ func (c *Client) warnQueueFull(ctx context.Context, item protocol.ReportItem) {
 // local attempts: the manual mode, for code that retries by itself and reports what still
 // fails. args are the arguments the scene's function (declared on some instance of the group)
 // takes, encoded as JSON; key is the idempotency key ("" means the default, the hex SHA-256 of
-// scene, a newline and the JSON arguments); cause is the last failure. The report counts one
-// local attempt.
+// scene, a newline and the JSON arguments); cause is the last failure, which happened now (the
+// report carries the time of the call, and the server schedules the first replay from it). The
+// report counts one local attempt.
 //
 // Report returns nil once the report is queued (in memory, or in the spool when there is
 // one). It returns an error, and reports nothing, when cause is Permanent, when args do not
@@ -69,7 +70,7 @@ func (c *Client) Report(ctx context.Context, scene string, args any, key string,
 	} else if err := checkKey(key); err != nil {
 		return fmt.Errorf("retryhub: Report(%q): not reported: %w", scene, err)
 	}
-	item := protocol.ReportItem{Scene: scene, IdempotencyKey: key, Args: raw, LocalAttempts: 1, FailedAt: time.Now().UnixMilli()}
+	item := protocol.ReportItem{Scene: scene, IdempotencyKey: key, Args: raw, LocalAttempts: 1, FailedAt: c.now().UnixMilli()}
 	if cause != nil {
 		item.Error = errorText(cause)
 	}

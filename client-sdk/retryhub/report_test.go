@@ -449,3 +449,37 @@ func TestShutdownDoesNotWaitOutALongBackoff(t *testing.T) {
 		t.Fatalf("Shutdown delivered %d reports in %s; want 1, at once", got, time.Since(start))
 	}
 }
+
+// A report carries when its call failed, not when it reaches the server: the server schedules
+// the first replay from that time, however long the report waited for delivery.
+func TestReportsCarryTheFailureTime(t *testing.T) {
+	fs := newFakeServer(t, "secret")
+	fs.set(func(fs *fakeServer) { fs.down = true })
+	failedAt := time.UnixMilli(1_700_000_000_123) // long before the test runs: no send time matches it
+	c, err := NewClient(testConfig(fs.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = func() time.Time { return failedAt }
+	f := RetryableOn(c, "failure-time", func(context.Context, int) error { return errBoom },
+		WithMode(LocalRemote), WithLocalAttempts(2), WithLocalBackoff(fixed(time.Millisecond)))
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Shutdown(context.Background()) })
+	if err := f(context.Background(), 1); !errors.Is(err, ErrReported) {
+		t.Fatal(err)
+	}
+	if err := c.Report(context.Background(), "failure-time-manual", 2, "", errBoom); err != nil {
+		t.Fatal(err)
+	}
+	// Deliveries fail for a while; the reports wait.
+	eventually(t, "failed deliveries", func() bool { return fs.refusedReportCount() >= 2 })
+	fs.set(func(fs *fakeServer) { fs.down = false })
+	eventually(t, "delivery", func() bool { return c.Stats().Delivered == 2 })
+	for _, it := range fs.items() {
+		if it.FailedAt != failedAt.UnixMilli() {
+			t.Errorf("%s: failed_at %d, want the failure's %d", it.Scene, it.FailedAt, failedAt.UnixMilli())
+		}
+	}
+}

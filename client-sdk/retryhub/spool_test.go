@@ -17,10 +17,12 @@ func TestSpoolSurvivesARestart(t *testing.T) {
 	cfg.SpoolDir = dir
 
 	// First life: the server is down; every report goes to the spool.
+	failedAt := time.UnixMilli(1_700_000_000_123)
 	c1, err := NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c1.now = func() time.Time { return failedAt }
 	f1 := RetryableOn(c1, "spooled", func(context.Context, int) error { return errBoom }, WithMode(Remote))
 	if err := c1.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -46,6 +48,12 @@ func TestSpoolSurvivesARestart(t *testing.T) {
 		RetryableOn(c, "spooled", func(context.Context, int) error { return errBoom }, WithMode(Remote))
 	})
 	eventually(t, "the spool re-sent", func() bool { return c2.Stats().Queued == 0 })
+	for _, it := range fs.items() {
+		// Re-sent after the restart, each report still says when its call failed.
+		if it.FailedAt != failedAt.UnixMilli() {
+			t.Fatalf("a re-sent report has failed_at %d, want the failure's %d", it.FailedAt, failedAt.UnixMilli())
+		}
+	}
 	fs.get(func(fs *fakeServer) {
 		if len(fs.committed) != n {
 			t.Fatalf("%d keys committed after the restart, want %d", len(fs.committed), n)
