@@ -33,13 +33,15 @@ type Client struct {
 	log *slog.Logger
 	// now tells the time of failures and of the executor's checks; tests set it before Start.
 	// Requests to the server are signed with the real time.
-	now    func() time.Time
-	api    *serverAPI
-	limits atomic.Pointer[protocol.RegisterResponse]
-	stats  counters
-	exec   *executor
-	hb     *heartbeat
-	pol    *policySync
+	now func() time.Time
+	// ownHTTP says cfg.HTTPClient is the SDK's own, not the application's.
+	ownHTTP bool
+	api     *serverAPI
+	limits  atomic.Pointer[protocol.RegisterResponse]
+	stats   counters
+	exec    *executor
+	hb      *heartbeat
+	pol     *policySync
 
 	// q is set once by Start; failed calls read it without locking.
 	q atomic.Pointer[queue]
@@ -73,12 +75,15 @@ func NewClient(cfg Config) (*Client, error) {
 }
 
 func newClient(cfg Config, reg *registry) (*Client, error) {
+	// The SDK made the HTTP client (or a copy of the application's) when none was given or a CA
+	// file was: its idle connections are closed on Shutdown.
+	ownHTTP := cfg.HTTPClient == nil || cfg.CAFile != ""
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	log := cfg.Logger.With("retryhub_group", cfg.Namespace+"/"+cfg.Group, "retryhub_instance", cfg.InstanceID)
-	c := &Client{cfg: cfg, reg: reg, log: log, now: time.Now}
+	c := &Client{cfg: cfg, reg: reg, log: log, now: time.Now, ownHTTP: ownHTTP}
 	c.api = &serverAPI{
 		servers:   cfg.Servers,
 		http:      cfg.HTTPClient,
@@ -336,6 +341,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 
 	c.cancel()
 	c.wg.Wait()
+	if c.ownHTTP {
+		c.cfg.HTTPClient.CloseIdleConnections()
+	}
 	left := q.len()
 	if c.spool != nil {
 		if err := c.spool.Close(); err != nil {

@@ -2,6 +2,8 @@ package retryhub
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -82,8 +84,15 @@ type Config struct {
 	// fix. Reports are kept meanwhile. Zero means 30s.
 	ConfigErrorDelay time.Duration
 
-	// HTTPClient sends the client's requests to the server. Nil means a client with a 10s
-	// timeout.
+	// CAFile names a PEM file of the certificates (one or more) that the servers' TLS
+	// certificates must chain to, for https Servers signed by a private CA: only these are then
+	// trusted, not the system's roots. A file that cannot be read or holds no certificate is an
+	// error from NewClient and Start. Empty means the system's roots (or HTTPClient's own TLS
+	// configuration). With an HTTPClient, the client uses a copy of it whose transport (nil or an
+	// *http.Transport) trusts these certificates.
+	CAFile string
+	// HTTPClient sends the client's requests to the server. Nil means a client of the SDK's own
+	// with a 10s timeout.
 	HTTPClient *http.Client
 	// Logger receives the client's logs. Nil means slog.Default().
 	Logger *slog.Logger
@@ -142,6 +151,13 @@ func (c Config) withDefaults() (Config, error) {
 			errs = append(errs, fmt.Errorf("%s is %s; want >= 0 (0 for the default)", f.name, f.v))
 		}
 	}
+	var roots *x509.CertPool
+	if c.CAFile != "" {
+		var err error
+		if roots, err = loadCAFile(c.CAFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("retryhub: invalid config: %w", err)
 	}
@@ -155,7 +171,14 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.ConfigErrorDelay, 30*time.Second)
 	c.RetryMaxDelay = max(c.RetryMaxDelay, c.RetryMinDelay)
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	if roots != nil {
+		hc, err := trusting(c.HTTPClient, roots)
+		if err != nil {
+			return c, fmt.Errorf("retryhub: invalid config: %w", err)
+		}
+		c.HTTPClient = hc
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -164,6 +187,39 @@ func (c Config) withDefaults() (Config, error) {
 		c.InstanceID = generateInstanceID()
 	}
 	return c, nil
+}
+
+// loadCAFile reads a PEM file of CA certificates into a pool.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CAFile: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CAFile %s holds no PEM certificate (want one or more \"-----BEGIN CERTIFICATE-----\" blocks)", path)
+	}
+	return pool, nil
+}
+
+// trusting returns a copy of hc whose transport trusts only roots.
+func trusting(hc *http.Client, roots *x509.CertPool) (*http.Client, error) {
+	var tr *http.Transport
+	switch t := hc.Transport.(type) {
+	case nil:
+		tr = http.DefaultTransport.(*http.Transport).Clone()
+	case *http.Transport:
+		tr = t.Clone()
+	default:
+		return nil, fmt.Errorf("CAFile needs HTTPClient.Transport to be nil or an *http.Transport, not %T: set the CA in that transport instead", hc.Transport)
+	}
+	if tr.TLSClientConfig == nil {
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	tr.TLSClientConfig.RootCAs = roots
+	cp := *hc
+	cp.Transport = tr
+	return &cp, nil
 }
 
 func setDefault[V comparable](v *V, def V) {

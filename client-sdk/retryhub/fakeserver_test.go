@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -58,7 +62,39 @@ type fakeServer struct {
 
 func newFakeServer(t *testing.T, token string) *fakeServer {
 	t.Helper()
-	fs := &fakeServer{
+	fs := newFake(t, token)
+	fs.srv = httptest.NewServer(http.HandlerFunc(fs.serve))
+	t.Cleanup(fs.srv.Close)
+	return fs
+}
+
+// newFakeTLSServer is a fakeServer that serves HTTPS with a test certificate for 127.0.0.1,
+// signed by a CA that no system trusts; CAFile writes that CA's PEM file for Config.CAFile.
+func newFakeTLSServer(t *testing.T, token string) *fakeServer {
+	t.Helper()
+	fs := newFake(t, token)
+	fs.srv = httptest.NewUnstartedServer(http.HandlerFunc(fs.serve))
+	// Clients that refuse the certificate make the server log handshake errors: not news here.
+	fs.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	fs.srv.StartTLS()
+	t.Cleanup(fs.srv.Close)
+	return fs
+}
+
+// CAFile writes the PEM of the TLS server's certificate, its own CA, to a file and returns its
+// path.
+func (fs *fakeServer) CAFile() string {
+	fs.t.Helper()
+	path := filepath.Join(fs.t.TempDir(), "ca.pem")
+	block := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fs.srv.Certificate().Raw})
+	if err := os.WriteFile(path, block, 0o600); err != nil {
+		fs.t.Fatal(err)
+	}
+	return path
+}
+
+func newFake(t *testing.T, token string) *fakeServer {
+	return &fakeServer{
 		t:         t,
 		token:     token,
 		instances: map[string]bool{},
@@ -73,9 +109,6 @@ func newFakeServer(t *testing.T, token string) *fakeServer {
 			MaxBatch:          500,
 		},
 	}
-	fs.srv = httptest.NewServer(http.HandlerFunc(fs.serve))
-	t.Cleanup(fs.srv.Close)
-	return fs
 }
 
 func (fs *fakeServer) URL() string { return fs.srv.URL }
