@@ -100,20 +100,16 @@ func TestExecutorUnknownScene(t *testing.T) {
 
 func TestExecutorAppliesTheTimeout(t *testing.T) {
 	c := localClient(t)
+	// The function returns only when its context ends: only the request's timeout ends it.
 	RetryableOn(c, "exec-slow", func(ctx context.Context, _ int) error {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Second):
-			return nil
-		}
+		<-ctx.Done()
+		return ctx.Err()
 	})
 	req := replayOf("exec-slow", `1`)
 	req.Timeout = backoff.Duration(30 * time.Millisecond)
-	start := time.Now()
 	resp := decodeExec(t, execute(t, c.Handler(), "secret", req))
-	if time.Since(start) > 2*time.Second || resp.Status != protocol.ExecuteFailed || !strings.Contains(resp.Error, "timed out") {
-		t.Fatalf("a slow replay answered %+v after %s", resp, time.Since(start))
+	if resp.Status != protocol.ExecuteFailed || !strings.Contains(resp.Error, "timed out after 30ms") {
+		t.Fatalf("a slow replay answered %+v, want a failure that names the timeout", resp)
 	}
 }
 
@@ -133,10 +129,10 @@ func TestExecutorCapacity(t *testing.T) {
 	done := make(chan protocol.ExecuteResponse)
 	go func() { done <- decodeExec(t, execute(t, c.Handler(), "secret", replayOf("exec-busy", `1`))) }()
 	<-started
-	start := time.Now()
+	// The first replay holds the only slot until release: the second is answered without it.
 	w := execute(t, c.Handler(), "secret", replayOf("exec-busy", `2`))
-	if w.Code != http.StatusTooManyRequests || errorCode(t, w) != "busy" || time.Since(start) > time.Second {
-		t.Fatalf("beyond capacity got %d %s after %s, want 429 at once", w.Code, w.Body, time.Since(start))
+	if w.Code != http.StatusTooManyRequests || errorCode(t, w) != "busy" {
+		t.Fatalf("beyond capacity got %d %s, want 429 busy", w.Code, w.Body)
 	}
 	if st := c.Stats(); st.InFlight != 1 {
 		t.Errorf("in flight %d, want 1", st.InFlight)

@@ -45,13 +45,14 @@ type fakeServer struct {
 	policies []protocol.ScenePolicy
 	etag     string
 
-	registers   []protocol.RegisterRequest
-	heartbeats  int
-	deregisters int
-	instances   map[string]bool
-	scenesGets  int
-	notModified int
-	badSigs     int
+	registers     []protocol.RegisterRequest
+	heartbeats    int
+	deregisters   int
+	instances     map[string]bool
+	scenesGets    int
+	notModified   int
+	badSigs       int
+	badSigReports int // report requests among them
 	// refusedReports counts report requests answered 503 while down.
 	refusedReports int
 	batches        [][]protocol.ReportItem
@@ -132,6 +133,9 @@ func (fs *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, err := protocol.VerifyRequest(r, fs.token, body, time.Now(), protocol.SignatureWindow); err != nil {
 		fs.badSigs++
+		if r.URL.Path == protocol.PathReports {
+			fs.badSigReports++
+		}
 		fail(w, http.StatusUnauthorized, "bad_signature", err.Error())
 		return
 	}
@@ -341,15 +345,20 @@ func startClient(t *testing.T, cfg Config, declare func(c *Client)) *Client {
 	return c
 }
 
-// eventually waits up to 5s for cond.
+// eventually is the tests' one polling helper: it checks cond every 5ms until it holds, and
+// fails the test when it does not hold within 10s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

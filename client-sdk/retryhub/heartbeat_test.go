@@ -49,13 +49,9 @@ func TestStartWithTheServerDown(t *testing.T) {
 	fs := newFakeServer(t, "secret")
 	fs.set(func(fs *fakeServer) { fs.down = true })
 	var f func(context.Context, int) error
-	start := time.Now()
 	c := startClient(t, testConfig(fs.URL()), func(c *Client) {
 		f = RetryableOn(c, "early", func(context.Context, int) error { return errBoom }, WithMode(Remote))
 	})
-	if time.Since(start) > time.Second {
-		t.Fatalf("Start took %s with the server down", time.Since(start))
-	}
 	if c.Stats().Registered {
 		t.Fatal("registered with the server down")
 	}
