@@ -76,12 +76,15 @@ type Config struct {
 	// server's (10s until the server has answered).
 	HeartbeatInterval time.Duration
 	// RetryMinDelay and RetryMaxDelay bound the back-off between tries when the server is
-	// unreachable or answers 5xx. Zero means 500ms and 30s.
+	// unreachable or answers 5xx: the wait starts at RetryMinDelay and doubles per failed try
+	// up to RetryMaxDelay. Each background loop (report delivery, heartbeat, policy refresh)
+	// logs once when it starts failing and once when it works again. Zero means 500ms and 30s.
 	RetryMinDelay time.Duration
 	RetryMaxDelay time.Duration
 	// ConfigErrorDelay is the wait before trying again after the server refused the client's
-	// credentials or requests (401, 403, 400): a configuration problem that only a person can
-	// fix. Reports are kept meanwhile. Zero means 30s.
+	// credentials or requests (401, 403, 400), or presented a TLS certificate the client does
+	// not trust: a configuration problem that only a person can fix, logged once at error level
+	// with what to check. Reports are kept meanwhile. Zero means 30s.
 	ConfigErrorDelay time.Duration
 
 	// CAFile names a PEM file of the certificates (one or more) that the servers' TLS

@@ -125,7 +125,8 @@ func (p *policySync) fromServer(s *scene, sp protocol.ScenePolicy) *policy {
 	return np
 }
 
-// run refreshes the policies every interval until ctx ends.
+// run refreshes the policies every interval (longer while the server fails, by rec) until ctx
+// ends.
 func (p *policySync) run(ctx context.Context) {
 	t := time.NewTimer(p.interval)
 	defer t.Stop()
