@@ -46,6 +46,7 @@ type options struct {
 	listen      string
 	httpAddr    string
 	spool       string
+	caFile      string
 	failRate    float64
 	window      time.Duration
 	partnerURL  string
@@ -65,6 +66,7 @@ func main() {
 	flag.StringVar(&o.listen, "listen", ":7070", "address of the executor endpoint, where the server sends replays and callbacks")
 	flag.StringVar(&o.httpAddr, "http", ":8000", "address of the order API")
 	flag.StringVar(&o.spool, "spool", "", "directory that keeps undelivered reports across restarts (empty: memory only)")
+	flag.StringVar(&o.caFile, "ca-file", "", "PEM file of the CA that signed an https server's certificate (empty: the system's roots)")
 	flag.Float64Var(&o.failRate, "fail-rate", 0.3, "fraction of broker and partner calls that fail and may pass (0 to 1)")
 	flag.DurationVar(&o.window, "partner-window", 15*time.Second, "the in-process partner refuses, for good, notifications of orders older than this (0: never)")
 	flag.StringVar(&o.partnerURL, "partner-url", "", "base URL of a real partner API (empty: run the in-process partner)")
@@ -149,6 +151,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		Token:      os.Getenv("RETRYHUB_TOKEN"),
 		ListenAddr: o.listen,
 		SpoolDir:   o.spool,
+		CAFile:     o.caFile,
 		Logger:     log,
 	})
 	if err != nil {
