@@ -281,7 +281,8 @@ type Stats struct {
 	Rejected uint64
 	// Registered says the server currently lists this instance.
 	Registered bool
-	// InFlight is how many replays and callbacks run now.
+	// InFlight is how many replays and callbacks run now (counted from when their request's
+	// headers pass the signature's first checks).
 	InFlight int
 }
 

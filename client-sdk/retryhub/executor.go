@@ -22,7 +22,7 @@ import (
 const maxExecuteBody = 16 << 20
 
 // executor serves the server's replays and callbacks (protocol.ExecuteRequest), at most
-// capacity at once.
+// capacity at once; inFlight counts the requests it handles now.
 type executor struct {
 	reg       *registry
 	log       *slog.Logger
@@ -42,7 +42,8 @@ type executor struct {
 // ServeHTTP checks a request in the order that costs an unsigned or repeated one least: the
 // stamp in its headers (version, timestamp, nonce) before reading the body, then the
 // signature over the body, then the nonce against those accepted within the window; only then
-// does it run anything.
+// does it run anything. It handles at most capacity requests at once from the stamp check on,
+// so that bodies being read take at most capacity times the body limit.
 func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -55,6 +56,16 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.refuseSignature(w, r, err)
 		return
 	}
+	if x.stopping.Load() {
+		writeError(w, http.StatusTooManyRequests, "shutting_down", "the instance is shutting down")
+		return
+	}
+	if x.inFlight.Add(1) > x.capacity {
+		x.inFlight.Add(-1)
+		writeError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf("the instance runs %d calls, its capacity", x.capacity))
+		return
+	}
+	defer x.inFlight.Add(-1)
 	limit := int64(maxExecuteBody)
 	if l := x.limits.Load(); l != nil {
 		limit = max(limit, 2*l.MaxPayloadBytes+64<<10)
@@ -111,16 +122,6 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "unknown_scene", fmt.Sprintf("scene %q has no function registered on this instance", req.Scene))
 		return
 	}
-	if x.stopping.Load() {
-		writeError(w, http.StatusTooManyRequests, "shutting_down", "the instance is shutting down")
-		return
-	}
-	if x.inFlight.Add(1) > x.capacity {
-		x.inFlight.Add(-1)
-		writeError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf("the instance runs %d calls, its capacity", x.capacity))
-		return
-	}
-	defer x.inFlight.Add(-1)
 	writeJSON(w, http.StatusOK, x.execute(r.Context(), s, &req))
 }
 

@@ -137,6 +137,16 @@ func TestExecutorCapacity(t *testing.T) {
 	if st := c.Stats(); st.InFlight != 1 {
 		t.Errorf("in flight %d, want 1", st.InFlight)
 	}
+	// Nor is the body of another request read while the slot is taken: bodies being read take
+	// at most Capacity times the body limit, whoever sends them.
+	r, body := signedExecute(t, "not-the-token", replayOf("exec-busy", `3`), time.Now(), nil)
+	tb := &trackedBody{r: bytes.NewReader(body)}
+	r.Body = tb
+	w = httptest.NewRecorder()
+	c.Handler().ServeHTTP(w, r)
+	if w.Code != http.StatusTooManyRequests || tb.read.Load() {
+		t.Fatalf("at capacity a request got %d with its body read %v, want 429 unread", w.Code, tb.read.Load())
+	}
 	close(release)
 	if resp := <-done; resp.Status != protocol.ExecuteSucceeded {
 		t.Fatalf("the running replay answered %+v", resp)
