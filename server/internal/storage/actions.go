@@ -123,10 +123,14 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	r, err := s.sql.ExecContext(ctx, q, args...)
-	if err == nil {
+	err = s.retry(ctx, func() error {
+		r, err := s.sql.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
 		res.Changed, err = r.RowsAffected()
-	}
+		return err
+	})
 	if err != nil {
 		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
 	}
@@ -141,7 +145,7 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, ids []int64, now Time) (ActionResult, error) {
 	var res ActionResult
 	q, args := transitionSQL(tr, "?", now, now)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		res = ActionResult{}
 		for _, id := range ids {
 			r, err := tx.ExecContext(ctx, q, append(args, id)...)

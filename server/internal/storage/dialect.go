@@ -57,6 +57,9 @@ type dialect interface {
 	claimInTx(statements int) bool
 	// isDuplicate reports whether err is a unique-key violation.
 	isDuplicate(err error) bool
+	// isTransient reports whether err broke a transaction off that may simply run again: a
+	// deadlock, or a lock wait that timed out.
+	isTransient(err error) bool
 }
 
 // dialectOf returns the dialect of a database driver.
@@ -169,6 +172,10 @@ func (mysqlDialect) isDuplicate(err error) bool {
 	return mysqlErrorIs(err, 1062) || errors.Is(err, gorm.ErrDuplicatedKey)
 }
 
+// isTransient: 1213 is a deadlock (the transaction was rolled back), 1205 a lock wait that
+// timed out (the statement was; the store rolls back the rest).
+func (mysqlDialect) isTransient(err error) bool { return mysqlErrorIs(err, 1213, 1205) }
+
 func mysqlErrorIs(err error, numbers ...uint16) bool {
 	var me *mysql.MySQLError
 	if !errors.As(err, &me) {
@@ -241,3 +248,6 @@ func (sqliteDialect) claimInTx(statements int) bool { return statements > 1 }
 func (sqliteDialect) isDuplicate(err error) bool {
 	return err != nil && (errors.Is(err, gorm.ErrDuplicatedKey) || strings.Contains(err.Error(), "UNIQUE constraint failed"))
 }
+
+// isTransient: SQLite waits for its lock on the busy timeout and has no deadlocks to resolve.
+func (sqliteDialect) isTransient(error) bool { return false }

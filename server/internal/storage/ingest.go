@@ -1,10 +1,12 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +56,11 @@ func ingestUpsert(d dialect) string {
 // already active in its scene merges into the existing task (counting the merge and keeping the
 // newest error), then one read of the stored rows for their ids. Nothing is read before it is
 // written. Results are in the order of tasks; a key repeated inside the batch merges too.
+//
+// The rows are inserted in the order of the unique key they merge on, so that batches sent at
+// once with keys in common (a retry storm across a fleet) lock those keys in the same order
+// instead of each waiting for a key another holds. The deadlocks and lock waits that remain
+// (MariaDB also locks the gaps next to a key it checks) are tried again (retryTx).
 func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, error) {
 	if len(tasks) == 0 {
 		return nil, nil
@@ -74,6 +81,9 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 		first[k] = i
 		uniq = append(uniq, i)
 	}
+	slices.SortFunc(uniq, func(a, b int) int {
+		return cmp.Or(cmp.Compare(tasks[a].SceneID, tasks[b].SceneID), strings.Compare(tasks[a].Key, tasks[b].Key))
+	})
 	upsert := ingestUpsert(s.d)
 	reportID := rand.Int64N(1<<62) + 1
 	now := T(time.Now())
@@ -119,7 +129,7 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 	}
 
 	var stored map[sk]IngestResult
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		stored = make(map[sk]IngestResult, len(uniq))
 		// Chunks keep each statement within SQLite's limit on bound parameters (32766).
 		for start := 0; start < len(uniq); start += ingestChunk {

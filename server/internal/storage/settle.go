@@ -1,9 +1,11 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +21,10 @@ import (
 // time and claim. A settlement that comes too late (the sweeper took the task back, an operator
 // cancelled it, the dispatcher extended the lapsed claim) changes nothing and records nothing.
 // It returns how many tasks changed.
+//
+// Each statement takes its tasks in the order of their ids, so that two batches written at once
+// lock the tasks they share in the same order; a deadlock or lock wait that remains is tried
+// again (retryTx).
 func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, error) {
 	if len(batch) == 0 {
 		return 0, nil
@@ -41,9 +47,12 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 		}
 		parts[n].batch = append(parts[n].batch, st)
 	}
+	for _, p := range parts {
+		slices.SortFunc(p.batch, func(a, b *retry.Settlement) int { return cmp.Compare(a.TaskID, b.TaskID) })
+	}
 	now := T(time.Now())
 	var changed int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		changed = 0
 		for _, p := range parts {
 			for start := 0; start < len(p.batch); start += maxCompound {

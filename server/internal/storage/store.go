@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -219,6 +220,44 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// Transient failures (a deadlock, a lock wait that timed out) are tried again up to txTries
+// times in all, after a back-off that doubles from txBackoff, each wait drawn at random between
+// its half and its whole so that the transactions that collided do not meet again.
+const (
+	txTries   = 5
+	txBackoff = 10 * time.Millisecond
+)
+
+// retryTx is tx run again while the database breaks the transaction off for a reason that
+// passes (isTransient), up to txTries times and never past ctx. fn must start from nothing on
+// each try: the try before was rolled back.
+func (s *Store) retryTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return s.retry(ctx, func() error { return s.tx(ctx, fn) })
+}
+
+// retry runs fn again while it fails for a reason that passes, as retryTx does.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
+	wait := txBackoff
+	for try := 1; ; try++ {
+		err := fn()
+		if err == nil || !s.d.isTransient(err) {
+			return err
+		}
+		if try == txTries {
+			return fmt.Errorf("%d tries: %w", try, err)
+		}
+		s.log.DebugContext(ctx, "transaction broken off; trying again", "try", try, "err", err)
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (waiting to try again after: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		wait *= 2
+	}
 }
 
 func notFound(err error, what string) error {

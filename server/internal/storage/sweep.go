@@ -80,8 +80,9 @@ func (s *Store) Stuck(ctx context.Context, kind retry.AttemptKind, buckets []int
 }
 
 // DeleteEndedTasks deletes up to limit tasks in one of states that ended before the given time
-// and whose callback has nothing left to do, with their attempts, in one transaction. It returns
-// how many tasks it deleted.
+// and whose callback has nothing left to do, with their attempts, in one transaction (tried
+// again on a deadlock: an operator's replay may lock the same tasks). It returns how many tasks
+// it deleted.
 func (s *Store) DeleteEndedTasks(ctx context.Context, states []retry.State, before time.Time, limit int) (int64, error) {
 	if len(states) == 0 {
 		return 0, nil
@@ -94,7 +95,7 @@ func (s *Store) DeleteEndedTasks(ctx context.Context, states []retry.State, befo
 	// The rows found are locked until they are deleted (lockRows): otherwise an operator could
 	// replay a dead letter between the read and the delete, be told it was replayed, and lose it.
 	var deleted int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		deleted = 0
 		rows, err := tx.QueryContext(ctx, fmt.Sprintf(
 			"SELECT id FROM rh_task WHERE state IN (%s) AND ended_at < ? AND cb_state NOT IN (%s) LIMIT %d%s",
