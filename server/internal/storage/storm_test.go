@@ -2,7 +2,6 @@ package storage_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -108,11 +107,7 @@ func TestIngestThatTimesOutWaitingForALockIsTriedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		if err := lock.Rollback(); err != nil && err != sql.ErrTxDone {
-			t.Error(err)
-		}
-	}()
+	defer rollback(t, lock)
 	if _, err := lock.ExecContext(ctx, "SELECT id FROM rh_task WHERE id = ? FOR UPDATE", first[0].TaskID); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +124,7 @@ func TestIngestThatTimesOutWaitingForALockIsTriedAgain(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer rows.Close()
+		defer closeRows(t, rows)
 		var ids []string
 		for rows.Next() {
 			var id string
