@@ -201,8 +201,11 @@ func TestBucketOf(t *testing.T) {
 	if len(seen) < 120 {
 		t.Fatalf("keys spread over only %d of 128 buckets", len(seen))
 	}
-	if BucketOf("same", 128) != BucketOf("same", 128) {
-		t.Fatal("bucket not stable")
+	// A task's bucket is stored: the same key must fall in the same bucket in every version.
+	for key, want := range map[string]int{"same": 59, "order-1": 109} {
+		if got := BucketOf(key, 128); got != want {
+			t.Fatalf("key %q in bucket %d, want %d as always", key, got, want)
+		}
 	}
 }
 

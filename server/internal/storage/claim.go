@@ -21,8 +21,8 @@ type ClaimParams struct {
 	PerBucket int
 	Token     int64
 	Node      string
-	// Deadline is stamped as the claimed rows' next trigger: the sweeper takes a task back
-	// after it.
+	// Deadline is stamped as the claim's deadline (run_deadline): the sweeper takes a task
+	// back after it.
 	Deadline time.Time
 }
 

@@ -21,7 +21,8 @@ import (
 
 // dialect is what differs between the databases the store speaks to: the syntax of the
 // statements that are not plain SQL, how rows are locked, and what an error means. The store
-// holds one, picked when it opens; no other file asks which database it is on.
+// holds one, picked when it opens; no statement asks which database it runs on (only the column
+// type of Time, in models.go, follows gorm's own dialect, which gorm hands it).
 //
 // Statements are written with two placeholders the dialect fills in: {t} before a column of the
 // task table (the table's alias, its name, or nothing, as the statement needs) and {new}col for
@@ -39,11 +40,11 @@ type dialect interface {
 	// columns of key) exists already is updated by set instead.
 	upsert(key []string, set []assign) string
 	// updateIDs returns an UPDATE of the task rows whose ids the query ids selects and that
-	// match where, setting set; args are setArgs, idArgs and whereArgs in the order the
-	// statement wants them.
+	// match where, setting set, with idArgs and setArgs in the order the statement wants them.
 	updateIDs(ids string, idArgs []any, set []assign, setArgs []any, where string) (string, []any)
 	// updateJoin returns an UPDATE of the task rows that join the derived table src (named v)
-	// on on and match where, setting set from v's columns.
+	// on on and match where, setting set from v's columns, with srcArgs and setArgs in the
+	// order the statement wants them.
 	updateJoin(src string, srcArgs []any, on string, set []assign, setArgs []any, where string) (string, []any)
 	// unionPart makes a SELECT with its own ORDER BY and LIMIT a part of a UNION ALL.
 	unionPart(sel string) string
