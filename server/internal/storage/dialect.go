@@ -36,6 +36,8 @@ type dialect interface {
 	tableOptions() string
 	// setPool sizes the connection pool for the database.
 	setPool(db *sql.DB)
+	// writers is how many of want write transactions can run at once.
+	writers(want int) int
 	// upsert returns the clause that ends an INSERT so that a row whose unique key (the
 	// columns of key) exists already is updated by set instead.
 	upsert(key []string, set []assign) string
@@ -138,6 +140,8 @@ func (mysqlDialect) tableOptions() string {
 
 func (mysqlDialect) setPool(*sql.DB) {}
 
+func (mysqlDialect) writers(want int) int { return want }
+
 // upsert is ON DUPLICATE KEY UPDATE with VALUES(col), which every MySQL we promise accepts (the
 // "AS new" alias of MySQL 8 is unknown to MariaDB). The key is the one the insert collides with.
 func (mysqlDialect) upsert(_ []string, set []assign) string {
@@ -213,6 +217,9 @@ func (sqliteDialect) tableOptions() string { return "" }
 // other connections, always some of them busy under load, would keep the write-ahead log from
 // ever being checkpointed back to its start: it grew past a gigabyte in a replay run.
 func (sqliteDialect) setPool(db *sql.DB) { db.SetMaxOpenConns(1) }
+
+// writers: SQLite writes one transaction at a time.
+func (sqliteDialect) writers(int) int { return 1 }
 
 func (sqliteDialect) upsert(key []string, set []assign) string {
 	return " ON CONFLICT (" + strings.Join(key, ", ") + ") DO UPDATE SET " +

@@ -858,3 +858,19 @@ func rollback(t *testing.T, tx *sql.Tx) {
 		t.Error(err)
 	}
 }
+
+func TestWriters(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		s := storagetest.Open(t, target)
+		want := 4
+		if target.Name == config.SQLite {
+			want = 1
+		}
+		if got := s.Writers(4); got != want {
+			t.Fatalf("%d writers on %s, want %d", got, target.Name, want)
+		}
+		if got := s.Writers(0); got != 1 {
+			t.Fatalf("%d writers asked for none, want 1", got)
+		}
+	})
+}

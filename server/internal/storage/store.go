@@ -109,6 +109,10 @@ func (s *Store) Ping(ctx context.Context) error { return s.sql.PingContext(ctx) 
 // Dialect is "mysql" or "sqlite".
 func (s *Store) Dialect() string { return s.d.name() }
 
+// Writers is how many of want write transactions (batches of settlements, say) are worth
+// running at once on the database: want on MySQL, 1 on SQLite, which writes one at a time.
+func (s *Store) Writers(want int) int { return max(s.d.writers(want), 1) }
+
 // Migrate creates or updates the schema, then checks that the database was made for the same
 // number of buckets (recording it on first use).
 func (s *Store) Migrate(ctx context.Context, buckets int) error {
