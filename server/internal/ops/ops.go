@@ -1,7 +1,7 @@
 // Package ops carries out operators' actions on tasks: trigger now, pause, resume, cancel,
 // replay a dead letter, discard, set the next trigger; on a list of tasks, or on every task
 // that matches a filter, as one job that works through the matches in batches and reports its
-// progress.
+// progress. Which tasks an action changes, and how, is retry's (retry.Action.Transition).
 package ops
 
 import (
@@ -41,14 +41,14 @@ type Progress struct {
 
 // Apply takes action on the listed tasks; at is the time for set_next. by names the operator
 // for the log.
-func (s *Service) Apply(ctx context.Context, by string, action storage.Action, ids []int64, at time.Time) (storage.ActionResult, error) {
+func (s *Service) Apply(ctx context.Context, by string, action retry.Action, ids []int64, at time.Time) (storage.ActionResult, error) {
 	if len(ids) == 0 {
 		return storage.ActionResult{}, fmt.Errorf("%w: no task ids", retry.ErrInvalid)
 	}
 	if len(ids) > MaxIDs {
 		return storage.ActionResult{}, fmt.Errorf("%w: %d task ids; act on at most %d at once, or use a filter", retry.ErrInvalid, len(ids), MaxIDs)
 	}
-	if err := check(action, at); err != nil {
+	if err := action.Check(at); err != nil {
 		return storage.ActionResult{}, err
 	}
 	res, err := s.store.Apply(ctx, action, ids, at)
@@ -60,21 +60,11 @@ func (s *Service) Apply(ctx context.Context, by string, action storage.Action, i
 	return res, nil
 }
 
-func check(action storage.Action, at time.Time) error {
-	if _, err := storage.ParseAction(string(action)); err != nil {
-		return err
-	}
-	if action == storage.SetNextAt && at.IsZero() {
-		return fmt.Errorf("%w: set_next needs a time", retry.ErrInvalid)
-	}
-	return nil
-}
-
 // ApplyFilter takes action on every task matching f, in batches by id, calling progress after
 // each batch. It stops early, with what it has done so far, when ctx ends.
-func (s *Service) ApplyFilter(ctx context.Context, by string, action storage.Action, f storage.TaskFilter, at time.Time, progress func(Progress)) (Progress, error) {
+func (s *Service) ApplyFilter(ctx context.Context, by string, action retry.Action, f storage.TaskFilter, at time.Time, progress func(Progress)) (Progress, error) {
 	var p Progress
-	if err := check(action, at); err != nil {
+	if err := action.Check(at); err != nil {
 		return p, err
 	}
 	var after int64

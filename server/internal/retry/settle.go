@@ -55,12 +55,19 @@ type Result struct {
 // Settlement is the change the end of a claim makes to its task. Storage applies it only while
 // the task is still running under the claim's token, so a settlement that comes late (after the
 // sweeper took the task back, or after an operator cancelled it) changes nothing.
+//
+// A settlement of an attempt (SettleReplay, SettleCallback) carries the phase's new values. A
+// claim given back without an attempt (Release, Hold) is Released: it carries only the phase's
+// new state and next trigger time, and the attempt count, the error texts and the callback stay
+// in the database as they are.
 type Settlement struct {
 	Kind   AttemptKind
 	TaskID int64
 	Token  int64
+	// Released marks a claim given back without an attempt.
+	Released bool
 
-	// The replay phase's new values (Kind == KindReplay).
+	// The replay phase's new values (Kind == KindReplay; a released one sets State and NextAt).
 	State     State
 	Attempts  int
 	NextAt    time.Time
@@ -68,13 +75,13 @@ type Settlement struct {
 	EndedAt   *time.Time
 
 	// The callback phase's new values (both kinds: a replay that ends the task starts the
-	// callback).
+	// callback; a released callback sets CallbackState and CallbackNextAt).
 	CallbackState    CallbackState
 	CallbackAttempts int
 	CallbackNextAt   *time.Time
 	CallbackError    string
 
-	// Attempt is the attempt to record; nil when the claim is released without one.
+	// Attempt is the attempt to record; nil when there is none to record.
 	Attempt *Attempt
 
 	// Lapsed, when set, makes the settlement a take-back of a claim that outlived its deadline
@@ -84,9 +91,6 @@ type Settlement struct {
 	// while its call runs.
 	Lapsed *time.Time
 }
-
-// Ends reports whether the settlement ends its task.
-func (s *Settlement) Ends() bool { return s.Kind == KindReplay && s.State.Ended() }
 
 // Policies are a scene's compiled back-offs.
 type Policies struct {
@@ -167,24 +171,22 @@ func SettleCallback(c *Claim, sc *Scene, p Policies, res Result, att *Attempt, n
 	return s
 }
 
-// Release gives a claim back without counting an attempt: the task (or its callback) waits
-// again until next. Dispatch releases on back-pressure, when no client instance is live, on
-// shutdown, and (a callback) when the scene is paused.
+// Release gives a claim back without an attempt: the task (or its callback) waits again until
+// next. Dispatch releases on back-pressure, when no client instance is live, on shutdown, and
+// (a callback) when the scene is paused.
 func Release(c *Claim, next time.Time) Settlement {
 	next = Truncate(next)
 	if c.Kind == KindCallback {
-		return Settlement{Kind: KindCallback, TaskID: c.TaskID, Token: c.Token,
-			CallbackState: CallbackWaiting, CallbackAttempts: c.CallbackAttempts, CallbackNextAt: &next,
-			CallbackError: c.CallbackError}
+		return Settlement{Kind: KindCallback, TaskID: c.TaskID, Token: c.Token, Released: true,
+			CallbackState: CallbackWaiting, CallbackNextAt: &next}
 	}
-	return Settlement{Kind: KindReplay, TaskID: c.TaskID, Token: c.Token, State: Waiting,
-		Attempts: c.Attempts, NextAt: next, LastError: c.LastError}
+	return Settlement{Kind: KindReplay, TaskID: c.TaskID, Token: c.Token, Released: true, State: Waiting, NextAt: next}
 }
 
-// Hold gives a replay claim back as Held, without counting an attempt and keeping its due time:
-// its scene is paused, its group or namespace disabled, or its group has no live instance. It is
-// not claimed again until the sweeper finds all three enabled and an instance of the group live.
+// Hold gives a replay claim back as Held, without an attempt and keeping its due time: its
+// scene is paused, its group or namespace disabled, or its group has no live instance. It is
+// not claimed again until it may wait again (MayWaitAgain), when the sweeper makes it waiting.
 func Hold(c *Claim) Settlement {
-	return Settlement{Kind: KindReplay, TaskID: c.TaskID, Token: c.Token, State: Held,
-		Attempts: c.Attempts, NextAt: Truncate(c.DueAt), LastError: c.LastError}
+	return Settlement{Kind: KindReplay, TaskID: c.TaskID, Token: c.Token, Released: true, State: Held,
+		NextAt: Truncate(c.DueAt)}
 }

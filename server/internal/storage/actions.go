@@ -4,46 +4,26 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/retryhub/retryhub/server/internal/retry"
 )
 
-// Action is an operator's action on tasks.
-type Action string
+// Action is an operator's action on tasks; its values, and which states each applies to, are
+// retry's (retry.Action.Transition). They are named here too for the callers of Apply.
+type Action = retry.Action
 
-// The operator actions, and the states each applies to. A task in another state is left as it
-// is and counted as skipped.
+// The operator actions, as retry names them.
 const (
-	// TriggerNow makes waiting, held or paused tasks waiting and due now (a task whose scene is
-	// still paused is held again when it is claimed).
-	TriggerNow Action = "trigger"
-	// Pause stops waiting or held tasks until they are resumed.
-	Pause Action = "pause"
-	// Resume makes paused tasks wait again, due at their next trigger time.
-	Resume Action = "resume"
-	// Cancel ends waiting, held, running or paused tasks without further replays.
-	Cancel Action = "cancel"
-	// Replay brings dead letters (exhausted tasks) back with a fresh set of attempts, due now.
-	Replay Action = "replay"
-	// Discard ends dead letters as cancelled; they are kept until retention removes them.
-	Discard Action = "discard"
-	// SetNextAt moves the next trigger time of waiting, held or paused tasks.
-	SetNextAt Action = "set_next"
+	TriggerNow = retry.TriggerNow
+	Pause      = retry.Pause
+	Resume     = retry.Resume
+	Cancel     = retry.Cancel
+	Replay     = retry.Replay
+	Discard    = retry.Discard
+	SetNextAt  = retry.SetNextAt
 )
-
-// Actions lists every action.
-var Actions = []Action{TriggerNow, Pause, Resume, Cancel, Replay, Discard, SetNextAt}
-
-// ParseAction reads an action name.
-func ParseAction(s string) (Action, error) {
-	for _, a := range Actions {
-		if string(a) == s {
-			return a, nil
-		}
-	}
-	return "", fmt.Errorf("%w action %q: want trigger, pause, resume, cancel, replay, discard or set_next", retry.ErrInvalid, s)
-}
 
 // ActionResult counts what an action did.
 type ActionResult struct {
@@ -56,160 +36,261 @@ type ActionResult struct {
 	Conflicts []int64
 }
 
-// Apply takes an action on the tasks with the given ids. at is the time for SetNextAt.
+// effectSet writes the columns of a transition's effects (retry.Effect); now is their time.
+func effectSet(e retry.Effect, now Time) ([]assign, []any) {
+	var (
+		set  []assign
+		args []any
+	)
+	if e.Has(retry.ClearClaim) {
+		set = append(set, claimCleared()...)
+	}
+	if e.Has(retry.ReleaseKey) {
+		set = append(set, assign{"active_key", "NULL"})
+	}
+	if e.Has(retry.TakeKey) {
+		set = append(set, assign{"active_key", "{t}idem_key"})
+	}
+	if e.Has(retry.StampEnd) {
+		set = append(set, assign{"ended_at", "?"})
+		args = append(args, now)
+	}
+	if e.Has(retry.ClearEnd) {
+		set = append(set, assign{"ended_at", "NULL"})
+	}
+	if e.Has(retry.ResetAttempts) {
+		set = append(set, assign{"attempts", "0"})
+	}
+	if e.Has(retry.ResetCallback) {
+		set = append(set, assign{"cb_state", fmt.Sprint(int8(retry.CallbackNone))}, assign{"cb_attempts", "0"},
+			assign{"cb_next_at", "NULL"}, assign{"cb_error", "''"})
+	}
+	return set, args
+}
+
+// transitionSQL is the UPDATE of one transition on the tasks whose ids follow its arguments:
+// the SET list of its state, due time and effects, and the WHERE of the states it applies to.
+// at is the time given with it (retry.DueGiven).
+func transitionSQL(tr retry.Transition, ids string, now, at Time) (string, []any) {
+	var (
+		set  []assign
+		args []any
+	)
+	if tr.To != 0 {
+		set = append(set, assign{"state", fmt.Sprint(int8(tr.To))})
+	}
+	switch tr.Due {
+	case retry.DueNow:
+		set = append(set, assign{"next_at", "?"})
+		args = append(args, now)
+	case retry.DueGiven:
+		set = append(set, assign{"next_at", "?"})
+		args = append(args, at)
+	}
+	es, eargs := effectSet(tr.Effects, now)
+	set = append(append(set, es...), assign{"updated_at", "?"})
+	args = append(append(args, eargs...), now)
+	return "UPDATE rh_task SET " + setList(set, "", "") + " WHERE id IN (" + ids + ") AND " + inStates(tr.From), args
+}
+
+// inStates is the condition that a task is in one of states.
+func inStates(states []retry.State) string {
+	if len(states) == 1 {
+		return fmt.Sprintf("state = %d", states[0])
+	}
+	return "state IN (" + intList(states) + ")"
+}
+
+// Apply takes an action on the tasks with the given ids, those in a state it applies to; at is
+// the time for SetNextAt.
 func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.Time) (ActionResult, error) {
 	var res ActionResult
+	if err := action.Check(at); err != nil {
+		return res, err
+	}
 	if len(ids) == 0 {
 		return res, nil
 	}
-	now := T(time.Now())
-	in := placeholders(len(ids))
-	idArgs := make([]any, len(ids))
-	for i, id := range ids {
-		idArgs[i] = id
-	}
-	var (
-		q    string
-		args []any
-	)
-	switch action {
-	case TriggerNow:
-		q = fmt.Sprintf("UPDATE rh_task SET state = %d, next_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d, %d)",
-			retry.Waiting, in, retry.Waiting, retry.Held, retry.Paused)
-		args = []any{now, now}
-	case Pause:
-		q = fmt.Sprintf("UPDATE rh_task SET state = %d, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d)", retry.Paused, in, retry.Waiting, retry.Held)
-		args = []any{now}
-	case Resume:
-		q = fmt.Sprintf("UPDATE rh_task SET state = %d, updated_at = ? WHERE id IN (%s) AND state = %d", retry.Waiting, in, retry.Paused)
-		args = []any{now}
-	case Cancel:
-		q = fmt.Sprintf("UPDATE rh_task SET state = %d, active_key = NULL, claim_token = 0, run_deadline = NULL, ended_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d, %d, %d)",
-			retry.Cancelled, in, retry.Waiting, retry.Held, retry.Running, retry.Paused)
-		args = []any{now, now}
-	case Discard:
-		q = fmt.Sprintf("UPDATE rh_task SET state = %d, ended_at = ?, updated_at = ? WHERE id IN (%s) AND state = %d",
-			retry.Cancelled, in, retry.Exhausted)
-		args = []any{now, now}
-	case SetNextAt:
-		if at.IsZero() {
-			return res, fmt.Errorf("%w: set_next needs a time", retry.ErrInvalid)
-		}
-		q = fmt.Sprintf("UPDATE rh_task SET next_at = ?, updated_at = ? WHERE id IN (%s) AND state IN (%d, %d, %d)",
-			in, retry.Waiting, retry.Held, retry.Paused)
-		args = []any{T(at), now}
-	case Replay:
-		return s.replay(ctx, ids, now)
-	default:
-		return res, fmt.Errorf("%w action %q", retry.ErrInvalid, action)
-	}
-	r, err := s.sql.ExecContext(ctx, q, append(args, idArgs...)...)
+	tr, err := action.Transition()
 	if err != nil {
-		return res, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
+		return res, err
 	}
-	res.Changed, _ = r.RowsAffected()
+	now := T(time.Now())
+	if tr.Effects.Has(retry.TakeKey) {
+		return s.reopen(ctx, action, tr, ids, now)
+	}
+	q, args := transitionSQL(tr, placeholders(len(ids)), now, T(at))
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	err = s.retry(ctx, func() error {
+		r, err := s.sql.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		res.Changed, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
+	}
 	res.Skipped = int64(len(ids)) - res.Changed
 	return res, nil
 }
 
-// replay brings dead letters back one statement per task, in one transaction: a dead letter
-// whose key is active again in its scene would break the one-active-task-per-key rule, so it is
-// reported as a conflict and left as it is.
-func (s *Store) replay(ctx context.Context, ids []int64, now Time) (ActionResult, error) {
+// reopen takes a transition that makes ended tasks hold their key again (replaying dead
+// letters) one statement per task, in one transaction: a task whose key is active again in its
+// scene would break the one-active-task-per-key rule, so it is reported as a conflict and left
+// as it is.
+func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, ids []int64, now Time) (ActionResult, error) {
 	var res ActionResult
-	q := fmt.Sprintf("UPDATE rh_task SET state = %d, attempts = 0, next_at = ?, active_key = idem_key, ended_at = NULL, "+
-		"cb_state = %d, cb_attempts = 0, cb_next_at = NULL, cb_error = '', claim_token = 0, run_deadline = NULL, updated_at = ? WHERE id = ? AND state = %d",
-		retry.Waiting, retry.CallbackNone, retry.Exhausted)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	q, args := transitionSQL(tr, "?", now, now)
+	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		res = ActionResult{}
 		for _, id := range ids {
-			r, err := tx.ExecContext(ctx, q, now, now, id)
-			if isDuplicate(err) {
+			r, err := tx.ExecContext(ctx, q, append(args, id)...)
+			if s.d.isDuplicate(err) {
 				res.Conflicts = append(res.Conflicts, id)
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("replay task %d: %w", id, err)
+				return fmt.Errorf("task %d: %w", id, err)
 			}
-			n, _ := r.RowsAffected()
+			n, err := r.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("task %d: %w", id, err)
+			}
 			res.Changed += n
 		}
 		return nil
 	})
 	if err != nil {
-		return ActionResult{}, err
+		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
 	}
 	res.Skipped = int64(len(ids)) - res.Changed - int64(len(res.Conflicts))
 	return res, nil
 }
 
-// DeleteEndedTasks deletes up to limit tasks in one of states that ended before the given time
-// and whose callback has nothing left to do, with their attempts. It returns how many tasks it
-// deleted.
-func (s *Store) DeleteEndedTasks(ctx context.Context, states []retry.State, before time.Time, limit int) (int64, error) {
-	if len(states) == 0 {
-		return 0, nil
-	}
-	args := []any{}
-	for _, st := range states {
-		args = append(args, int8(st))
-	}
-	args = append(args, T(before))
-	// The rows found are locked until they are deleted: otherwise an operator could replay a
-	// dead letter between the read and the delete, be told it was replayed, and lose it. (SQLite
-	// runs one write transaction at a time, which comes to the same.)
-	lock := ""
-	if s.mysql {
-		lock = " FOR UPDATE"
-	}
-	var deleted int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, fmt.Sprintf(
-			"SELECT id FROM rh_task WHERE state IN (%s) AND ended_at < ? AND cb_state NOT IN (%d, %d) LIMIT %d%s",
-			placeholders(len(states)), retry.CallbackWaiting, retry.CallbackRunning, limit, lock), args...)
-		if err != nil {
-			return err
-		}
-		var ids []any
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil || len(ids) == 0 {
-			return err
-		}
-		in := placeholders(len(ids))
-		if _, err := tx.ExecContext(ctx, "DELETE FROM rh_attempt WHERE task_id IN ("+in+")", ids...); err != nil {
-			return err
-		}
-		r, err := tx.ExecContext(ctx, "DELETE FROM rh_task WHERE id IN ("+in+")", ids...)
-		if err != nil {
-			return err
-		}
-		deleted, _ = r.RowsAffected()
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("delete ended tasks: %w", err)
-	}
-	return deleted, nil
+func (r *taskRow) domain() retry.Task {
+	return retry.Task{ID: r.ID, GroupID: r.GroupID, SceneID: r.SceneID, Bucket: r.Bucket, IdempotencyKey: r.IdemKey,
+		Args: []byte(r.Args), State: retry.State(r.State), Attempts: r.Attempts, LocalAttempts: r.LocalAttempts,
+		Merges: r.Merges, NextAt: r.NextAt.Time, DeadlineAt: r.DeadlineAt.Ptr(), ClaimToken: r.ClaimToken,
+		ClaimedBy: r.ClaimedBy, RunDeadline: r.RunDeadline.Ptr(), LastError: r.LastError, CallbackState: retry.CallbackState(r.CbState),
+		CallbackAttempts: r.CbAttempts, CallbackNextAt: r.CbNextAt.Ptr(), CallbackError: r.CbError,
+		CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time, EndedAt: r.EndedAt.Ptr()}
 }
 
-// DeleteAttemptsBefore deletes up to limit attempt records started before the given time.
-func (s *Store) DeleteAttemptsBefore(ctx context.Context, before time.Time, limit int) (int64, error) {
-	q := fmt.Sprintf("DELETE FROM rh_attempt WHERE started_at < ? LIMIT %d", limit)
-	if !s.mysql {
-		q = fmt.Sprintf("DELETE FROM rh_attempt WHERE id IN (SELECT id FROM rh_attempt WHERE started_at < ? LIMIT %d)", limit)
+// Task finds a task by id.
+func (s *Store) Task(ctx context.Context, id int64) (retry.Task, error) {
+	var row taskRow
+	if err := s.db.WithContext(ctx).Take(&row, id).Error; err != nil {
+		return retry.Task{}, notFound(err, fmt.Sprintf("task %d", id))
 	}
-	r, err := s.sql.ExecContext(ctx, q, T(before))
+	return row.domain(), nil
+}
+
+// TaskFilter selects tasks. Zero fields select everything.
+type TaskFilter struct {
+	// SceneIDs limits to these scenes; GroupID to one group's scenes.
+	SceneIDs []int64
+	GroupID  int64
+	States   []retry.State
+	// Key is an exact idempotency key.
+	Key string
+	// ErrorContains matches a part of the last error.
+	ErrorContains string
+	CreatedFrom   *time.Time
+	CreatedTo     *time.Time
+}
+
+func (f *TaskFilter) where() (string, []any) {
+	var (
+		conds []string
+		args  []any
+	)
+	if len(f.SceneIDs) > 0 {
+		conds = append(conds, "scene_id IN ("+placeholders(len(f.SceneIDs))+")")
+		for _, id := range f.SceneIDs {
+			args = append(args, id)
+		}
+	}
+	if f.GroupID != 0 {
+		// Served by the scene index: the scenes of a group are few.
+		conds = append(conds, "scene_id IN (SELECT id FROM rh_scene WHERE group_id = ?)")
+		args = append(args, f.GroupID)
+	}
+	if len(f.States) > 0 {
+		conds = append(conds, "state IN ("+placeholders(len(f.States))+")")
+		for _, st := range f.States {
+			args = append(args, int8(st))
+		}
+	}
+	if f.Key != "" {
+		conds = append(conds, "idem_key = ?")
+		args = append(args, f.Key)
+	}
+	if f.ErrorContains != "" {
+		conds = append(conds, "last_error LIKE ? ESCAPE '!'")
+		args = append(args, "%"+likeEscape(f.ErrorContains)+"%")
+	}
+	if f.CreatedFrom != nil {
+		conds = append(conds, "created_at >= ?")
+		args = append(args, T(*f.CreatedFrom))
+	}
+	if f.CreatedTo != nil {
+		conds = append(conds, "created_at < ?")
+		args = append(args, T(*f.CreatedTo))
+	}
+	if len(conds) == 0 {
+		return "1 = 1", nil
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+func likeEscape(s string) string {
+	r := strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
+	return r.Replace(s)
+}
+
+// ListTasks returns up to limit tasks matching f with ids above afterID, by id: pages follow
+// the key, not an offset.
+func (s *Store) ListTasks(ctx context.Context, f TaskFilter, afterID int64, limit int) ([]retry.Task, error) {
+	where, args := f.where()
+	var rows []taskRow
+	err := s.db.WithContext(ctx).Where(where, args...).Where("id > ?", afterID).Order("id").Limit(limit).Find(&rows).Error
 	if err != nil {
-		return 0, fmt.Errorf("delete old attempts: %w", err)
+		return nil, fmt.Errorf("list tasks: %w", err)
 	}
-	n, _ := r.RowsAffected()
-	return n, nil
+	out := make([]retry.Task, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out, nil
+}
+
+// TaskIDs returns up to limit ids of tasks matching f above afterID, by id.
+func (s *Store) TaskIDs(ctx context.Context, f TaskFilter, afterID int64, limit int) ([]int64, error) {
+	where, args := f.where()
+	var ids []int64
+	err := s.db.WithContext(ctx).Model(&taskRow{}).Where(where, args...).Where("id > ?", afterID).
+		Order("id").Limit(limit).Pluck("id", &ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("select task ids: %w", err)
+	}
+	return ids, nil
+}
+
+// Attempts returns a task's attempts, oldest first.
+func (s *Store) Attempts(ctx context.Context, taskID int64) ([]retry.Attempt, error) {
+	var rows []attemptRow
+	if err := s.db.WithContext(ctx).Where("task_id = ?", taskID).Order("id").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("list attempts of task %d: %w", taskID, err)
+	}
+	out := make([]retry.Attempt, len(rows))
+	for i, r := range rows {
+		out[i] = retry.Attempt{ID: r.ID, TaskID: r.TaskID, Kind: retry.AttemptKind(r.Kind), Number: r.Number,
+			NodeID: r.NodeID, InstanceID: r.InstanceID, StartedAt: r.StartedAt.Time,
+			Duration: time.Duration(r.DurationMs) * time.Millisecond, Outcome: retry.Outcome(r.Outcome), Error: r.Error}
+	}
+	return out, nil
 }

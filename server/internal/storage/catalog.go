@@ -3,26 +3,15 @@ package storage
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/retryhub/retryhub/client-sdk/backoff"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 	"github.com/retryhub/retryhub/server/internal/retry"
 )
-
-func onConflictNothing() clause.OnConflict { return clause.OnConflict{DoNothing: true} }
-
-func notFound(err error, what string) error {
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
-	}
-	return fmt.Errorf("%s: %w", what, err)
-}
 
 func (r *namespaceRow) domain() retry.Namespace {
 	return retry.Namespace{ID: r.ID, Name: r.Name, Description: r.Description, Enabled: r.Enabled,
@@ -37,7 +26,7 @@ func (s *Store) CreateNamespace(ctx context.Context, ns retry.Namespace) (retry.
 	now := T(time.Now())
 	row := namespaceRow{Name: ns.Name, Description: ns.Description, Enabled: ns.Enabled, CreatedAt: now, UpdatedAt: now}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
-		if isDuplicate(err) {
+		if s.d.isDuplicate(err) {
 			return ns, fmt.Errorf("namespace %q: %w", ns.Name, ErrConflict)
 		}
 		return ns, fmt.Errorf("create namespace %q: %w", ns.Name, err)
@@ -118,7 +107,7 @@ func (s *Store) CreateGroup(ctx context.Context, g retry.Group) (retry.Group, er
 	row := groupRow{NamespaceID: g.NamespaceID, Name: g.Name, Description: g.Description, Token: g.Token,
 		Enabled: g.Enabled, AutoCreateScenes: g.AutoCreateScenes, CreatedAt: now, UpdatedAt: now}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
-		if isDuplicate(err) {
+		if s.d.isDuplicate(err) {
 			return g, fmt.Errorf("group %q in namespace %q: %w", g.Name, ns.Name, ErrConflict)
 		}
 		return g, fmt.Errorf("create group %q: %w", g.Name, err)
@@ -233,7 +222,7 @@ func (s *Store) CreateScene(ctx context.Context, sc retry.Scene) (retry.Scene, e
 		return sc, fmt.Errorf("create scene %q: %w", sc.Name, err)
 	}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
-		if isDuplicate(err) {
+		if s.d.isDuplicate(err) {
 			return sc, fmt.Errorf("scene %q: %w", sc.Name, ErrConflict)
 		}
 		return sc, fmt.Errorf("create scene %q: %w", sc.Name, err)
@@ -309,24 +298,6 @@ func (s *Store) ListScenes(ctx context.Context, groupID int64) ([]retry.Scene, e
 	var rows []sceneRow
 	if err := s.db.WithContext(ctx).Where("group_id = ?", groupID).Order("name").Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("list scenes of group %d: %w", groupID, err)
-	}
-	out := make([]retry.Scene, 0, len(rows))
-	for i := range rows {
-		sc, err := rows[i].domain()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sc)
-	}
-	return out, nil
-}
-
-// ScenesChangedSince returns every scene updated at or after t (all scenes for the zero time),
-// for caches that refresh incrementally.
-func (s *Store) ScenesChangedSince(ctx context.Context, t time.Time) ([]retry.Scene, error) {
-	var rows []sceneRow
-	if err := s.db.WithContext(ctx).Where("updated_at >= ?", T(t)).Find(&rows).Error; err != nil {
-		return nil, fmt.Errorf("list changed scenes: %w", err)
 	}
 	out := make([]retry.Scene, 0, len(rows))
 	for i := range rows {

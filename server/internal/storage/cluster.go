@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"gorm.io/gorm/clause"
@@ -22,13 +21,15 @@ func (s *Store) UpsertInstance(ctx context.Context, in retry.Instance, liveSince
 	if err != nil {
 		return fmt.Errorf("register instance %s: %w", in.ID, err)
 	}
-	if n, _ := res.RowsAffected(); n > 0 {
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("register instance %s: %w", in.ID, err)
+	} else if n > 0 {
 		return nil
 	}
 	row := instanceRow{ID: in.ID, GroupID: in.GroupID, ExecutorURL: in.ExecutorURL, Capacity: in.Capacity,
 		SDKVersion: in.SDKVersion, Host: in.Host, StartedAt: now, HeartbeatAt: now}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
-		if isDuplicate(err) {
+		if s.d.isDuplicate(err) {
 			return fmt.Errorf("instance id %s is in use by a live instance of another group: %w", in.ID, ErrConflict)
 		}
 		return fmt.Errorf("register instance %s: %w", in.ID, err)
@@ -192,15 +193,4 @@ func (s *Store) Leases(ctx context.Context) ([]Lease, error) {
 		out[i] = Lease{Bucket: r.Bucket, NodeID: r.NodeID, ExpiresAt: r.ExpiresAt.Time}
 	}
 	return out, nil
-}
-
-func intList(xs []int) string {
-	var b strings.Builder
-	for i, x := range xs {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, "%d", x)
-	}
-	return b.String()
 }

@@ -71,7 +71,11 @@ func rawMySQL(t *testing.T, target storagetest.Target) *sql.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return db
 }
 
@@ -96,8 +100,11 @@ func describe(t *testing.T, db *sql.DB) map[string]string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer rows.Close()
-		names, _ := rows.Columns()
+		defer closeRows(t, rows)
+		names, err := rows.Columns()
+		if err != nil {
+			t.Fatal(err)
+		}
 		for rows.Next() {
 			cols := make([]sql.NullString, len(names))
 			ptrs := make([]any, len(names))
@@ -136,4 +143,11 @@ func describe(t *testing.T, db *sql.DB) map[string]string {
 		t.Fatalf("only %d schema facts read", len(facts))
 	}
 	return facts
+}
+
+func closeRows(t *testing.T, rows *sql.Rows) {
+	t.Helper()
+	if err := rows.Close(); err != nil {
+		t.Error(err)
+	}
 }

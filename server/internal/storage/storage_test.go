@@ -276,7 +276,7 @@ func TestClaimTakesWhatIsDueOnce(t *testing.T) {
 		if err != nil || len(again) != 0 {
 			t.Fatalf("second claim took %d (%v), want none", len(again), err)
 		}
-		task, _ := s.Task(ctx, claims[0].TaskID)
+		task := testkit.Task(t, s, claims[0].TaskID)
 		if task.State != retry.Running || task.ClaimedBy != "n1" || task.ClaimToken != 42 {
 			t.Fatalf("claimed task: %+v", task)
 		}
@@ -307,12 +307,16 @@ func TestClaimThatFailsClaimsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Close()
+	defer func() {
+		if err := raw.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	lock, err := raw.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Rollback()
+	defer rollback(t, lock)
 	if _, err := lock.ExecContext(ctx, "SELECT id FROM rh_task WHERE id = ? FOR UPDATE", res[1].TaskID); err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +331,9 @@ func TestClaimThatFailsClaimsNothing(t *testing.T) {
 	if err == nil {
 		t.Fatalf("the claim went through a locked row: %+v", claims)
 	}
-	lock.Rollback()
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
 	tk, err := s.Task(ctx, res[0].TaskID)
 	if err != nil {
 		t.Fatal(err)
@@ -389,8 +395,11 @@ func TestSettleIsConditionalOnTheClaim(t *testing.T) {
 		f := setup(t, s)
 		sc := f.scene
 		sc.Callback.Enabled = true
-		sc, _ = s.UpdateScene(ctx, sc)
-		pol, _ := sc.Compile()
+		sc, err := s.UpdateScene(ctx, sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol := compile(t, sc)
 		now := time.Now()
 		if _, err := s.Ingest(ctx, []storage.NewTask{f.task("ok", now), f.task("fail", now), f.task("stale", now)}); err != nil {
 			t.Fatal(err)
@@ -422,22 +431,22 @@ func TestSettleIsConditionalOnTheClaim(t *testing.T) {
 		if n != 2 {
 			t.Fatalf("settled %d, want 2 (the stale one must not apply)", n)
 		}
-		ok, _ := s.Task(ctx, byKey["ok"].TaskID)
+		ok := testkit.Task(t, s, byKey["ok"].TaskID)
 		if ok.State != retry.Succeeded || ok.Attempts != 1 || ok.EndedAt == nil || ok.CallbackState != retry.CallbackWaiting {
 			t.Fatalf("succeeded task: %+v", ok)
 		}
-		fail, _ := s.Task(ctx, byKey["fail"].TaskID)
+		fail := testkit.Task(t, s, byKey["fail"].TaskID)
 		if fail.State != retry.Waiting || fail.Attempts != 1 || fail.LastError != "503" || !fail.NextAt.After(now) {
 			t.Fatalf("failed task: %+v", fail)
 		}
-		st, _ := s.Task(ctx, byKey["stale"].TaskID)
+		st := testkit.Task(t, s, byKey["stale"].TaskID)
 		if st.State != retry.Running {
 			t.Fatalf("stale settlement changed the task: %+v", st)
 		}
-		if atts, _ := s.Attempts(ctx, st.ID); len(atts) != 0 {
+		if atts := testkit.Attempts(t, s, st.ID); len(atts) != 0 {
 			t.Fatalf("a stale settlement recorded %d attempts", len(atts))
 		}
-		atts, _ := s.Attempts(ctx, fail.ID)
+		atts := testkit.Attempts(t, s, fail.ID)
 		if len(atts) != 1 || atts[0].Outcome != retry.OutcomeFailed || atts[0].Error != "503" || atts[0].InstanceID != "i1" ||
 			atts[0].Duration != 12*time.Millisecond || atts[0].Number != 1 {
 			t.Fatalf("attempts: %+v", atts)
@@ -458,7 +467,7 @@ func TestSettleIsConditionalOnTheClaim(t *testing.T) {
 			retry.Result{Outcome: retry.OutcomeSucceeded}, nil, now)}); err != nil {
 			t.Fatal(err)
 		}
-		ok, _ = s.Task(ctx, ok.ID)
+		ok = testkit.Task(t, s, ok.ID)
 		if ok.CallbackState != retry.CallbackSucceeded || ok.CallbackAttempts != 1 || ok.State != retry.Succeeded {
 			t.Fatalf("after callback: %+v", ok)
 		}
@@ -473,7 +482,7 @@ func TestStuckAndExtend(t *testing.T) {
 		if _, err := s.Ingest(ctx, []storage.NewTask{f.task("x", now), f.task("y", now)}); err != nil {
 			t.Fatal(err)
 		}
-		claims, _ := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now,
+		claims := claim(t, s, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now,
 			PerBucket: 10, Token: 5, Node: "dead", Deadline: now.Add(time.Second)})
 		if len(claims) != 2 {
 			t.Fatalf("claimed %d", len(claims))
@@ -508,18 +517,18 @@ func TestLeases(t *testing.T) {
 		if err := s.ReleaseBuckets(ctx, "a", []int{3}); err != nil {
 			t.Fatal(err)
 		}
-		held, _ = s.AcquireBuckets(ctx, "b", []int{2, 3, 4}, now, now.Add(10*time.Second))
-		if len(held) != 2 {
+		held, err = s.AcquireBuckets(ctx, "b", []int{2, 3, 4}, now, now.Add(10*time.Second))
+		if err != nil || len(held) != 2 {
 			t.Fatalf("b after a released 3: %v", held)
 		}
 		// An expired lease may be taken.
 		later := now.Add(11 * time.Second)
-		held, _ = s.AcquireBuckets(ctx, "b", []int{0, 1, 2, 3, 4}, later, later.Add(10*time.Second))
-		if len(held) != 5 {
+		held, err = s.AcquireBuckets(ctx, "b", []int{0, 1, 2, 3, 4}, later, later.Add(10*time.Second))
+		if err != nil || len(held) != 5 {
 			t.Fatalf("b after a's leases expired: %v", held)
 		}
-		if h, _ := s.HeldBuckets(ctx, "a", later); len(h) != 0 {
-			t.Fatalf("a still holds %v", h)
+		if h, err := s.HeldBuckets(ctx, "a", later); err != nil || len(h) != 0 {
+			t.Fatalf("a still holds %v (%v)", h, err)
 		}
 	})
 }
@@ -538,33 +547,33 @@ func TestActions(t *testing.T) {
 		if err != nil || r.Changed != 1 || r.Skipped != 1 {
 			t.Fatalf("pause: %+v %v", r, err)
 		}
-		if tk, _ := s.Task(ctx, p); tk.State != retry.Paused {
+		if tk := testkit.Task(t, s, p); tk.State != retry.Paused {
 			t.Fatalf("paused: %s", tk.State)
 		}
-		claims, _ := s.Claim(ctx, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now.Add(2 * time.Hour),
+		claims := claim(t, s, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now.Add(2 * time.Hour),
 			PerBucket: 10, Token: 3, Node: "n", Deadline: now.Add(time.Minute)})
 		for _, c := range claims {
 			if c.TaskID == p {
 				t.Fatal("a paused task was claimed")
 			}
 		}
-		if r, _ := s.Apply(ctx, storage.Resume, []int64{p}, time.Time{}); r.Changed != 1 {
+		if r := apply(t, s, storage.Resume, []int64{p}, time.Time{}); r.Changed != 1 {
 			t.Fatalf("resume: %+v", r)
 		}
 		at := now.Add(30 * time.Minute).Truncate(time.Millisecond)
-		if r, _ := s.Apply(ctx, storage.SetNextAt, []int64{p}, at); r.Changed != 1 {
+		if r := apply(t, s, storage.SetNextAt, []int64{p}, at); r.Changed != 1 {
 			t.Fatalf("set next: %+v", r)
 		}
-		if tk, _ := s.Task(ctx, p); !tk.NextAt.Equal(at) || tk.State != retry.Waiting {
+		if tk := testkit.Task(t, s, p); !tk.NextAt.Equal(at) || tk.State != retry.Waiting {
 			t.Fatalf("after set next: %+v", tk)
 		}
-		if r, _ := s.Apply(ctx, storage.TriggerNow, []int64{p}, time.Time{}); r.Changed != 1 {
+		if r := apply(t, s, storage.TriggerNow, []int64{p}, time.Time{}); r.Changed != 1 {
 			t.Fatalf("trigger: %+v", r)
 		}
 		// Exhaust d and d2 through a settlement, then replay and discard them.
 		sc := f.scene
 		sc.MaxAttempts = 1
-		pol, _ := sc.Compile()
+		pol := compile(t, sc)
 		var batch []retry.Settlement
 		for i := range claims {
 			if claims[i].TaskID == d || claims[i].TaskID == d2 {
@@ -582,28 +591,28 @@ func TestActions(t *testing.T) {
 		if err != nil || r.Changed != 1 || len(r.Conflicts) != 1 || r.Conflicts[0] != d2 || r.Skipped != 1 {
 			t.Fatalf("replay: %+v %v", r, err)
 		}
-		if tk, _ := s.Task(ctx, d); tk.State != retry.Waiting || tk.Attempts != 0 || tk.EndedAt != nil {
+		if tk := testkit.Task(t, s, d); tk.State != retry.Waiting || tk.Attempts != 0 || tk.EndedAt != nil {
 			t.Fatalf("replayed dead letter: %+v", tk)
 		}
-		if res, _ := s.Ingest(ctx, []storage.NewTask{f.task("d", now)}); !res[0].Merged || res[0].TaskID != d {
+		if res := ingest(t, s, f.task("d", now)); !res[0].Merged || res[0].TaskID != d {
 			t.Fatalf("a replayed task owns its key again: %+v", res)
 		}
-		if r, _ := s.Apply(ctx, storage.Discard, []int64{d2}, time.Time{}); r.Changed != 1 {
+		if r := apply(t, s, storage.Discard, []int64{d2}, time.Time{}); r.Changed != 1 {
 			t.Fatalf("discard: %+v", r)
 		}
-		if tk, _ := s.Task(ctx, d2); tk.State != retry.Cancelled {
+		if tk := testkit.Task(t, s, d2); tk.State != retry.Cancelled {
 			t.Fatalf("discarded: %s", tk.State)
 		}
-		if r, _ := s.Apply(ctx, storage.Cancel, []int64{p}, time.Time{}); r.Changed != 1 {
+		if r := apply(t, s, storage.Cancel, []int64{p}, time.Time{}); r.Changed != 1 {
 			t.Fatalf("cancel: %+v", r)
 		}
 		ids, err := s.TaskIDs(ctx, storage.TaskFilter{States: []retry.State{retry.Cancelled}}, 0, 10)
 		if err != nil || len(ids) != 2 {
 			t.Fatalf("filter cancelled: %v %v", ids, err)
 		}
-		ids, _ = s.TaskIDs(ctx, storage.TaskFilter{GroupID: f.group.ID, ErrorContains: "first"}, 0, 100)
-		if len(ids) == 0 {
-			t.Fatal("filter by error text found nothing")
+		ids, err = s.TaskIDs(ctx, storage.TaskFilter{GroupID: f.group.ID, ErrorContains: "first"}, 0, 100)
+		if err != nil || len(ids) == 0 {
+			t.Fatalf("filter by error text found %v (%v)", ids, err)
 		}
 	})
 }
@@ -638,30 +647,30 @@ func TestHeldTasks(t *testing.T) {
 		if again := claim(); len(again) != 0 {
 			t.Fatalf("claimed %d held tasks", len(again))
 		}
-		if r, _ := s.Ingest(ctx, []storage.NewTask{f.task("a", now)}); !r[0].Merged || r[0].TaskID != res[0].TaskID {
+		if r := ingest(t, s, f.task("a", now)); !r[0].Merged || r[0].TaskID != res[0].TaskID {
 			t.Fatalf("a repeated key did not merge into its held task: %+v", r)
 		}
 		a, b, c := res[0].TaskID, res[1].TaskID, res[2].TaskID
 		at := now.Add(time.Hour).Truncate(time.Millisecond)
-		if r, _ := s.Apply(ctx, storage.SetNextAt, []int64{a}, at); r.Changed != 1 {
+		if r := apply(t, s, storage.SetNextAt, []int64{a}, at); r.Changed != 1 {
 			t.Fatalf("set next on a held task: %+v", r)
 		}
-		if tk, _ := s.Task(ctx, a); tk.State != retry.Held || !tk.NextAt.Equal(at) {
+		if tk := testkit.Task(t, s, a); tk.State != retry.Held || !tk.NextAt.Equal(at) {
 			t.Fatalf("after set next the task is %s due %s; want still held, due %s", tk.State, tk.NextAt, at)
 		}
-		if r, _ := s.Apply(ctx, storage.TriggerNow, []int64{a}, time.Time{}); r.Changed != 1 {
+		if r := apply(t, s, storage.TriggerNow, []int64{a}, time.Time{}); r.Changed != 1 {
 			t.Fatalf("trigger a held task: %+v", r)
 		}
-		if tk, _ := s.Task(ctx, a); tk.State != retry.Waiting || tk.NextAt.After(time.Now()) {
+		if tk := testkit.Task(t, s, a); tk.State != retry.Waiting || tk.NextAt.After(time.Now()) {
 			t.Fatalf("a triggered held task is %s due %s; want waiting, due now", tk.State, tk.NextAt)
 		}
-		if r, _ := s.Apply(ctx, storage.Pause, []int64{b}, time.Time{}); r.Changed != 1 {
+		if r := apply(t, s, storage.Pause, []int64{b}, time.Time{}); r.Changed != 1 {
 			t.Fatalf("pause a held task: %+v", r)
 		}
-		if r, _ := s.Apply(ctx, storage.Cancel, []int64{c}, time.Time{}); r.Changed != 1 {
+		if r := apply(t, s, storage.Cancel, []int64{c}, time.Time{}); r.Changed != 1 {
 			t.Fatalf("cancel a held task: %+v", r)
 		}
-		if tk, _ := s.Task(ctx, c); tk.State != retry.Cancelled || tk.EndedAt == nil {
+		if tk := testkit.Task(t, s, c); tk.State != retry.Cancelled || tk.EndedAt == nil {
 			t.Fatalf("a cancelled held task is %s, ended %v", tk.State, tk.EndedAt)
 		}
 	})
@@ -672,7 +681,7 @@ func TestRetention(t *testing.T) {
 		ctx := context.Background()
 		f := setup(t, s)
 		now := time.Now()
-		res, _ := s.Ingest(ctx, []storage.NewTask{f.task("old", now), f.task("live", now)})
+		res := ingest(t, s, f.task("old", now), f.task("live", now))
 		if _, err := s.Apply(ctx, storage.Cancel, []int64{res[0].TaskID}, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
@@ -790,13 +799,78 @@ func TestInstanceIDsCannotBeTakenFromALiveInstanceOfAnotherGroup(t *testing.T) {
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: other.ID, ExecutorURL: "http://b"}, live); !errors.Is(err, storage.ErrConflict) {
 			t.Fatalf("another group took a live instance id: %v", err)
 		}
-		insts, _ := s.LiveInstances(ctx, live)
+		insts, err := s.LiveInstances(ctx, live)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if len(insts) != 1 || insts[0].GroupID != f.group.ID || insts[0].ExecutorURL != "http://a2" {
 			t.Fatalf("instances: %+v", insts)
 		}
 		// Once the first is silent, the id may be reused.
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: other.ID, ExecutorURL: "http://b"}, time.Now().Add(time.Minute)); err != nil {
 			t.Fatalf("a silent instance's id could not be reused: %v", err)
+		}
+	})
+}
+
+// The helpers below fail the test on any error.
+
+func ingest(t *testing.T, s *storage.Store, tasks ...storage.NewTask) []storage.IngestResult {
+	t.Helper()
+	res, err := s.Ingest(context.Background(), tasks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func claim(t *testing.T, s *storage.Store, p storage.ClaimParams) []retry.Claim {
+	t.Helper()
+	claims, err := s.Claim(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return claims
+}
+
+func apply(t *testing.T, s *storage.Store, action storage.Action, ids []int64, at time.Time) storage.ActionResult {
+	t.Helper()
+	r, err := s.Apply(context.Background(), action, ids, at)
+	if err != nil {
+		t.Fatalf("%s: %v", action, err)
+	}
+	return r
+}
+
+func compile(t *testing.T, sc retry.Scene) retry.Policies {
+	t.Helper()
+	p, err := sc.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// rollback rolls tx back unless it has ended already.
+func rollback(t *testing.T, tx *sql.Tx) {
+	t.Helper()
+	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		t.Error(err)
+	}
+}
+
+func TestWriters(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		s := storagetest.Open(t, target)
+		want := 4
+		if target.Name == config.SQLite {
+			want = 1
+		}
+		if got := s.Writers(4); got != want {
+			t.Fatalf("%d writers on %s, want %d", got, target.Name, want)
+		}
+		if got := s.Writers(0); got != 1 {
+			t.Fatalf("%d writers asked for none, want 1", got)
 		}
 	})
 }

@@ -3,6 +3,14 @@
 // in SQLite (the embedded default) or MySQL/MariaDB/TiDB, through gorm for the schema and plain
 // CRUD, and through hand-written batched statements on the hot paths: ingesting reports,
 // claiming due tasks and settling them.
+//
+// Its files follow a task's life: ingest.go stores reports, claim.go claims due tasks,
+// settle.go writes results, sweep.go takes back stuck claims, brings held tasks back and
+// deletes what retention lets go, actions.go carries out operators' actions and reads tasks
+// for them; catalog.go keeps namespaces, groups and scenes, cluster.go client instances,
+// server nodes and bucket leases. What differs between the databases is in dialect.go; the
+// rules the statements apply (which states an action applies to, what ending a task clears)
+// are retry's.
 package storage
 
 import (
@@ -11,15 +19,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/glebarez/sqlite"
-	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 
 	"github.com/retryhub/retryhub/server/internal/config"
@@ -27,10 +33,10 @@ import (
 
 // Store is the database. It is safe for concurrent use.
 type Store struct {
-	db    *gorm.DB
-	sql   *sql.DB
-	mysql bool
-	log   *slog.Logger
+	db  *gorm.DB
+	sql *sql.DB
+	d   dialect
+	log *slog.Logger
 }
 
 // Options tune the connection pool.
@@ -61,32 +67,12 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 		SkipDefaultTransaction:                   true,
 		DisableForeignKeyConstraintWhenMigrating: true,
 	}
-	s := &Store{log: log}
-	var (
-		db  *gorm.DB
-		err error
-	)
-	switch dsn.Driver {
-	case config.SQLite:
-		if dir := filepath.Dir(dsn.Path); dir != "" {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return nil, fmt.Errorf("open sqlite: create directory %s: %w", dir, err)
-			}
-		}
-		// WAL lets readers run beside the writer; IMMEDIATE transactions take the write lock at
-		// BEGIN so two writers queue on the busy timeout instead of failing.
-		db, err = gorm.Open(sqlite.Open("file:"+dsn.Path+
-			"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"), gcfg)
-	case config.MySQL:
-		mc := dsn.MySQL.Clone()
-		if err := setIsolation(ctx, mc.FormatDSN(), mc.Params); err != nil {
-			return nil, err
-		}
-		db, err = gorm.Open(mysql.New(mysql.Config{DSNConfig: mc, DSN: mc.FormatDSN()}), gcfg)
-		s.mysql = true
-	default:
-		return nil, fmt.Errorf("open database: unknown driver %q", dsn.Driver)
+	d, err := dialectOf(dsn.Driver)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
 	}
+	s := &Store{d: d, log: log}
+	db, err := d.open(ctx, dsn, gcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dsn.Driver, err)
 	}
@@ -103,12 +89,7 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 	if opt.ConnMaxLife > 0 {
 		sqlDB.SetConnMaxLifetime(opt.ConnMaxLife)
 	}
-	if dsn.Driver == config.SQLite {
-		// One connection. SQLite writes one transaction at a time anyway, and readers on other
-		// connections, always some of them busy under load, would keep the write-ahead log from
-		// ever being checkpointed back to its start: it grew past a gigabyte in a replay run.
-		sqlDB.SetMaxOpenConns(1)
-	}
+	d.setPool(sqlDB)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := sqlDB.PingContext(pctx); err != nil {
@@ -119,29 +100,6 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 	return s, nil
 }
 
-// setIsolation asks for READ COMMITTED on every connection: claims and settlements then lock
-// only the rows they change, not the gaps between index entries. MariaDB and MySQL name the
-// session variable differently, so the server is asked which one it is.
-func setIsolation(ctx context.Context, dsn string, params map[string]string) error {
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		return fmt.Errorf("open mysql database: %w", err)
-	}
-	defer db.Close()
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var version string
-	if err := db.QueryRowContext(pctx, "SELECT VERSION()").Scan(&version); err != nil {
-		return fmt.Errorf("open mysql database: %w", err)
-	}
-	if strings.Contains(strings.ToLower(version), "mariadb") {
-		params["tx_isolation"] = "'READ-COMMITTED'"
-	} else {
-		params["transaction_isolation"] = "'READ-COMMITTED'"
-	}
-	return nil
-}
-
 // Close closes the connections.
 func (s *Store) Close() error { return s.sql.Close() }
 
@@ -149,19 +107,18 @@ func (s *Store) Close() error { return s.sql.Close() }
 func (s *Store) Ping(ctx context.Context) error { return s.sql.PingContext(ctx) }
 
 // Dialect is "mysql" or "sqlite".
-func (s *Store) Dialect() string {
-	if s.mysql {
-		return config.MySQL
-	}
-	return config.SQLite
-}
+func (s *Store) Dialect() string { return s.d.name() }
+
+// Writers is how many of want write transactions (batches of settlements, say) are worth
+// running at once on the database: want on MySQL, 1 on SQLite, which writes one at a time.
+func (s *Store) Writers(want int) int { return max(s.d.writers(want), 1) }
 
 // Migrate creates or updates the schema, then checks that the database was made for the same
 // number of buckets (recording it on first use).
 func (s *Store) Migrate(ctx context.Context, buckets int) error {
 	db := s.db.WithContext(ctx)
-	if s.mysql {
-		db = db.Set("gorm:table_options", "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+	if opts := s.d.tableOptions(); opts != "" {
+		db = db.Set("gorm:table_options", opts)
 	}
 	if err := db.AutoMigrate(allModels...); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
@@ -215,18 +172,6 @@ func (s *Store) ensureLeases(ctx context.Context, buckets int) error {
 	return nil
 }
 
-// isDuplicate reports whether err is a unique-key violation.
-func isDuplicate(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, gorm.ErrDuplicatedKey) {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "Duplicate entry") || strings.Contains(msg, "UNIQUE constraint failed")
-}
-
 type gormLogger struct {
 	log  *slog.Logger
 	slow time.Duration
@@ -257,4 +202,95 @@ func (l gormLogger) Trace(ctx context.Context, begin time.Time, fc func() (strin
 		}
 		l.log.WarnContext(ctx, "slow query", "duration", d, "rows", rows, "sql", q)
 	}
+}
+
+// dbtx is a *sql.DB or a *sql.Tx.
+type dbtx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// tx runs fn in a transaction, committing when it returns nil.
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			return errors.Join(err, fmt.Errorf("roll back: %w", rerr))
+		}
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Transient failures (a deadlock, a lock wait that timed out) are tried again up to txTries
+// times in all, after a back-off that doubles from txBackoff, each wait drawn at random between
+// its half and its whole so that the transactions that collided do not meet again.
+const (
+	txTries   = 5
+	txBackoff = 10 * time.Millisecond
+)
+
+// retryTx is tx run again while the database breaks the transaction off for a reason that
+// passes (isTransient), up to txTries times and never past ctx. fn must start from nothing on
+// each try: the try before was rolled back.
+func (s *Store) retryTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return s.retry(ctx, func() error { return s.tx(ctx, fn) })
+}
+
+// retry runs fn again while it fails for a reason that passes, as retryTx does.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
+	wait := txBackoff
+	for try := 1; ; try++ {
+		err := fn()
+		if err == nil || !s.d.isTransient(err) {
+			return err
+		}
+		if try == txTries {
+			return fmt.Errorf("%d tries: %w", try, err)
+		}
+		s.log.DebugContext(ctx, "transaction broken off; trying again", "try", try, "err", err)
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (waiting to try again after: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		wait *= 2
+	}
+}
+
+func notFound(err error, what string) error {
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func onConflictNothing() clause.OnConflict { return clause.OnConflict{DoNothing: true} }
+
+// placeholders is n bound parameters, "?,?,…".
+func placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?,", n-1) + "?"
+}
+
+// intList writes numbers for an IN list.
+func intList[T ~int | ~int8](xs []T) string {
+	var b strings.Builder
+	for i, x := range xs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%d", x)
+	}
+	return b.String()
 }

@@ -11,7 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -80,18 +80,15 @@ func MySQL(t testing.TB) Target {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := admin.PingContext(ctx); err != nil {
-		admin.Close()
+		err = errors.Join(err, admin.Close())
 		if os.Getenv("RETRYHUB_TEST_REQUIRE_MYSQL") == "1" {
 			t.Fatalf("MySQL at %s does not answer and RETRYHUB_TEST_REQUIRE_MYSQL=1: %v", mc.Addr, err)
 		}
 		t.Skipf("MySQL at %s does not answer (%v); set RETRYHUB_TEST_MYSQL_DSN or start MariaDB to run this test on MySQL", mc.Addr, err)
 	}
-	var suffix [6]byte
-	rand.Read(suffix[:])
-	name := "rh_test_" + hex.EncodeToString(suffix[:])
+	name := "rh_test_" + strings.ToLower(rand.Text()[:12])
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name+" CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"); err != nil {
-		admin.Close()
-		t.Fatalf("create test database: %v", err)
+		t.Fatalf("create test database: %v", errors.Join(err, admin.Close()))
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -99,7 +96,9 @@ func MySQL(t testing.TB) Target {
 		if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name); err != nil {
 			t.Errorf("drop test database %s: %v", name, err)
 		}
-		admin.Close()
+		if err := admin.Close(); err != nil {
+			t.Errorf("close the test server's connections: %v", err)
+		}
 	})
 	mc.DBName = name
 	return Target{Name: config.MySQL, DSN: "mysql://" + mc.FormatDSN()}
@@ -117,7 +116,11 @@ func Open(t testing.TB, target Target) *storage.Store {
 	if err != nil {
 		t.Fatalf("open %s: %v", target.Name, err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close %s: %v", target.Name, err)
+		}
+	})
 	if err := s.Migrate(ctx, Buckets); err != nil {
 		t.Fatalf("migrate %s: %v", target.Name, err)
 	}
@@ -126,7 +129,5 @@ func Open(t testing.TB, target Target) *storage.Store {
 
 // RandomName returns a unique name with the given prefix, for namespaces, groups and scenes.
 func RandomName(prefix string) string {
-	var b [4]byte
-	rand.Read(b[:])
-	return fmt.Sprintf("%s-%s", strings.TrimSuffix(prefix, "-"), hex.EncodeToString(b[:]))
+	return fmt.Sprintf("%s-%s", strings.TrimSuffix(prefix, "-"), strings.ToLower(rand.Text()[:8]))
 }
