@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -181,7 +182,9 @@ func (a *App) routes() http.Handler {
 	a.ClientAPI.Mount(r)
 	files := web.Handler()
 	r.NoRoute(func(c *gin.Context) {
-		if c.Request.Method == http.MethodGet || c.Request.Method == http.MethodHead {
+		// The console's files answer GET and HEAD outside /api/; every /api/ answer is JSON.
+		api := c.Request.URL.Path == "/api" || strings.HasPrefix(c.Request.URL.Path, "/api/")
+		if !api && (c.Request.Method == http.MethodGet || c.Request.Method == http.MethodHead) {
 			files.ServeHTTP(c.Writer, c.Request)
 			return
 		}
