@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/retryhub/retryhub/client-sdk/backoff"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
+	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
 )
 
@@ -45,6 +48,44 @@ func TestUnknownAPIPathsAnswerJSON(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 			t.Fatalf("console: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	})
+}
+
+// A report's first replay and its deadline count from when the call failed, not from when the
+// report arrived: a report spooled through an outage does not wait a further full step, and
+// calls reported in one batch fall due one step after their own failures. A failure time ahead
+// of the server's clock counts from the server's clock.
+func TestReportFirstDueCountsFromTheFailure(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 3, func(sc *retry.Scene) {
+			sc.Backoff = backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Hour)}
+			sc.Deadline = 2 * time.Hour
+		})
+		before := time.Now()
+		spooled := item("notify", "spooled")
+		spooled.FailedAt = before.Add(-10 * time.Minute).UnixMilli()
+		recent := item("notify", "recent")
+		recent.FailedAt = before.Add(-3 * time.Second).UnixMilli()
+		future := item("notify", "future")
+		future.FailedAt = before.Add(time.Hour).UnixMilli()
+		res := w.report(spooled, recent, future, item("notify", "untimed"))
+		after := time.Now()
+		for i, want := range []int64{spooled.FailedAt, recent.FailedAt} {
+			tk := w.task(res[i].TaskID)
+			if got := tk.NextAt.UnixMilli() - want; got != time.Hour.Milliseconds() {
+				t.Errorf("item %d: first replay %s after the failure, want 1h", i, time.Duration(got)*time.Millisecond)
+			}
+			if tk.DeadlineAt == nil || tk.DeadlineAt.UnixMilli()-want != (2*time.Hour).Milliseconds() {
+				t.Errorf("item %d: deadline %v, want 2h after the failure", i, tk.DeadlineAt)
+			}
+		}
+		for _, i := range []int{2, 3} {
+			tk := w.task(res[i].TaskID)
+			if tk.NextAt.Before(before.Add(time.Hour).Truncate(time.Millisecond)) || tk.NextAt.After(after.Add(time.Hour)) {
+				t.Errorf("item %d: first replay at %s, want an hour after the report arrived (%s)", i, tk.NextAt, before)
+			}
 		}
 	})
 }

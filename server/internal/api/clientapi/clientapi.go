@@ -344,20 +344,17 @@ func (a *API) reports(c *gin.Context) {
 			httpx.Internal(c, a.log, "looking up scene "+it.Scene, err)
 			return
 		}
-		t := storage.NewTask{GroupID: g.ID, SceneID: sc.ID, Bucket: retry.BucketOf(it.IdempotencyKey, a.p.Buckets),
-			Key: it.IdempotencyKey, Args: args, Error: it.Error, LocalAttempts: it.LocalAttempts,
-			State: retry.Waiting, NextAt: sc.Policies.Replay.Next(1, now)}
-		if sc.Deadline > 0 {
-			// The deadline counts from the failure, when the client says when that was (a report
-			// re-sent after an outage), but never from the future.
-			from := now
-			if it.FailedAt > 0 && it.FailedAt < now.UnixMilli() {
-				from = time.UnixMilli(it.FailedAt)
-			}
-			d := from.Add(sc.Deadline)
-			t.DeadlineAt = &d
+		// The first replay and the deadline count from the failure, when the client says when
+		// that was (a report re-sent after an outage), but never from the future.
+		var failedAt time.Time
+		if it.FailedAt > 0 {
+			failedAt = time.UnixMilli(it.FailedAt)
 		}
-		tasks = append(tasks, t)
+		tasks = append(tasks, storage.NewTask{GroupID: g.ID, SceneID: sc.ID,
+			Bucket: retry.BucketOf(it.IdempotencyKey, a.p.Buckets), Key: it.IdempotencyKey, Args: args,
+			Error: it.Error, LocalAttempts: it.LocalAttempts, State: retry.Waiting,
+			NextAt:     retry.FirstDue(sc.Policies.Replay, failedAt, now),
+			DeadlineAt: retry.ReportDeadline(sc.Deadline, failedAt, now)})
 		index = append(index, i)
 	}
 	if len(tasks) == 0 {
