@@ -57,6 +57,8 @@ type App struct {
 	Janitor    *scheduler.Janitor
 	Ops        *ops.Service
 	ClientAPI  *clientapi.API
+	// NoncePruner deletes the client requests' nonces once their signatures have expired.
+	NoncePruner *clientapi.NoncePruner
 
 	cron     *cron.Cron
 	server   *http.Server
@@ -121,10 +123,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.Sweeper = scheduler.NewSweeper(store, a.Catalog, a.Leaser.Held, nodeID, s.SweepInterval, d.InstanceTTL, log)
 	a.Janitor = scheduler.NewJanitor(store, cfg.Retention, 24*time.Hour, log)
 	a.Ops = ops.New(store, log)
-	a.ClientAPI = clientapi.New(clientapi.Params{MaxBodyBytes: cfg.ClientAPI.MaxBodyBytes,
+	a.ClientAPI = clientapi.New(clientapi.Params{MaxBodyBytes: cfg.ClientAPI.MaxBodyBytes, MaxInflightBytes: cfg.ClientAPI.MaxInflightBytes,
 		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes, MaxBatch: cfg.ClientAPI.MaxBatch,
 		SignatureWindow: cfg.ClientAPI.SignatureWindow, InstanceHeartbeat: d.InstanceHeartbeat,
 		InstanceTTL: d.InstanceTTL, Buckets: s.Buckets}, store, a.Catalog, a.Registry, log)
+	a.NoncePruner = clientapi.NewNoncePruner(clientapi.NoncePrunerParams{Store: store, Log: log})
 
 	a.cron = cron.New(cron.WithParser(cron.NewParser(cron.SecondOptional|cron.Minute|cron.Hour|cron.Dom|
 		cron.Month|cron.Dow|cron.Descriptor)), cron.WithLogger(cron.DiscardLogger))
@@ -246,6 +249,7 @@ func (a *App) Start(ctx context.Context) error {
 	a.Heartbeat.Start()
 	a.Leaser.Start()
 	a.cron.Start()
+	a.NoncePruner.Start(ctx)
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.server.Serve(ln) }()
 	a.log.Info("retryhub server started", "listen", ln.Addr().String(), "version", Version,
@@ -281,6 +285,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.Heartbeat.Stop(rctx)
 		cancel()
 		a.Registry.Stop()
+		a.NoncePruner.Stop(ctx)
 		if herr := <-httpDone; herr != nil {
 			err = fmt.Errorf("http shutdown: %w", herr)
 		}
@@ -306,6 +311,7 @@ func (a *App) Kill() {
 		a.Leaser.Abandon()
 		a.Heartbeat.Abandon()
 		a.Registry.Stop()
+		a.NoncePruner.Stop(context.Background())
 		<-a.served
 		a.Store.Close()
 		a.log.Info("killed")

@@ -150,6 +150,9 @@ type Bootstrap struct {
 type ClientAPI struct {
 	// MaxBodyBytes bounds a request body; larger bodies are answered 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxInflightBytes bounds the bytes of request bodies read and held at once across all
+	// requests; a request that finds no room within a short wait is answered 503 busy.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 	// MaxPayloadBytes bounds one report's arguments; larger ones are answered 413.
 	MaxPayloadBytes int64 `yaml:"max_payload_bytes"`
 	// MaxBatch bounds the items of one report request.
@@ -182,7 +185,7 @@ func Default() Config {
 			Attempts: 30 * 24 * time.Hour, Batch: 1000},
 		Log:        Log{Level: "info", Format: "text"},
 		Bootstrap:  Bootstrap{Namespace: "default", Group: "default"},
-		ClientAPI:  ClientAPI{MaxBodyBytes: 4 << 20, MaxPayloadBytes: 256 << 10, MaxBatch: 1000, SignatureWindow: 5 * time.Minute},
+		ClientAPI:  ClientAPI{MaxBodyBytes: 4 << 20, MaxInflightBytes: 64 << 20, MaxPayloadBytes: 256 << 10, MaxBatch: 1000, SignatureWindow: 5 * time.Minute},
 		ConsoleAPI: ConsoleAPI{Enabled: true},
 	}
 }
@@ -490,6 +493,9 @@ func (c *Config) Validate() error {
 	a := c.ClientAPI
 	if a.MaxBodyBytes < 1024 {
 		bad("client_api.max_body_bytes", "must be at least 1024")
+	}
+	if a.MaxInflightBytes < a.MaxBodyBytes {
+		bad("client_api.max_inflight_bytes", "must be at least client_api.max_body_bytes (%d), got %d", a.MaxBodyBytes, a.MaxInflightBytes)
 	}
 	if a.MaxPayloadBytes < 1 || a.MaxPayloadBytes > a.MaxBodyBytes {
 		bad("client_api.max_payload_bytes", "want 1 to client_api.max_body_bytes (%d)", a.MaxBodyBytes)

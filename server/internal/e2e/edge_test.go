@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // Every answer under /api/ is the JSON error body, whatever the method; before, a GET or HEAD of
@@ -86,6 +90,117 @@ func TestReportFirstDueCountsFromTheFailure(t *testing.T) {
 			if tk.NextAt.Before(before.Add(time.Hour).Truncate(time.Millisecond)) || tk.NextAt.After(after.Add(time.Hour)) {
 				t.Errorf("item %d: first replay at %s, want an hour after the report arrived (%s)", i, tk.NextAt, before)
 			}
+		}
+	})
+}
+
+// signedRequest builds a client API request signed as g would sign it, with an instance
+// header, and lets tamper change it after signing.
+func signedRequest(t *testing.T, base string, g retry.Group, method, path string, body []byte, tamper func(*http.Request)) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(protocol.HeaderNamespace, g.Namespace)
+	req.Header.Set(protocol.HeaderGroup, g.Name)
+	req.Header.Set(protocol.HeaderInstance, "i1")
+	protocol.SignRequest(req, g.Token, body, time.Now())
+	if tamper != nil {
+		tamper(req)
+	}
+	return req
+}
+
+// do sends req with body (again and again: each call sends the same bytes and headers) and
+// returns the status and error code.
+func do(t *testing.T, req *http.Request, body []byte) (int, string) {
+	t.Helper()
+	r := req.Clone(context.Background())
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var eb protocol.ErrorBody
+	json.NewDecoder(resp.Body).Decode(&eb)
+	return resp.StatusCode, eb.Error.Code
+}
+
+// A signed request is accepted once: sent again, to the same node or another, it is refused 409
+// and changes nothing. Its signature covers the method, the path and the namespace, group and
+// instance headers: the same signature on a request that differs in any of them is refused.
+func TestSignedRequestsCannotBeReplayedOrRedirected(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		cfg := testConfig(target)
+		a := startNode(t, cfg, "node-a")
+		b := startNode(t, cfg, "node-b")
+		w := newWorld(t, a, 3, nil)
+		ctx := context.Background()
+		// Groups that answer to the same token, so that only the signature tells them apart.
+		other := testkit.NewGroup(t, a.Store, storagetest.RandomName("ns"), testToken)
+		payments, err := a.Store.CreateGroup(ctx, retry.Group{NamespaceID: w.group.NamespaceID, Name: "payments",
+			Token: testToken, Enabled: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := json.Marshal(protocol.ReportRequest{Items: []protocol.ReportItem{item("notify", "k1")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		report := signedRequest(t, a.URL(), w.group, http.MethodPost, protocol.PathReports, body, nil)
+		if status, code := do(t, report, body); status != http.StatusOK {
+			t.Fatalf("first send: %d %s", status, code)
+		}
+		for _, node := range []string{a.URL(), b.URL()} {
+			again := report.Clone(ctx)
+			again.URL.Host = strings.TrimPrefix(node, "http://")
+			if status, code := do(t, again, body); status != http.StatusConflict || code != "replayed_request" {
+				t.Fatalf("the same request again to %s: %d %s, want 409 replayed_request", node, status, code)
+			}
+		}
+		if n := w.countTasks(); n != 1 {
+			t.Fatalf("%d tasks, want 1", n)
+		}
+		if tk := w.task(1); tk.Merges != 0 {
+			t.Fatalf("the replayed request was merged into the task %d times", tk.Merges)
+		}
+
+		heartbeat, _ := json.Marshal(protocol.HeartbeatRequest{InstanceID: "i1"})
+		for _, c := range []struct {
+			name   string
+			method string
+			path   string
+			body   []byte
+			tamper func(*http.Request)
+		}{
+			{"another path", http.MethodPost, protocol.PathHeartbeat, heartbeat, func(r *http.Request) {
+				r.URL.Path = protocol.PathDeregister
+			}},
+			{"another method", http.MethodPut, protocol.PathReports, body, func(r *http.Request) { r.Method = http.MethodPost }},
+			{"another namespace", http.MethodPost, protocol.PathReports, body, func(r *http.Request) {
+				r.Header.Set(protocol.HeaderNamespace, other.Namespace)
+			}},
+			{"another group", http.MethodPost, protocol.PathReports, body, func(r *http.Request) {
+				r.Header.Set(protocol.HeaderGroup, payments.Name)
+			}},
+			{"another instance", http.MethodPost, protocol.PathHeartbeat, heartbeat, func(r *http.Request) {
+				r.Header.Set(protocol.HeaderInstance, "i2")
+			}},
+			{"another nonce", http.MethodPost, protocol.PathReports, body, func(r *http.Request) {
+				r.Header.Set(protocol.HeaderNonce, protocol.NewNonce())
+			}},
+		} {
+			req := signedRequest(t, b.URL(), w.group, c.method, c.path, c.body, c.tamper)
+			if status, code := do(t, req, c.body); status != http.StatusUnauthorized || code != "bad_signature" {
+				t.Errorf("%s: %d %s, want 401 bad_signature", c.name, status, code)
+			}
+		}
+		if n := w.countTasks(); n != 1 {
+			t.Fatalf("%d tasks after the refusals, want 1", n)
 		}
 	})
 }
