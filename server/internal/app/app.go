@@ -35,10 +35,6 @@ import (
 // Version is the server's version, set at build time with -ldflags "-X ...app.Version=…".
 var Version = "0.1.0-dev"
 
-// catalogTTL is how long a node trusts its cached groups and scenes: an edit on any node
-// reaches every node within it.
-const catalogTTL = time.Second
-
 // App is one server node.
 type App struct {
 	cfg    config.Config
@@ -99,7 +95,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 
 	a := &App{cfg: cfg, log: log, NodeID: nodeID, Store: store}
 	s, d := cfg.Scheduler, cfg.Dispatch
-	a.Catalog = catalog.New(store, catalogTTL)
+	a.Catalog = catalog.New(catalog.Params{Store: store, TTL: cfg.Catalog.TTL, MaxEntries: cfg.Catalog.MaxEntries, Log: log})
 	a.Registry = dispatch.NewRegistry(store, d.InstanceTTL, time.Second, log)
 	a.Settler = dispatch.NewSettler(store, d.SettleBatch, d.SettleInterval, log)
 	a.Settler.Writers = d.SettleWriters
@@ -249,6 +245,7 @@ func (a *App) Start(ctx context.Context) error {
 	a.Heartbeat.Start()
 	a.Leaser.Start()
 	a.cron.Start()
+	a.Catalog.Start(ctx)
 	a.NoncePruner.Start(ctx)
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.server.Serve(ln) }()
@@ -285,7 +282,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.Heartbeat.Stop(rctx)
 		cancel()
 		a.Registry.Stop()
-		a.NoncePruner.Stop(ctx)
+		// Their work in progress is cancelled, so they return at once even when ctx is spent.
+		a.NoncePruner.Stop(context.Background())
+		a.Catalog.Stop(context.Background())
 		if herr := <-httpDone; herr != nil {
 			err = fmt.Errorf("http shutdown: %w", herr)
 		}
@@ -312,6 +311,7 @@ func (a *App) Kill() {
 		a.Heartbeat.Abandon()
 		a.Registry.Stop()
 		a.NoncePruner.Stop(context.Background())
+		a.Catalog.Stop(context.Background())
 		<-a.served
 		a.Store.Close()
 		a.log.Info("killed")

@@ -31,6 +31,7 @@ type Config struct {
 	Log        Log        `yaml:"log"`
 	Bootstrap  Bootstrap  `yaml:"bootstrap"`
 	ClientAPI  ClientAPI  `yaml:"client_api"`
+	Catalog    Catalog    `yaml:"catalog"`
 	ConsoleAPI ConsoleAPI `yaml:"console"`
 }
 
@@ -161,6 +162,17 @@ type ClientAPI struct {
 	SignatureWindow time.Duration `yaml:"signature_window"`
 }
 
+// Catalog is each node's cache of groups and scenes.
+type Catalog struct {
+	// TTL is the most time between a node reading a group or scene from the database and
+	// acting on it: an edit made on any node is obeyed by every node within it. Zero reads the
+	// database for every lookup.
+	TTL time.Duration `yaml:"ttl"`
+	// MaxEntries bounds each of the cache's maps (groups by name and by id, scenes by name and
+	// by id, scene lists).
+	MaxEntries int `yaml:"max_entries"`
+}
+
 // ConsoleAPI configures the operators' console.
 type ConsoleAPI struct {
 	// Enabled serves the console at /.
@@ -186,6 +198,7 @@ func Default() Config {
 		Log:        Log{Level: "info", Format: "text"},
 		Bootstrap:  Bootstrap{Namespace: "default", Group: "default"},
 		ClientAPI:  ClientAPI{MaxBodyBytes: 4 << 20, MaxInflightBytes: 64 << 20, MaxPayloadBytes: 256 << 10, MaxBatch: 1000, SignatureWindow: 5 * time.Minute},
+		Catalog:    Catalog{TTL: time.Second, MaxEntries: 10000},
 		ConsoleAPI: ConsoleAPI{Enabled: true},
 	}
 }
@@ -505,6 +518,12 @@ func (c *Config) Validate() error {
 	}
 	if a.MaxBatch < 1 {
 		bad("client_api.max_batch", "must be at least 1")
+	}
+	if c.Catalog.TTL < 0 || c.Catalog.TTL > time.Minute {
+		bad("catalog.ttl", "want 0 to 1m (how stale a node's view of an edit may be), got %s", c.Catalog.TTL)
+	}
+	if c.Catalog.MaxEntries < 1 {
+		bad("catalog.max_entries", "must be at least 1")
 	}
 	return errors.Join(errs...)
 }

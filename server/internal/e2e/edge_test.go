@@ -204,3 +204,42 @@ func TestSignedRequestsCannotBeReplayedOrRedirected(t *testing.T) {
 		}
 	})
 }
+
+// Requests naming groups that do not exist leave nothing in the node's memory: signed or not,
+// they are refused 401 and the catalog keeps only what exists. Before, each made-up name was
+// cached as "not found", so random headers grew the catalog without bound.
+func TestMadeUpGroupsLeaveTheCatalogAsItWas(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		node := startNode(t, testConfig(target), "n1")
+		w := newWorld(t, node, 3, nil)
+		if status, body := w.call(http.MethodGet, protocol.PathScenes, nil); status != http.StatusOK {
+			t.Fatalf("scenes: %d %s", status, body)
+		}
+		before := node.Catalog.Len()
+		for i := range 300 {
+			g := w.group
+			g.Namespace, g.Name = storagetest.RandomName("ns"), storagetest.RandomName("g")
+			if i%2 == 0 {
+				g.Namespace = w.group.Namespace
+			}
+			status, body, err := testkit.Call(node.URL(), g, http.MethodPost, protocol.PathReports, []byte(`{"items":[]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status != http.StatusUnauthorized || !strings.Contains(string(body), "unknown_group") {
+				t.Fatalf("made-up group %s/%s: %d %s", g.Namespace, g.Name, status, body)
+			}
+			h := http.Header{}
+			h.Set(protocol.HeaderNamespace, g.Namespace)
+			h.Set(protocol.HeaderGroup, g.Name)
+			if status, eb := rawCall(t, node.URL()+protocol.PathReports, h, []byte(`{}`)); status != http.StatusUnauthorized ||
+				eb.Error.Code != "missing_signature" {
+				t.Fatalf("unsigned, made-up group: %d %+v", status, eb)
+			}
+		}
+		// (The catalog may have read the world's entries again meanwhile; it holds no more.)
+		if n := node.Catalog.Len(); n > before {
+			t.Fatalf("the catalog holds %d entries after 600 requests naming made-up groups, %d before", n, before)
+		}
+	})
+}
