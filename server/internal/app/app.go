@@ -6,6 +6,7 @@ package app
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -136,6 +137,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, fmt.Errorf("config retention.schedule: %w", err)
 	}
 	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if cfg.Server.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("config server.tls_cert_file, server.tls_key_file: %w", err)
+		}
+		a.server.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	return a, nil
 }
 
@@ -225,6 +234,9 @@ func (a *App) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("config server.listen: %w", err)
 	}
+	if a.server.TLSConfig != nil {
+		ln = tls.NewListener(ln, a.server.TLSConfig)
+	}
 	a.listener = ln
 	if err := a.Heartbeat.Beat(ctx); err != nil {
 		ln.Close()
@@ -257,8 +269,13 @@ func (a *App) Start(ctx context.Context) error {
 // Addr is the address the node listens on.
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
-// URL is the node's base URL.
-func (a *App) URL() string { return "http://" + a.Addr() }
+// URL is the node's base URL: https when it serves TLS.
+func (a *App) URL() string {
+	if a.server.TLSConfig != nil {
+		return "https://" + a.Addr()
+	}
+	return "http://" + a.Addr()
+}
 
 // Shutdown stops the node gracefully: no new claims; calls in flight finish (until ctx ends,
 // then they are cancelled and their tasks given back); claims not started are given back;

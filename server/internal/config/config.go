@@ -46,6 +46,10 @@ type Server struct {
 	Advertise string `yaml:"advertise"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// TLSCertFile and TLSKeyFile, both PEM, make the node serve HTTPS instead of HTTP; set both
+	// or neither. The certificate file may hold the chain after the node's certificate.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 }
 
 // Database is the store every node shares.
@@ -417,6 +421,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.ShutdownTimeout <= 0 {
 		bad("server.shutdown_timeout", "must be positive")
+	}
+	if c.Server.TLSCertFile != "" && c.Server.TLSKeyFile == "" {
+		bad("server.tls_key_file", "set it with server.tls_cert_file (both or neither)")
+	}
+	if c.Server.TLSKeyFile != "" && c.Server.TLSCertFile == "" {
+		bad("server.tls_cert_file", "set it with server.tls_key_file (both or neither)")
 	}
 	if _, err := ParseDSN(c.Database.DSN); err != nil {
 		bad("database.dsn", "%v", err)

@@ -3,15 +3,27 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/retryhub/retryhub/client-sdk/backoff"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
+	"github.com/retryhub/retryhub/server/internal/app"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
 	"github.com/retryhub/retryhub/server/internal/testkit"
@@ -242,4 +254,101 @@ func TestMadeUpGroupsLeaveTheCatalogAsItWas(t *testing.T) {
 			t.Fatalf("the catalog holds %d entries after 600 requests naming made-up groups, %d before", n, before)
 		}
 	})
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key as PEM files and
+// returns their paths and a pool that trusts the certificate.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "retryhub test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// A node given a certificate and key serves HTTPS: a client that trusts the certificate gets
+// its health, a plain-HTTP client gets nothing from it. A bad pair stops start-up with a
+// message naming the keys.
+func TestNodeServesHTTPS(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	cfg := testConfig(storagetest.SQLite(t))
+	cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile = certFile, keyFile
+	node := startNode(t, cfg, "n1")
+	if !strings.HasPrefix(node.URL(), "https://") {
+		t.Fatalf("node URL %s", node.URL())
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	t.Cleanup(client.CloseIdleConnections)
+	resp, err := client.Get(node.URL() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h app.Health
+	json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || h.NodeID != "n1" || resp.TLS == nil {
+		t.Fatalf("healthz over TLS: %d %+v", resp.StatusCode, h)
+	}
+	// Signed client API calls work over it too.
+	w := newWorld(t, node, 3, nil)
+	req := signedRequest(t, node.URL(), w.group, http.MethodGet, protocol.PathScenes, nil, nil)
+	if resp, err := client.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scenes over TLS: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	plain := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(plain.CloseIdleConnections)
+	if resp, err := plain.Get("http://" + node.Addr() + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("a plain-HTTP client got the health of a TLS node")
+		}
+	}
+	// A client that does not trust the certificate is refused too.
+	if resp, err := plain.Get(node.URL() + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatal("a client that does not trust the certificate got an answer")
+	}
+
+	otherCert, _, _ := selfSigned(t)
+	bad := testConfig(storagetest.SQLite(t))
+	bad.Server.TLSCertFile, bad.Server.TLSKeyFile = otherCert, keyFile
+	if _, err := app.New(context.Background(), bad, testkit.Logger(t)); err == nil ||
+		!strings.Contains(err.Error(), "server.tls_cert_file") || !strings.Contains(err.Error(), "server.tls_key_file") {
+		t.Fatalf("a certificate with another key's file: %v, want an error naming the keys", err)
+	}
+	bad.Server.TLSKeyFile = ""
+	if _, err := app.New(context.Background(), bad, testkit.Logger(t)); err == nil || !strings.Contains(err.Error(), "server.tls_key_file") {
+		t.Fatalf("a certificate without a key: %v, want an error naming server.tls_key_file", err)
+	}
 }

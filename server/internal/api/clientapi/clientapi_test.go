@@ -173,42 +173,44 @@ func TestConcurrentBodiesStayWithinTheBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 6
+	type numbered struct {
+		i int
+		answer
+	}
 	bodies := make([]*slowBody, n)
-	answers := make([]<-chan answer, n)
+	answers := make(chan numbered, n)
 	for i := range n {
 		bodies[i] = newSlowBody(t, raw, 16<<10) // more than the client buffers: the headers go out
-		answers[i] = send(request(t, url, protocol.PathHeartbeat, g.Namespace, g.Name, token, raw, bodies[i]))
+		ch := send(request(t, url, protocol.PathHeartbeat, g.Namespace, g.Name, token, raw, bodies[i]))
+		go func() { answers <- numbered{i, <-ch} }()
 	}
 	// Two bodies fit; the other four are turned away while those two are still arriving.
-	busy := 0
-	pending := map[int]bool{}
-	for i := range n {
-		pending[i] = true
-	}
-	deadline := time.After(10 * time.Second)
-	for busy < n-2 {
-		for i := range pending {
-			select {
-			case got := <-answers[i]:
-				delete(pending, i)
-				if got.err != nil || got.status != http.StatusServiceUnavailable || got.code != "busy" || got.retryAfter == "" {
-					t.Fatalf("request %d: %+v, want 503 busy with Retry-After", i, got)
-				}
-				busy++
-			case <-deadline:
-				t.Fatalf("%d requests turned away, want %d", busy, n-2)
-			default:
+	pending := map[int]bool{0: true, 1: true, 2: true, 3: true, 4: true, 5: true}
+	for range n - 2 {
+		select {
+		case got := <-answers:
+			if got.err != nil || got.status != http.StatusServiceUnavailable || got.code != "busy" || got.retryAfter == "" {
+				t.Fatalf("request %d: %+v, want 503 busy with Retry-After", got.i, got.answer)
 			}
+			delete(pending, got.i)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d requests turned away, want %d", n-len(pending), n-2)
 		}
-		time.Sleep(time.Millisecond)
 	}
 	if now, high := a.Inflight(); now != 2*int64(len(raw)) || high > 128<<10 {
 		t.Fatalf("in flight %d bytes (most %d), want two bodies' %d within the budget of %d", now, high, 2*len(raw), 128<<10)
 	}
 	for i := range pending {
 		bodies[i].done()
-		if got := wait(t, answers[i], "an admitted request"); got.status != http.StatusNotFound || got.code != "unknown_instance" {
-			t.Fatalf("admitted request %d: %+v, want it past authentication (404 unknown_instance)", i, got)
+	}
+	for range pending {
+		select {
+		case got := <-answers:
+			if !pending[got.i] || got.err != nil || got.status != http.StatusNotFound || got.code != "unknown_instance" {
+				t.Fatalf("request %d: %+v, want an admitted one past authentication (404 unknown_instance)", got.i, got.answer)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the admitted requests never answered")
 		}
 	}
 	for _, b := range bodies {
