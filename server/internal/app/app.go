@@ -59,6 +59,7 @@ type App struct {
 
 	cron     *cron.Cron
 	server   *http.Server
+	tls      *tls.Config // nil: plain HTTP
 	listener net.Listener
 	served   chan error
 	stopOnce sync.Once
@@ -143,7 +144,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			store.Close()
 			return nil, fmt.Errorf("config server.tls_cert_file, server.tls_key_file: %w", err)
 		}
-		a.server.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		a.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return a, nil
 }
@@ -234,8 +235,8 @@ func (a *App) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("config server.listen: %w", err)
 	}
-	if a.server.TLSConfig != nil {
-		ln = tls.NewListener(ln, a.server.TLSConfig)
+	if a.tls != nil {
+		ln = tls.NewListener(ln, a.tls)
 	}
 	a.listener = ln
 	if err := a.Heartbeat.Beat(ctx); err != nil {
@@ -271,7 +272,7 @@ func (a *App) Addr() string { return a.listener.Addr().String() }
 
 // URL is the node's base URL: https when it serves TLS.
 func (a *App) URL() string {
-	if a.server.TLSConfig != nil {
+	if a.tls != nil {
 		return "https://" + a.Addr()
 	}
 	return "http://" + a.Addr()
