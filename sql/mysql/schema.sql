@@ -169,3 +169,12 @@ CREATE TABLE rh_bucket_lease (
   PRIMARY KEY (bucket),
   KEY idx_lease_node (node_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Nonces of accepted client requests, kept for the signature window so that a captured
+-- request is refused (409) on every node; every node deletes the expired ones.
+CREATE TABLE rh_nonce (
+  nonce      CHAR(32)    NOT NULL,
+  expires_at DATETIME(3) NOT NULL,
+  PRIMARY KEY (nonce),
+  KEY idx_nonce_expires (expires_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -6,6 +6,7 @@ package app
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,10 +36,6 @@ import (
 // Version is the server's version, set at build time with -ldflags "-X ...app.Version=…".
 var Version = "0.1.0-dev"
 
-// catalogTTL is how long a node trusts its cached groups and scenes: an edit on any node
-// reaches every node within it.
-const catalogTTL = time.Second
-
 // App is one server node.
 type App struct {
 	cfg    config.Config
@@ -56,9 +54,12 @@ type App struct {
 	Janitor    *scheduler.Janitor
 	Ops        *ops.Service
 	ClientAPI  *clientapi.API
+	// NoncePruner deletes the client requests' nonces once their signatures have expired.
+	NoncePruner *clientapi.NoncePruner
 
 	cron     *cron.Cron
 	server   *http.Server
+	tls      *tls.Config // nil: plain HTTP
 	listener net.Listener
 	served   chan error
 	stopOnce sync.Once
@@ -96,7 +97,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 
 	a := &App{cfg: cfg, log: log, NodeID: nodeID, Store: store}
 	s, d := cfg.Scheduler, cfg.Dispatch
-	a.Catalog = catalog.New(store, catalogTTL)
+	a.Catalog = catalog.New(catalog.Params{Store: store, TTL: cfg.Catalog.TTL, MaxEntries: cfg.Catalog.MaxEntries, Log: log})
 	a.Registry = dispatch.NewRegistry(store, d.InstanceTTL, time.Second, log)
 	a.Settler = dispatch.NewSettler(store, d.SettleBatch, d.SettleInterval, log)
 	a.Settler.Writers = d.SettleWriters
@@ -120,10 +121,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.Sweeper = scheduler.NewSweeper(store, a.Catalog, a.Leaser.Held, nodeID, s.SweepInterval, d.InstanceTTL, log)
 	a.Janitor = scheduler.NewJanitor(store, cfg.Retention, 24*time.Hour, log)
 	a.Ops = ops.New(store, log)
-	a.ClientAPI = clientapi.New(clientapi.Params{MaxBodyBytes: cfg.ClientAPI.MaxBodyBytes,
+	a.ClientAPI = clientapi.New(clientapi.Params{MaxBodyBytes: cfg.ClientAPI.MaxBodyBytes, MaxInflightBytes: cfg.ClientAPI.MaxInflightBytes,
 		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes, MaxBatch: cfg.ClientAPI.MaxBatch,
 		SignatureWindow: cfg.ClientAPI.SignatureWindow, InstanceHeartbeat: d.InstanceHeartbeat,
 		InstanceTTL: d.InstanceTTL, Buckets: s.Buckets}, store, a.Catalog, a.Registry, log)
+	a.NoncePruner = clientapi.NewNoncePruner(clientapi.NoncePrunerParams{Store: store, Log: log})
 
 	a.cron = cron.New(cron.WithParser(cron.NewParser(cron.SecondOptional|cron.Minute|cron.Hour|cron.Dom|
 		cron.Month|cron.Dow|cron.Descriptor)), cron.WithLogger(cron.DiscardLogger))
@@ -136,6 +138,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, fmt.Errorf("config retention.schedule: %w", err)
 	}
 	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if cfg.Server.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("config server.tls_cert_file, server.tls_key_file: %w", err)
+		}
+		a.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	return a, nil
 }
 
@@ -181,7 +191,9 @@ func (a *App) routes() http.Handler {
 	a.ClientAPI.Mount(r)
 	files := web.Handler()
 	r.NoRoute(func(c *gin.Context) {
-		if c.Request.Method == http.MethodGet || c.Request.Method == http.MethodHead {
+		// The console's files answer GET and HEAD outside /api/; every /api/ answer is JSON.
+		api := c.Request.URL.Path == "/api" || strings.HasPrefix(c.Request.URL.Path, "/api/")
+		if !api && (c.Request.Method == http.MethodGet || c.Request.Method == http.MethodHead) {
 			files.ServeHTTP(c.Writer, c.Request)
 			return
 		}
@@ -223,6 +235,9 @@ func (a *App) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("config server.listen: %w", err)
 	}
+	if a.tls != nil {
+		ln = tls.NewListener(ln, a.tls)
+	}
 	a.listener = ln
 	if err := a.Heartbeat.Beat(ctx); err != nil {
 		ln.Close()
@@ -243,6 +258,8 @@ func (a *App) Start(ctx context.Context) error {
 	a.Heartbeat.Start()
 	a.Leaser.Start()
 	a.cron.Start()
+	a.Catalog.Start(ctx)
+	a.NoncePruner.Start(ctx)
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.server.Serve(ln) }()
 	a.log.Info("retryhub server started", "listen", ln.Addr().String(), "version", Version,
@@ -253,8 +270,13 @@ func (a *App) Start(ctx context.Context) error {
 // Addr is the address the node listens on.
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
-// URL is the node's base URL.
-func (a *App) URL() string { return "http://" + a.Addr() }
+// URL is the node's base URL: https when it serves TLS.
+func (a *App) URL() string {
+	if a.tls != nil {
+		return "https://" + a.Addr()
+	}
+	return "http://" + a.Addr()
+}
 
 // Shutdown stops the node gracefully: no new claims; calls in flight finish (until ctx ends,
 // then they are cancelled and their tasks given back); claims not started are given back;
@@ -278,6 +300,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.Heartbeat.Stop(rctx)
 		cancel()
 		a.Registry.Stop()
+		// Their work in progress is cancelled, so they return at once even when ctx is spent.
+		a.NoncePruner.Stop(context.Background())
+		a.Catalog.Stop(context.Background())
 		if herr := <-httpDone; herr != nil {
 			err = fmt.Errorf("http shutdown: %w", herr)
 		}
@@ -303,6 +328,8 @@ func (a *App) Kill() {
 		a.Leaser.Abandon()
 		a.Heartbeat.Abandon()
 		a.Registry.Stop()
+		a.NoncePruner.Stop(context.Background())
+		a.Catalog.Stop(context.Background())
 		<-a.served
 		a.Store.Close()
 		a.log.Info("killed")

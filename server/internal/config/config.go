@@ -31,6 +31,7 @@ type Config struct {
 	Log        Log        `yaml:"log"`
 	Bootstrap  Bootstrap  `yaml:"bootstrap"`
 	ClientAPI  ClientAPI  `yaml:"client_api"`
+	Catalog    Catalog    `yaml:"catalog"`
 	ConsoleAPI ConsoleAPI `yaml:"console"`
 }
 
@@ -45,6 +46,10 @@ type Server struct {
 	Advertise string `yaml:"advertise"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// TLSCertFile and TLSKeyFile, both PEM, make the node serve HTTPS instead of HTTP; set both
+	// or neither. The certificate file may hold the chain after the node's certificate.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 }
 
 // Database is the store every node shares.
@@ -150,12 +155,26 @@ type Bootstrap struct {
 type ClientAPI struct {
 	// MaxBodyBytes bounds a request body; larger bodies are answered 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxInflightBytes bounds the bytes of request bodies read and held at once across all
+	// requests; a request that finds no room within a short wait is answered 503 busy.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 	// MaxPayloadBytes bounds one report's arguments; larger ones are answered 413.
 	MaxPayloadBytes int64 `yaml:"max_payload_bytes"`
 	// MaxBatch bounds the items of one report request.
 	MaxBatch int `yaml:"max_batch"`
 	// SignatureWindow is how far a request's timestamp may be from the server's clock.
 	SignatureWindow time.Duration `yaml:"signature_window"`
+}
+
+// Catalog is each node's cache of groups and scenes.
+type Catalog struct {
+	// TTL is the most time between a node reading a group or scene from the database and
+	// acting on it: an edit made on any node is obeyed by every node within it. Zero reads the
+	// database for every lookup.
+	TTL time.Duration `yaml:"ttl"`
+	// MaxEntries bounds each of the cache's maps (groups by name and by id, scenes by name and
+	// by id, scene lists).
+	MaxEntries int `yaml:"max_entries"`
 }
 
 // ConsoleAPI configures the operators' console.
@@ -182,7 +201,8 @@ func Default() Config {
 			Attempts: 30 * 24 * time.Hour, Batch: 1000},
 		Log:        Log{Level: "info", Format: "text"},
 		Bootstrap:  Bootstrap{Namespace: "default", Group: "default"},
-		ClientAPI:  ClientAPI{MaxBodyBytes: 4 << 20, MaxPayloadBytes: 256 << 10, MaxBatch: 1000, SignatureWindow: 5 * time.Minute},
+		ClientAPI:  ClientAPI{MaxBodyBytes: 4 << 20, MaxInflightBytes: 64 << 20, MaxPayloadBytes: 256 << 10, MaxBatch: 1000, SignatureWindow: 5 * time.Minute},
+		Catalog:    Catalog{TTL: time.Second, MaxEntries: 10000},
 		ConsoleAPI: ConsoleAPI{Enabled: true},
 	}
 }
@@ -402,6 +422,12 @@ func (c *Config) Validate() error {
 	if c.Server.ShutdownTimeout <= 0 {
 		bad("server.shutdown_timeout", "must be positive")
 	}
+	if c.Server.TLSCertFile != "" && c.Server.TLSKeyFile == "" {
+		bad("server.tls_key_file", "set it with server.tls_cert_file (both or neither)")
+	}
+	if c.Server.TLSKeyFile != "" && c.Server.TLSCertFile == "" {
+		bad("server.tls_cert_file", "set it with server.tls_key_file (both or neither)")
+	}
 	if _, err := ParseDSN(c.Database.DSN); err != nil {
 		bad("database.dsn", "%v", err)
 	}
@@ -491,6 +517,9 @@ func (c *Config) Validate() error {
 	if a.MaxBodyBytes < 1024 {
 		bad("client_api.max_body_bytes", "must be at least 1024")
 	}
+	if a.MaxInflightBytes < a.MaxBodyBytes {
+		bad("client_api.max_inflight_bytes", "must be at least client_api.max_body_bytes (%d), got %d", a.MaxBodyBytes, a.MaxInflightBytes)
+	}
 	if a.MaxPayloadBytes < 1 || a.MaxPayloadBytes > a.MaxBodyBytes {
 		bad("client_api.max_payload_bytes", "want 1 to client_api.max_body_bytes (%d)", a.MaxBodyBytes)
 	}
@@ -499,6 +528,12 @@ func (c *Config) Validate() error {
 	}
 	if a.MaxBatch < 1 {
 		bad("client_api.max_batch", "must be at least 1")
+	}
+	if c.Catalog.TTL < 0 || c.Catalog.TTL > time.Minute {
+		bad("catalog.ttl", "want 0 to 1m (how stale a node's view of an edit may be), got %s", c.Catalog.TTL)
+	}
+	if c.Catalog.MaxEntries < 1 {
+		bad("catalog.max_entries", "must be at least 1")
 	}
 	return errors.Join(errs...)
 }

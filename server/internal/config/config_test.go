@@ -76,6 +76,11 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"node id longer than its column", "", []string{"RETRYHUB_SERVER_NODE_ID=" + strings.Repeat("n", 65)}, "server.node_id"},
 		{"arguments larger than their column", "", []string{"RETRYHUB_CLIENT_API_MAX_BODY_BYTES=67108864",
 			"RETRYHUB_CLIENT_API_MAX_PAYLOAD_BYTES=33554432"}, "client_api.max_payload_bytes"},
+		{"certificate without key", "", []string{"RETRYHUB_SERVER_TLS_CERT_FILE=/etc/cert.pem"}, "server.tls_key_file"},
+		{"key without certificate", "", []string{"RETRYHUB_SERVER_TLS_KEY_FILE=/etc/key.pem"}, "server.tls_cert_file"},
+		{"catalog ttl too long", "catalog:\n  ttl: 1h\n", nil, "catalog.ttl"},
+		{"no catalog entries", "", []string{"RETRYHUB_CATALOG_MAX_ENTRIES=0"}, "catalog.max_entries"},
+		{"in-flight bytes below one body", "", []string{"RETRYHUB_CLIENT_API_MAX_INFLIGHT_BYTES=1024"}, "client_api.max_inflight_bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

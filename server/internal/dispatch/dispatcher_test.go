@@ -42,7 +42,7 @@ func newRig(t *testing.T, s *storage.Store, editScene func(*retry.Scene), editPa
 	f := newFixture(t, s, editScene)
 	log := testkit.Logger(t)
 	// A zero TTL reads the scene for every dispatch, so a test's edit shows at once.
-	cat := catalog.New(s, 0)
+	cat := catalog.New(catalog.Params{Store: s})
 	reg := dispatch.NewRegistry(s, time.Minute, time.Hour, log)
 	settler := dispatch.NewSettler(s, 100, 2*time.Millisecond, log)
 	p := dispatch.Params{NodeID: "node-1", Concurrency: 8, QueueSize: 1000, DefaultTimeout: 5 * time.Second,

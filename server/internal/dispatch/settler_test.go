@@ -17,7 +17,7 @@ import (
 // succeeded is the settlement of a successful attempt of the claim.
 func (f *fixture) succeeded(c *retry.Claim) retry.Settlement {
 	f.T.Helper()
-	sc, err := catalog.New(f.Store, 0).Scene(context.Background(), c.SceneID)
+	sc, err := catalog.New(catalog.Params{Store: f.Store}).Scene(context.Background(), c.SceneID)
 	if err != nil {
 		f.T.Fatal(err)
 	}

@@ -112,17 +112,12 @@ func (w *sdkWorld) tasks() map[string][]retry.Task {
 
 func (w *sdkWorld) waitTasks(timeout time.Duration, what string, ok func(map[string][]retry.Task) bool) map[string][]retry.Task {
 	w.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ts := w.tasks()
-		if ok(ts) {
-			return ts
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("timed out waiting for %s; %d keys stored", what, len(ts))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var ts map[string][]retry.Task
+	testkit.WaitEvery(w.t, 20*time.Millisecond, timeout, what, func() bool {
+		ts = w.tasks()
+		return ok(ts)
+	})
+	return ts
 }
 
 // flaky is a business function that fails its first n calls per order.
@@ -240,9 +235,14 @@ func TestSDKPermanentErrorsAreNotReported(t *testing.T) {
 		if err == nil || errors.Is(err, retryhub.ErrReported) || !retryhub.IsPermanent(err) || f.count("P1") != 1 {
 			t.Fatalf("permanent error: %v after %d calls", err, f.count("P1"))
 		}
-		time.Sleep(300 * time.Millisecond)
-		if n := len(w.tasks()); n != 0 {
-			t.Fatalf("%d tasks stored for a permanent error", n)
+		// Shutdown delivers whatever the client queued: after it, a report would be stored.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, st := len(w.tasks()), c.Stats(); n != 0 || st.Delivered != 0 {
+			t.Fatalf("%d tasks stored (%d reports delivered) for a permanent error", n, st.Delivered)
 		}
 	})
 }

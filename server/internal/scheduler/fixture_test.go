@@ -38,7 +38,7 @@ func (f *fixture) addMany(bucket, n int, due time.Time) []int64 {
 // settle writes the outcome of each claim's attempt, as of at, and returns how many tasks changed.
 func (f *fixture) settle(claims []retry.Claim, outcome retry.Outcome, at time.Time) int64 {
 	f.T.Helper()
-	sc, err := catalog.New(f.Store, 0).Scene(context.Background(), f.Scene.ID)
+	sc, err := catalog.New(catalog.Params{Store: f.Store}).Scene(context.Background(), f.Scene.ID)
 	if err != nil {
 		f.T.Fatal(err)
 	}

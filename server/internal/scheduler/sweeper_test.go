@@ -17,7 +17,7 @@ import (
 
 func newSweeper(t *testing.T, s *storage.Store, held []int) *scheduler.Sweeper {
 	t.Helper()
-	return scheduler.NewSweeper(s, catalog.New(s, time.Minute), func() []int { return held }, "node-sweeper",
+	return scheduler.NewSweeper(s, catalog.New(catalog.Params{Store: s, TTL: time.Minute}), func() []int { return held }, "node-sweeper",
 		time.Hour, time.Minute, testkit.Logger(t))
 }
 
@@ -298,7 +298,7 @@ func TestSweeperBringsBackHeldTasks(t *testing.T) {
 		}
 		// And an instance whose heartbeat is older than the instance TTL is not live.
 		time.Sleep(10 * time.Millisecond)
-		staleTTL := scheduler.NewSweeper(s, catalog.New(s, time.Minute), func() []int { return []int{0} }, "node-sweeper",
+		staleTTL := scheduler.NewSweeper(s, catalog.New(catalog.Params{Store: s, TTL: time.Minute}), func() []int { return []int{0} }, "node-sweeper",
 			time.Hour, 5*time.Millisecond, testkit.Logger(t))
 		if n := staleTTL.Unhold(ctx); n != 0 {
 			t.Fatalf("brought back %d with only a silent instance, want 0", n)

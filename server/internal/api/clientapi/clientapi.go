@@ -1,12 +1,14 @@
 // Package clientapi serves the API the SDK speaks, under /api/v1/client/: instances register
 // and send heartbeats, fetch their group's scene policies, and report failed calls. Every
 // request names its namespace and group and is signed with the group's token; a request that
-// is unsigned, badly signed, outside the signature window, malformed or too large is refused
-// with a 4xx and changes nothing.
+// is unsigned, badly signed, outside the signature window, a replay of one accepted before,
+// malformed or too large is refused with a 4xx and changes nothing. What can be checked without
+// the body is checked before the body is read, and the bodies read at once are bounded in bytes.
 package clientapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,7 +33,13 @@ import (
 
 // Params bound and describe the API.
 type Params struct {
-	MaxBodyBytes      int64
+	MaxBodyBytes int64
+	// MaxInflightBytes bounds the bytes of request bodies read and held at once across all
+	// requests; zero means 16 times MaxBodyBytes. A request that finds no room for its body
+	// within BusyWait is answered 503 busy without its body being read.
+	MaxInflightBytes int64
+	// BusyWait is how long a request waits for room for its body; zero means a second.
+	BusyWait          time.Duration
 	MaxPayloadBytes   int64
 	MaxBatch          int
 	SignatureWindow   time.Duration
@@ -47,6 +55,7 @@ type API struct {
 	catalog  *catalog.Catalog
 	registry *dispatch.Registry
 	log      *slog.Logger
+	inflight *budget
 	// OnIngest, when set, is called after each committed report batch with the number of
 	// tasks created and merged.
 	OnIngest func(created, merged int)
@@ -54,8 +63,18 @@ type API struct {
 
 // New returns the client API.
 func New(p Params, store *storage.Store, cat *catalog.Catalog, reg *dispatch.Registry, log *slog.Logger) *API {
-	return &API{p: p, store: store, catalog: cat, registry: reg, log: log}
+	if p.MaxInflightBytes <= 0 {
+		p.MaxInflightBytes = 16 * p.MaxBodyBytes
+	}
+	if p.BusyWait <= 0 {
+		p.BusyWait = time.Second
+	}
+	return &API{p: p, store: store, catalog: cat, registry: reg, log: log, inflight: newBudget(p.MaxInflightBytes)}
 }
+
+// Inflight returns the bytes of request bodies being read or held now, and the most there ever
+// were at once (never more than Params.MaxInflightBytes).
+func (a *API) Inflight() (now, high int64) { return a.inflight.stats() }
 
 // Mount adds the API's routes to r.
 func (a *API) Mount(r gin.IRouter) {
@@ -72,17 +91,39 @@ const (
 	ctxBody  = "retryhub.body"
 )
 
-// authenticate finds the request's group, reads its body within the size limit, and checks the
-// signature. It answers 401 for a missing, unknown or badly signed group, 403 for a disabled
-// one, and 413 for a body over the limit.
+// authenticate admits a request, cheapest check first, so that a request that is refused costs
+// the server no body read and leaves nothing behind:
+//   - 401 when the request names no group, or its stamp (protocol version, signature, nonce,
+//     timestamp within the window) is missing or bad: before anything is looked up or read;
+//   - 401 when the group does not exist (unknown names are not cached), 413 when the declared
+//     body is over the limit: before the body is read;
+//   - 503 busy (with Retry-After) when the bodies being read and held across all requests leave
+//     no room for this one within a short wait;
+//   - 401 when the signature does not match the body and headers, 413 when the body turns out
+//     over the limit;
+//   - 403 for a disabled group or namespace;
+//   - 409 replayed_request when the nonce was accepted before, on any node.
+//
+// The body's room is given back once the handler has answered.
 func (a *API) authenticate(c *gin.Context) {
+	if c.Request.ContentLength != 0 {
+		// Until the body is read, an answer closes the connection: otherwise the HTTP server
+		// would read what is left of the body (up to 256 KiB) before it sends a refusal.
+		c.Header("Connection", "close")
+	}
 	ns, name := c.GetHeader(protocol.HeaderNamespace), c.GetHeader(protocol.HeaderGroup)
 	if ns == "" || name == "" {
 		httpx.Error(c, http.StatusUnauthorized, "missing_group",
 			"name the group with the "+protocol.HeaderNamespace+" and "+protocol.HeaderGroup+" headers")
 		return
 	}
-	group, err := a.catalog.GroupByName(c.Request.Context(), ns, name)
+	stamp, err := protocol.CheckStamp(c.Request, time.Now(), a.p.SignatureWindow)
+	if err != nil {
+		refuseSignature(c, err)
+		return
+	}
+	ctx := c.Request.Context()
+	group, err := a.catalog.GroupByName(ctx, ns, name)
 	if errors.Is(err, storage.ErrNotFound) {
 		httpx.Error(c, http.StatusUnauthorized, "unknown_group", fmt.Sprintf("no group %q in namespace %q", name, ns))
 		return
@@ -91,28 +132,37 @@ func (a *API) authenticate(c *gin.Context) {
 		httpx.Internal(c, a.log, "looking up the group", err)
 		return
 	}
+	if c.Request.ContentLength > a.p.MaxBodyBytes {
+		a.tooLarge(c)
+		return
+	}
+	room := c.Request.ContentLength
+	if room < 0 {
+		room = a.p.MaxBodyBytes // not declared: as much as it may be
+	}
+	wctx, cancel := context.WithTimeout(ctx, a.p.BusyWait)
+	release, err := a.inflight.acquire(wctx, room)
+	cancel()
+	if err != nil {
+		c.Header("Retry-After", "1")
+		httpx.Error(c, http.StatusServiceUnavailable, "busy",
+			"the server is reading as many request bodies as it may at once; try again shortly")
+		return
+	}
+	defer release()
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, a.p.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			httpx.Error(c, http.StatusRequestEntityTooLarge, "body_too_large",
-				fmt.Sprintf("the body is over the limit of %d bytes; send smaller batches", a.p.MaxBodyBytes))
+			a.tooLarge(c)
 			return
 		}
 		httpx.Error(c, http.StatusBadRequest, "unreadable_body", "reading the body: "+err.Error())
 		return
 	}
-	if _, err := protocol.VerifyRequest(c.Request, group.Token, body, time.Now(), a.p.SignatureWindow); err != nil {
-		code := "bad_signature"
-		switch {
-		case errors.Is(err, protocol.ErrMissingSignature):
-			code = "missing_signature"
-		case errors.Is(err, protocol.ErrBadVersion):
-			code = "bad_protocol_version"
-		case errors.Is(err, protocol.ErrStaleTimestamp), errors.Is(err, protocol.ErrBadTimestamp):
-			code = "bad_timestamp"
-		}
-		httpx.Error(c, http.StatusUnauthorized, code, "signature check failed: "+err.Error())
+	c.Writer.Header().Del("Connection")
+	if err := protocol.Verify(group.Token, stamp, body); err != nil {
+		refuseSignature(c, err)
 		return
 	}
 	if !group.NamespaceEnabled {
@@ -123,9 +173,42 @@ func (a *API) authenticate(c *gin.Context) {
 		httpx.Error(c, http.StatusForbidden, "group_disabled", fmt.Sprintf("group %s/%s is disabled", ns, name))
 		return
 	}
+	// Kept until no node would accept the signature any more, by its timestamp.
+	expires := time.UnixMilli(stamp.Timestamp).Add(a.p.SignatureWindow + NonceMargin)
+	if err := a.store.AddNonce(ctx, stamp.Nonce, expires); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			httpx.Error(c, http.StatusConflict, "replayed_request",
+				"this request's nonce was used before: every request needs a fresh nonce and signature")
+			return
+		}
+		httpx.Internal(c, a.log, "recording the request's nonce", err)
+		return
+	}
 	c.Set(ctxGroup, group)
 	c.Set(ctxBody, body)
 	c.Next()
+}
+
+func (a *API) tooLarge(c *gin.Context) {
+	httpx.Error(c, http.StatusRequestEntityTooLarge, "body_too_large",
+		fmt.Sprintf("the body is over the limit of %d bytes; send smaller batches", a.p.MaxBodyBytes))
+}
+
+// refuseSignature answers 401 with the code of the signature check that failed. A request
+// with no signature at all is missing_signature, whatever else it lacks.
+func refuseSignature(c *gin.Context, err error) {
+	code := "bad_signature"
+	switch {
+	case errors.Is(err, protocol.ErrMissingSignature), c.GetHeader(protocol.HeaderSignature) == "":
+		code = "missing_signature"
+	case errors.Is(err, protocol.ErrBadNonce):
+		code = "bad_nonce"
+	case errors.Is(err, protocol.ErrBadVersion):
+		code = "bad_protocol_version"
+	case errors.Is(err, protocol.ErrStaleTimestamp), errors.Is(err, protocol.ErrBadTimestamp):
+		code = "bad_timestamp"
+	}
+	httpx.Error(c, http.StatusUnauthorized, code, "signature check failed: "+err.Error())
 }
 
 func groupOf(c *gin.Context) retry.Group { return c.MustGet(ctxGroup).(retry.Group) }
@@ -344,20 +427,17 @@ func (a *API) reports(c *gin.Context) {
 			httpx.Internal(c, a.log, "looking up scene "+it.Scene, err)
 			return
 		}
-		t := storage.NewTask{GroupID: g.ID, SceneID: sc.ID, Bucket: retry.BucketOf(it.IdempotencyKey, a.p.Buckets),
-			Key: it.IdempotencyKey, Args: args, Error: it.Error, LocalAttempts: it.LocalAttempts,
-			State: retry.Waiting, NextAt: sc.Policies.Replay.Next(1, now)}
-		if sc.Deadline > 0 {
-			// The deadline counts from the failure, when the client says when that was (a report
-			// re-sent after an outage), but never from the future.
-			from := now
-			if it.FailedAt > 0 && it.FailedAt < now.UnixMilli() {
-				from = time.UnixMilli(it.FailedAt)
-			}
-			d := from.Add(sc.Deadline)
-			t.DeadlineAt = &d
+		// The first replay and the deadline count from the failure, when the client says when
+		// that was (a report re-sent after an outage), but never from the future.
+		var failedAt time.Time
+		if it.FailedAt > 0 {
+			failedAt = time.UnixMilli(it.FailedAt)
 		}
-		tasks = append(tasks, t)
+		tasks = append(tasks, storage.NewTask{GroupID: g.ID, SceneID: sc.ID,
+			Bucket: retry.BucketOf(it.IdempotencyKey, a.p.Buckets), Key: it.IdempotencyKey, Args: args,
+			Error: it.Error, LocalAttempts: it.LocalAttempts, State: retry.Waiting,
+			NextAt:     retry.FirstDue(sc.Policies.Replay, failedAt, now),
+			DeadlineAt: retry.ReportDeadline(sc.Deadline, failedAt, now)})
 		index = append(index, i)
 	}
 	if len(tasks) == 0 {

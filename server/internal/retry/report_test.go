@@ -1,0 +1,65 @@
+package retry
+
+import (
+	"testing"
+	"time"
+
+	"github.com/retryhub/retryhub/client-sdk/backoff"
+)
+
+func TestFirstDueAndDeadlineCountFromTheFailure(t *testing.T) {
+	now := t0
+	step := 30 * time.Second
+	fixed := backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(step)}.MustCompile()
+	tests := []struct {
+		name     string
+		failedAt time.Time
+		due      time.Time
+		deadline time.Time
+	}{
+		{name: "no failure time counts from now", failedAt: time.Time{},
+			due: now.Add(step), deadline: now.Add(time.Hour)},
+		{name: "a failure just now", failedAt: now,
+			due: now.Add(step), deadline: now.Add(time.Hour)},
+		{name: "a failure 10 s ago is due 10 s sooner", failedAt: now.Add(-10 * time.Second),
+			due: now.Add(20 * time.Second), deadline: now.Add(time.Hour - 10*time.Second)},
+		{name: "a report spooled through a 10-minute outage is due at once", failedAt: now.Add(-10 * time.Minute),
+			due: now.Add(-10*time.Minute + step), deadline: now.Add(50 * time.Minute)},
+		{name: "a failure time ahead of the server's clock counts from now", failedAt: now.Add(time.Minute),
+			due: now.Add(step), deadline: now.Add(time.Hour)},
+		{name: "sub-millisecond parts are dropped", failedAt: now.Add(-time.Second - 123456*time.Nanosecond),
+			due: now.Add(step - 1001*time.Millisecond), deadline: now.Add(time.Hour - 1001*time.Millisecond)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := FirstDue(fixed, tt.failedAt, now); !got.Equal(tt.due) {
+				t.Errorf("first due %s, want %s", got.Sub(now), tt.due.Sub(now))
+			}
+			got := ReportDeadline(time.Hour, tt.failedAt, now)
+			if got == nil || !got.Equal(tt.deadline) {
+				t.Errorf("deadline %v, want %s", got, tt.deadline.Sub(now))
+			}
+			if d := ReportDeadline(0, tt.failedAt, now); d != nil {
+				t.Errorf("a scene without a deadline gave %v", d)
+			}
+		})
+	}
+}
+
+// Calls that failed at different times and were reported in one batch fall due at different
+// times, each one back-off step after its own failure.
+func TestFirstDueSpreadsABatchByItsFailures(t *testing.T) {
+	levels := backoff.Policy{Strategy: backoff.Levels}.MustCompile()
+	seen := map[time.Time]bool{}
+	for i := range 5 {
+		failed := t0.Add(-time.Duration(i) * time.Second)
+		due := FirstDue(levels, failed, t0)
+		if want := failed.Add(10 * time.Second); !due.Equal(want) {
+			t.Fatalf("call %d: due %s, want %s", i, due, want)
+		}
+		seen[due] = true
+	}
+	if len(seen) != 5 {
+		t.Fatalf("%d distinct due times for 5 calls that failed a second apart", len(seen))
+	}
+}
