@@ -21,7 +21,7 @@ func (nonceRow) TableName() string { return "rh_nonce" }
 // ErrConflict when the nonce was recorded before (the request is a replay).
 func (s *Store) AddNonce(ctx context.Context, nonce string, expires time.Time) error {
 	_, err := s.sql.ExecContext(ctx, "INSERT INTO rh_nonce (nonce, expires_at) VALUES (?, ?)", nonce, T(expires))
-	if isDuplicate(err) {
+	if s.d.isDuplicate(err) {
 		return ErrConflict
 	}
 	if err != nil {
