@@ -169,3 +169,12 @@ CREATE TABLE rh_bucket_lease (
   PRIMARY KEY (bucket),
   KEY idx_lease_node (node_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per named leadership (the singleton work: retention, bringing held tasks back): which
+-- node holds it, until when. Renewed and expiring like the bucket leases.
+CREATE TABLE rh_leader (
+  name       VARCHAR(64) NOT NULL,
+  node_id    VARCHAR(64) NOT NULL DEFAULT '',
+  expires_at DATETIME(3) NOT NULL,
+  PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -52,8 +52,7 @@ func TestJanitorDeletesOldEndedTasksInBatchesAndKeepsTheRest(t *testing.T) {
 		pending := cb.addMany(2, 1, due)[0]
 		cb.end(false)
 
-		j := scheduler.NewJanitor(s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 0, Attempts: 0, Batch: 3},
-			time.Hour, testkit.Logger(t))
+		j := newJanitor(t, s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 0, Attempts: 0, Batch: 3}, time.Hour)
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -79,8 +78,7 @@ func TestJanitorDeletesOldEndedTasksInBatchesAndKeepsTheRest(t *testing.T) {
 		recent := f.addMany(1, 1, time.Now().Add(-time.Minute))[0]
 		claims := f.Claim(retry.KindReplay, "node-1", time.Now(), time.Now().Add(time.Minute))
 		f.settle(claims, retry.OutcomeFailed, time.Now())
-		j = scheduler.NewJanitor(s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 30 * time.Minute, Batch: 1},
-			time.Hour, testkit.Logger(t))
+		j = newJanitor(t, s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 30 * time.Minute, Batch: 1}, time.Hour)
 		if sw, err = j.Exec(ctx); err != nil || sw.DeadLetters != 2 || sw.Ended != 0 {
 			t.Fatalf("swept %+v (%v); want the 2 old dead letters", sw, err)
 		}
@@ -126,7 +124,7 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 			t.Fatal(err)
 		}
 
-		j := scheduler.NewJanitor(s, config.Retention{Attempts: 30 * time.Minute, Batch: 2}, 700*time.Millisecond, testkit.Logger(t))
+		j := newJanitor(t, s, config.Retention{Attempts: 30 * time.Minute, Batch: 2}, 700*time.Millisecond)
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -158,4 +156,13 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 			t.Fatalf("nodes left %+v, want only node-new", nodes)
 		}
 	})
+}
+
+func newJanitor(t *testing.T, s *storage.Store, r config.Retention, forgetAfter time.Duration) *scheduler.Janitor {
+	t.Helper()
+	j, err := scheduler.NewJanitor(scheduler.JanitorParams{Store: s, Retention: r, ForgetAfter: forgetAfter, Log: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
 }
