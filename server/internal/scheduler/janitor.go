@@ -22,7 +22,9 @@ type JanitorParams struct {
 	Leader Leader
 	// RunTimeout bounds one scheduled pass; zero means 10 minutes.
 	RunTimeout time.Duration
-	Log        *slog.Logger
+	// Now reads the clock; nil means time.Now.
+	Now func() time.Time
+	Log *slog.Logger
 }
 
 // Janitor applies retention: on the leader, on the retention schedule, it deletes, in batches,
@@ -37,6 +39,7 @@ type Janitor struct {
 	forgetAfter time.Duration
 	leader      Leader
 	runTimeout  time.Duration
+	now         func() time.Time
 	log         *slog.Logger
 	cron        *Cron
 }
@@ -47,7 +50,10 @@ var _ service.Service = (*Janitor)(nil)
 // it cannot parse.
 func NewJanitor(p JanitorParams) (*Janitor, error) {
 	j := &Janitor{store: p.Store, cfg: p.Retention, forgetAfter: p.ForgetAfter, leader: p.Leader,
-		runTimeout: p.RunTimeout, log: p.Log}
+		runTimeout: p.RunTimeout, now: p.Now, log: p.Log}
+	if j.now == nil {
+		j.now = time.Now
+	}
 	if j.runTimeout <= 0 {
 		j.runTimeout = 10 * time.Minute
 	}
@@ -99,7 +105,7 @@ type Swept struct {
 // Exec runs one retention pass.
 func (j *Janitor) Exec(ctx context.Context) (Swept, error) {
 	var sw Swept
-	now := time.Now()
+	now := j.now()
 	var err error
 	if j.cfg.Succeeded > 0 {
 		sw.Ended, err = j.drain(ctx, "ended tasks", func() (int64, error) {

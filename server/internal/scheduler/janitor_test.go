@@ -114,9 +114,12 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 		if err := s.HeartbeatNode(ctx, retry.Node{ID: "node-old", StartedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
-		// They fall silent for longer than the janitor's forget-after (700 ms), while the next
-		// two, listed just before it runs, are far younger than that.
-		time.Sleep(800 * time.Millisecond)
+		// They are older than the janitor's forget-after (700 ms) as its clock reads; the next
+		// two, listed once the wall clock has passed the cut-off, are younger.
+		cutoff := time.Now().Add(5 * time.Millisecond)
+		testkit.WaitUntil(t, 10*time.Second, "the clock to pass the cut-off", func() bool {
+			return time.Now().After(cutoff.Add(2 * time.Millisecond))
+		})
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-new", GroupID: f.Group.ID, ExecutorURL: "http://y.invalid"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +127,11 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 			t.Fatal(err)
 		}
 
-		j := newJanitor(t, s, config.Retention{Attempts: 30 * time.Minute, Batch: 2}, 700*time.Millisecond)
+		j, err := scheduler.NewJanitor(scheduler.JanitorParams{Store: s, Retention: config.Retention{Attempts: 30 * time.Minute, Batch: 2},
+			ForgetAfter: 700 * time.Millisecond, Now: func() time.Time { return cutoff.Add(700 * time.Millisecond) }, Log: testkit.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)

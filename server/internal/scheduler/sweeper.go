@@ -25,7 +25,9 @@ type SweeperParams struct {
 	Interval time.Duration
 	// InstanceTTL: an instance whose heartbeat is older does not count as live.
 	InstanceTTL time.Duration
-	Log         *slog.Logger
+	// Now reads the clock; nil means time.Now.
+	Now func() time.Time
+	Log *slog.Logger
 }
 
 // Sweeper takes back tasks whose claim outlived its deadline: the node that claimed them, or
@@ -55,6 +57,9 @@ const (
 
 // NewSweeper returns a sweeper; Start runs it.
 func NewSweeper(p SweeperParams) *Sweeper {
+	if p.Now == nil {
+		p.Now = time.Now
+	}
 	s := &Sweeper{p: p, log: p.Log}
 	s.loop = loop{interval: p.Interval, exec: func(ctx context.Context) {
 		s.Exec(ctx)
@@ -95,7 +100,7 @@ func (s *Sweeper) Unhold(ctx context.Context) int64 {
 	}
 	var total int64
 	for range unholdBatches {
-		n, more, err := s.p.Store.Unhold(ctx, time.Now().Add(-s.p.InstanceTTL), unholdBatch)
+		n, more, err := s.p.Store.Unhold(ctx, s.p.Now().Add(-s.p.InstanceTTL), unholdBatch)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("bring back held tasks", "err", err)
@@ -115,7 +120,7 @@ func (s *Sweeper) Unhold(ctx context.Context) int64 {
 }
 
 func (s *Sweeper) sweep(ctx context.Context, kind retry.AttemptKind) (int, error) {
-	now := time.Now()
+	now := s.p.Now()
 	stuck, err := s.p.Store.Stuck(ctx, kind, s.p.Held(), now, sweepBatch)
 	if err != nil || len(stuck) == 0 {
 		return 0, err

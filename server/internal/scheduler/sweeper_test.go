@@ -28,8 +28,14 @@ func newSweeper(t *testing.T, s *storage.Store, held []int) *scheduler.Sweeper {
 
 func sweeperOf(t *testing.T, s *storage.Store, held []int, leads leader, instanceTTL time.Duration) *scheduler.Sweeper {
 	t.Helper()
+	return sweeperAt(t, s, held, leads, instanceTTL, time.Now)
+}
+
+func sweeperAt(t *testing.T, s *storage.Store, held []int, leads leader, instanceTTL time.Duration, now func() time.Time) *scheduler.Sweeper {
+	t.Helper()
 	return scheduler.NewSweeper(scheduler.SweeperParams{Store: s, Catalog: catalog.New(s, time.Minute),
-		Held: func() []int { return held }, Leader: leads, Interval: time.Hour, InstanceTTL: instanceTTL, Log: testkit.Logger(t)})
+		Held: func() []int { return held }, Leader: leads, Interval: time.Hour, InstanceTTL: instanceTTL, Now: now,
+		Log: testkit.Logger(t)})
 }
 
 func TestSweeperTakesBackClaimsPastTheirDeadline(t *testing.T) {
@@ -307,9 +313,10 @@ func TestSweeperBringsBackHeldTasks(t *testing.T) {
 		if err := s.UpdateNamespace(ctx, ns); err != nil {
 			t.Fatal(err)
 		}
-		// And an instance whose heartbeat is older than the instance TTL is not live.
-		time.Sleep(10 * time.Millisecond)
-		staleTTL := sweeperOf(t, s, []int{0}, true, 5*time.Millisecond)
+		// And an instance whose heartbeat is older than the instance TTL is not live: seen a
+		// minute from now, with a TTL of 30 s.
+		later := time.Now().Add(time.Minute)
+		staleTTL := sweeperAt(t, s, []int{0}, true, 30*time.Second, func() time.Time { return later })
 		if n := staleTTL.Unhold(ctx); n != 0 {
 			t.Fatalf("brought back %d with only a silent instance, want 0", n)
 		}
