@@ -54,6 +54,11 @@ func TestTwoNodesSplitTheBucketsAndOneTakesAllWhenTheOtherStops(t *testing.T) {
 			total, each := split(t, a, b)
 			return total == 128 && each[0] > 20 && each[1] > 20
 		})
+		// Exactly one of them leads the singleton work.
+		waitFor(t, 10*time.Second, "one node to lead", func() bool { return a.Elector.IsLeader() || b.Elector.IsLeader() })
+		if a.Elector.IsLeader() && b.Elector.IsLeader() {
+			t.Fatal("both nodes lead the singleton work")
+		}
 		// The database agrees: every lease is held by one of them.
 		leases, err := a.Store.Leases(context.Background())
 		if err != nil {
@@ -64,11 +69,21 @@ func TestTwoNodesSplitTheBucketsAndOneTakesAllWhenTheOtherStops(t *testing.T) {
 				t.Fatalf("bucket %d leased to %q", l.Bucket, l.NodeID)
 			}
 		}
-		// For a while, it stays split and never overlaps.
-		for range 10 {
+		// Through two rounds of lease renewals, it stays split and never overlaps.
+		renewedPast := time.Now().Add(cfg.Scheduler.LeaseDuration + 2*cfg.Scheduler.HeartbeatInterval)
+		waitFor(t, 10*time.Second, "both nodes to renew their leases twice", func() bool {
 			split(t, a, b)
-			time.Sleep(50 * time.Millisecond)
-		}
+			leases, err := a.Store.Leases(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range leases {
+				if !l.ExpiresAt.After(renewedPast) {
+					return false
+				}
+			}
+			return true
+		})
 
 		// A graceful stop hands the buckets over at once.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -76,6 +91,7 @@ func TestTwoNodesSplitTheBucketsAndOneTakesAllWhenTheOtherStops(t *testing.T) {
 		if err := b.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
+		waitFor(t, 5*time.Second, "node-a to lead after node-b stopped", a.Elector.IsLeader)
 		waitFor(t, 5*time.Second, "node-a to take all buckets after node-b stopped", func() bool {
 			total, _ := split(t, a)
 			return total == 128
