@@ -178,3 +178,12 @@ CREATE TABLE rh_nonce (
   PRIMARY KEY (nonce),
   KEY idx_nonce_expires (expires_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per named leadership (the singleton work: retention, bringing held tasks back): which
+-- node holds it, until when. Renewed and expiring like the bucket leases.
+CREATE TABLE rh_leader (
+  name       VARCHAR(64) NOT NULL,
+  node_id    VARCHAR(64) NOT NULL DEFAULT '',
+  expires_at DATETIME(3) NOT NULL,
+  PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

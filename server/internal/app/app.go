@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/robfig/cron/v3"
 
 	"github.com/retryhub/retryhub/server/internal/api/clientapi"
 	"github.com/retryhub/retryhub/server/internal/api/httpx"
@@ -29,6 +28,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/ops"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/scheduler"
+	"github.com/retryhub/retryhub/server/internal/service"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/web"
 )
@@ -49,6 +49,7 @@ type App struct {
 	Dispatcher *dispatch.Dispatcher
 	Heartbeat  *scheduler.Heartbeat
 	Leaser     *scheduler.Leaser
+	Elector    *scheduler.Elector
 	Claimer    *scheduler.Claimer
 	Sweeper    *scheduler.Sweeper
 	Janitor    *scheduler.Janitor
@@ -57,13 +58,19 @@ type App struct {
 	// NoncePruner deletes the client requests' nonces once their signatures have expired.
 	NoncePruner *clientapi.NoncePruner
 
-	cron     *cron.Cron
+	// services are the node's long-running parts in start order; they stop in reverse.
+	services *service.List
 	server   *http.Server
 	tls      *tls.Config // nil: plain HTTP
 	listener net.Listener
 	served   chan error
 	stopOnce sync.Once
 }
+
+// shutdownGrace is how long past server.shutdown_timeout (or Shutdown's context) a graceful
+// shutdown may take: the calls in flight are cancelled that long before the end, leaving it for
+// their results to be written, the claims given back and the leases released.
+const shutdownGrace = 5 * time.Second
 
 // New opens the database (migrating it), creates the bootstrap group in an empty database,
 // and builds the node. Start runs it.
@@ -96,46 +103,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 
 	a := &App{cfg: cfg, log: log, NodeID: nodeID, Store: store}
-	s, d := cfg.Scheduler, cfg.Dispatch
-	a.Catalog = catalog.New(catalog.Params{Store: store, TTL: cfg.Catalog.TTL, MaxEntries: cfg.Catalog.MaxEntries, Log: log})
-	a.Registry = dispatch.NewRegistry(store, d.InstanceTTL, time.Second, log)
-	a.Settler = dispatch.NewSettler(store, d.SettleBatch, d.SettleInterval, log)
-	a.Settler.Writers = d.SettleWriters
-	if store.Dialect() == config.SQLite {
-		a.Settler.Writers = 1 // one writer at a time is all SQLite has
-	}
-	a.Heartbeat = scheduler.NewHeartbeat(store, retry.Node{ID: nodeID, Address: advertise(cfg.Server),
-		Version: Version, StartedAt: time.Now()}, s.HeartbeatInterval, log)
-	a.Leaser = scheduler.NewLeaser(store, scheduler.LeaserParams{NodeID: nodeID, Buckets: s.Buckets,
-		Interval: s.HeartbeatInterval, NodeTTL: s.NodeTTL, LeaseDuration: s.LeaseDuration}, log)
-	a.Dispatcher = dispatch.NewDispatcher(dispatch.Params{NodeID: nodeID, Concurrency: d.Concurrency,
-		QueueSize: d.QueueSize, DefaultTimeout: d.DefaultTimeout, NoInstanceDelay: d.NoInstanceDelay,
-		BusyDelay: d.BusyDelay, PausedDelay: d.PausedDelay, ClaimTimeout: s.ClaimTimeout, Nodes: a.Leaser.Nodes},
-		store, a.Catalog, a.Registry, a.Settler, log)
-	// A claim lasts through an attempt of the default timeout; scenes with longer ones extend
-	// their claims as they dispatch.
-	a.Claimer = scheduler.NewClaimer(store, scheduler.ClaimerParams{NodeID: nodeID, Batch: s.ClaimBatch,
-		Lookahead: s.Lookahead, ClaimTimeout: s.ClaimTimeout + d.DefaultTimeout + dispatch.Grace},
-		a.Leaser.Held, a.Dispatcher, log)
-	a.Dispatcher.OnRoom = a.Claimer.Wake
-	a.Sweeper = scheduler.NewSweeper(store, a.Catalog, a.Leaser.Held, nodeID, s.SweepInterval, d.InstanceTTL, log)
-	a.Janitor = scheduler.NewJanitor(store, cfg.Retention, 24*time.Hour, log)
-	a.Ops = ops.New(store, log)
-	a.ClientAPI = clientapi.New(clientapi.Params{MaxBodyBytes: cfg.ClientAPI.MaxBodyBytes, MaxInflightBytes: cfg.ClientAPI.MaxInflightBytes,
-		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes, MaxBatch: cfg.ClientAPI.MaxBatch,
-		SignatureWindow: cfg.ClientAPI.SignatureWindow, InstanceHeartbeat: d.InstanceHeartbeat,
-		InstanceTTL: d.InstanceTTL, Buckets: s.Buckets}, store, a.Catalog, a.Registry, log)
-	a.NoncePruner = clientapi.NewNoncePruner(clientapi.NoncePrunerParams{Store: store, Log: log})
-
-	a.cron = cron.New(cron.WithParser(cron.NewParser(cron.SecondOptional|cron.Minute|cron.Hour|cron.Dom|
-		cron.Month|cron.Dow|cron.Descriptor)), cron.WithLogger(cron.DiscardLogger))
-	if _, err := a.cron.AddFunc(s.Tick, a.Claimer.Wake); err != nil {
+	if err := a.build(); err != nil {
 		store.Close()
-		return nil, fmt.Errorf("config scheduler.tick: %w", err)
-	}
-	if _, err := a.cron.AddFunc(cfg.Retention.Schedule, a.retention); err != nil {
-		store.Close()
-		return nil, fmt.Errorf("config retention.schedule: %w", err)
+		return nil, err
 	}
 	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	if cfg.Server.TLSCertFile != "" {
@@ -147,6 +117,71 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		a.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return a, nil
+}
+
+// build constructs the node's parts, each from its parameters, and lists the services in the
+// order they start: what others read from first (registry, settler), then dispatch and the
+// loops that feed it, then the scheduled jobs.
+func (a *App) build() error {
+	cfg, log, store, nodeID := a.cfg, a.log, a.Store, a.NodeID
+	s, d := cfg.Scheduler, cfg.Dispatch
+	a.Catalog = catalog.New(catalog.Params{Store: store, TTL: cfg.Catalog.TTL, MaxEntries: cfg.Catalog.MaxEntries, Log: log})
+	a.Registry = dispatch.NewRegistry(dispatch.RegistryParams{Store: store, TTL: d.InstanceTTL, Interval: time.Second, Log: log})
+	writers := store.Writers(d.SettleWriters) // one at a time is all SQLite has
+	a.Settler = dispatch.NewSettler(dispatch.SettlerParams{Store: store, Batch: d.SettleBatch, Interval: d.SettleInterval,
+		Writers: writers, Log: log})
+	a.Heartbeat = scheduler.NewHeartbeat(scheduler.HeartbeatParams{Store: store, Node: retry.Node{ID: nodeID,
+		Address: advertise(cfg.Server), Version: Version, StartedAt: time.Now()}, Interval: s.HeartbeatInterval, Log: log})
+	a.Leaser = scheduler.NewLeaser(scheduler.LeaserParams{Store: store, Log: log, NodeID: nodeID, Buckets: s.Buckets,
+		Interval: s.HeartbeatInterval, NodeTTL: s.NodeTTL, LeaseDuration: s.LeaseDuration})
+	a.Elector = scheduler.NewElector(scheduler.ElectorParams{Store: store, NodeID: nodeID, Interval: s.HeartbeatInterval,
+		LeaseDuration: s.LeaseDuration, Log: log})
+	waker := scheduler.NewWaker()
+	a.Dispatcher = dispatch.NewDispatcher(dispatch.Params{NodeID: nodeID, Store: store, Catalog: a.Catalog,
+		Registry: a.Registry, Settler: a.Settler, Log: log, Concurrency: d.Concurrency, QueueSize: d.QueueSize,
+		MaxQueuedBytes: d.MaxQueuedBytes, DefaultTimeout: d.DefaultTimeout, NoInstanceDelay: d.NoInstanceDelay,
+		BusyDelay: d.BusyDelay, PausedDelay: d.PausedDelay, ClaimTimeout: s.ClaimTimeout, StopReserve: shutdownGrace,
+		Nodes: a.Leaser.Nodes, OnRoom: waker.Wake})
+	// A claim lasts through an attempt of the default timeout; scenes with longer ones extend
+	// their claims as they dispatch.
+	var err error
+	a.Claimer, err = scheduler.NewClaimer(scheduler.ClaimerParams{Store: store, Held: a.Leaser.Held, Sink: a.Dispatcher,
+		Waker: waker, Tick: s.Tick, Log: log, NodeID: nodeID, Batch: s.ClaimBatch, Lookahead: s.Lookahead,
+		ClaimTimeout: s.ClaimTimeout + d.DefaultTimeout + dispatch.Grace})
+	if err != nil {
+		return fmt.Errorf("config scheduler.tick: %w", err)
+	}
+	a.Sweeper = scheduler.NewSweeper(scheduler.SweeperParams{Store: store, Catalog: a.Catalog, Held: a.Leaser.Held,
+		Leader: a.Elector, Interval: s.SweepInterval, InstanceTTL: d.InstanceTTL, Log: log})
+	a.Janitor, err = scheduler.NewJanitor(scheduler.JanitorParams{Store: store, Retention: cfg.Retention,
+		ForgetAfter: 24 * time.Hour, Leader: a.Elector, Log: log})
+	if err != nil {
+		return fmt.Errorf("config retention.schedule: %w", err)
+	}
+	a.Ops = ops.New(store, log)
+	a.ClientAPI = clientapi.New(clientapi.Params{MaxBodyBytes: cfg.ClientAPI.MaxBodyBytes, MaxInflightBytes: cfg.ClientAPI.MaxInflightBytes,
+		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes, MaxBatch: cfg.ClientAPI.MaxBatch,
+		SignatureWindow: cfg.ClientAPI.SignatureWindow, InstanceHeartbeat: d.InstanceHeartbeat,
+		InstanceTTL: d.InstanceTTL, Buckets: s.Buckets}, store, a.Catalog, a.Registry, log)
+	a.NoncePruner = clientapi.NewNoncePruner(clientapi.NoncePrunerParams{Store: store, Log: log})
+	// Stopping runs this backwards: the jobs and the claimer end, dispatch gives back what it
+	// did not start and hands its results to the settler, the settler writes them, and only
+	// then are the leases, the leadership and the node row given up.
+	a.services = service.NewList(
+		// The catalog's background refresh first: everything below reads it.
+		service.Named{Name: "catalog", Service: a.Catalog},
+		service.Named{Name: "heartbeat", Service: a.Heartbeat},
+		service.Named{Name: "leaser", Service: a.Leaser},
+		service.Named{Name: "elector", Service: a.Elector},
+		service.Named{Name: "registry", Service: a.Registry},
+		service.Named{Name: "settler", Service: a.Settler},
+		service.Named{Name: "dispatcher", Service: a.Dispatcher},
+		service.Named{Name: "claimer", Service: a.Claimer},
+		service.Named{Name: "sweeper", Service: a.Sweeper},
+		service.Named{Name: "janitor", Service: a.Janitor},
+		service.Named{Name: "nonce pruner", Service: a.NoncePruner},
+	)
+	return nil
 }
 
 func defaultNodeID() string {
@@ -167,19 +202,6 @@ func advertise(s config.Server) string {
 		return s.Advertise
 	}
 	return s.Listen
-}
-
-// retention runs the janitor on the node that holds bucket 0, so one node does it at a time.
-func (a *App) retention() {
-	held := a.Leaser.Held()
-	if len(held) == 0 || held[0] != 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	if _, err := a.Janitor.Exec(ctx); err != nil {
-		a.log.Error("retention", "err", err)
-	}
 }
 
 func (a *App) routes() http.Handler {
@@ -213,6 +235,12 @@ type Health struct {
 	BucketsHeld int    `json:"buckets_held"`
 	Nodes       int    `json:"nodes"`
 	Pending     int    `json:"pending"`
+	// Leader says whether this node leads the singleton work.
+	Leader bool `json:"leader"`
+	// QueuedBytes is the arguments' size of the claims dispatch holds.
+	QueuedBytes int64 `json:"queued_bytes"`
+	// SweepSkipped counts the stuck tasks the sweeper skipped because it could not settle them.
+	SweepSkipped int64 `json:"sweep_skipped"`
 }
 
 func (a *App) health(c *gin.Context) {
@@ -220,7 +248,8 @@ func (a *App) health(c *gin.Context) {
 	defer cancel()
 	h := Health{Status: "ok", NodeID: a.NodeID, Version: Version, Database: "ok", Dialect: a.Store.Dialect(),
 		Buckets: a.cfg.Scheduler.Buckets, BucketsHeld: len(a.Leaser.Held()), Nodes: a.Leaser.Nodes(),
-		Pending: a.Dispatcher.Pending()}
+		Pending: a.Dispatcher.Pending(), Leader: a.Elector.IsLeader(), QueuedBytes: a.Dispatcher.QueuedBytes(),
+		SweepSkipped: a.Sweeper.Skipped()}
 	status := http.StatusOK
 	if err := a.Store.Ping(ctx); err != nil {
 		h.Status, h.Database = "unavailable", err.Error()
@@ -229,7 +258,8 @@ func (a *App) health(c *gin.Context) {
 	c.JSON(status, h)
 }
 
-// Start listens, takes this node's buckets and runs every loop.
+// Start listens, then starts the services in order (the heartbeat and the leaser take this
+// node's place and buckets under ctx before the loops run), then serves.
 func (a *App) Start(ctx context.Context) error {
 	ln, err := net.Listen("tcp", a.cfg.Server.Listen)
 	if err != nil {
@@ -239,27 +269,10 @@ func (a *App) Start(ctx context.Context) error {
 		ln = tls.NewListener(ln, a.tls)
 	}
 	a.listener = ln
-	if err := a.Heartbeat.Beat(ctx); err != nil {
+	if err := a.services.Start(ctx); err != nil {
 		ln.Close()
 		return err
 	}
-	if err := a.Leaser.Exec(ctx); err != nil {
-		ln.Close()
-		return err
-	}
-	if err := a.Registry.Start(ctx); err != nil {
-		ln.Close()
-		return err
-	}
-	a.Settler.Start()
-	a.Dispatcher.Start()
-	a.Claimer.Start()
-	a.Sweeper.Start()
-	a.Heartbeat.Start()
-	a.Leaser.Start()
-	a.cron.Start()
-	a.Catalog.Start(ctx)
-	a.NoncePruner.Start(ctx)
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.server.Serve(ln) }()
 	a.log.Info("retryhub server started", "listen", ln.Addr().String(), "version", Version,
@@ -278,32 +291,29 @@ func (a *App) URL() string {
 	return "http://" + a.Addr()
 }
 
-// Shutdown stops the node gracefully: no new claims; calls in flight finish (until ctx ends,
-// then they are cancelled and their tasks given back); claims not started are given back;
-// results are written; buckets are released for the other nodes; requests in progress finish.
+// Shutdown stops the node gracefully: no new claims; calls in flight finish until shortly
+// before ctx ends (shutdownGrace before its deadline, then they are cancelled and their tasks
+// given back); claims not started are given back; results are written; the leadership and the
+// buckets are released for the other nodes; requests in progress finish. It returns within
+// ctx's deadline plus shutdownGrace (a ctx without a deadline gets server.shutdown_timeout),
+// whatever the database does, and logs what it could not write.
 func (a *App) Shutdown(ctx context.Context) error {
 	var err error
 	a.stopOnce.Do(func() {
 		a.log.Info("shutting down")
-		<-a.cron.Stop().Done()
-		a.Claimer.Stop()
+		deadline, ok := ctx.Deadline()
+		if !ok {
+			deadline = time.Now().Add(a.cfg.Server.ShutdownTimeout)
+		}
+		// The services get the grace beyond ctx to write what the calls cancelled at its end
+		// left, so their context outlives ctx.
+		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(shutdownGrace))
+		defer cancel()
 		httpDone := make(chan error, 1)
 		go func() { httpDone <- a.server.Shutdown(ctx) }()
-		a.Dispatcher.Stop(ctx)
-		a.Sweeper.Stop()
-		// Write the results, give back the claims and release the buckets with a fresh context:
-		// they matter even when ctx is spent, as it is when calls in flight outlived it (they
-		// were cancelled, and their give-backs are among the results to write).
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		a.Settler.Stop(rctx)
-		a.Leaser.Stop(rctx)
-		a.Heartbeat.Stop(rctx)
-		cancel()
-		a.Registry.Stop()
-		// Their work in progress is cancelled, so they return at once even when ctx is spent.
-		a.NoncePruner.Stop(context.Background())
-		a.Catalog.Stop(context.Background())
+		a.services.Stop(sctx)
 		if herr := <-httpDone; herr != nil {
+			a.server.Close()
 			err = fmt.Errorf("http shutdown: %w", herr)
 		}
 		if serr := <-a.served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
@@ -316,20 +326,12 @@ func (a *App) Shutdown(ctx context.Context) error {
 }
 
 // Kill stops the node the way a crash would: nothing in memory is written or given back, and
-// its leases and node row are left to expire. Tests use it to prove that nothing is lost.
+// its leases, leadership and node row are left to expire. Tests use it to prove that nothing
+// is lost.
 func (a *App) Kill() {
 	a.stopOnce.Do(func() {
-		a.cron.Stop()
-		a.Claimer.Stop()
 		a.server.Close()
-		a.Dispatcher.Abandon()
-		a.Settler.Abandon()
-		a.Sweeper.Stop()
-		a.Leaser.Abandon()
-		a.Heartbeat.Abandon()
-		a.Registry.Stop()
-		a.NoncePruner.Stop(context.Background())
-		a.Catalog.Stop(context.Background())
+		a.services.Kill()
 		<-a.served
 		a.Store.Close()
 		a.log.Info("killed")

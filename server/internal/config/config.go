@@ -82,10 +82,11 @@ type Scheduler struct {
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// NodeTTL is how long a node without a heartbeat still counts as live.
 	NodeTTL time.Duration `yaml:"node_ttl"`
-	// LeaseDuration is how long a bucket lease lasts without renewal.
+	// LeaseDuration is how long a bucket lease, or the leadership of the singleton work, lasts
+	// without renewal.
 	LeaseDuration time.Duration `yaml:"lease_duration"`
 	// SweepInterval is how often the sweeper looks for running tasks past their deadline, and
-	// (on the node holding bucket 0) for held tasks to make waiting again.
+	// (on the leader) for held tasks to make waiting again.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
 
@@ -95,6 +96,9 @@ type Dispatch struct {
 	Concurrency int `yaml:"concurrency"`
 	// QueueSize bounds the claimed tasks waiting in memory for their time or a free worker.
 	QueueSize int `yaml:"queue_size"`
+	// MaxQueuedBytes bounds the arguments' bytes of the claimed tasks held in memory (waiting,
+	// queued or in flight); zero means no bound beyond QueueSize.
+	MaxQueuedBytes int64 `yaml:"max_queued_bytes"`
 	// DefaultTimeout is the attempt timeout of scenes that set none.
 	DefaultTimeout time.Duration `yaml:"default_timeout"`
 	// InstanceTTL is how long a client instance without a heartbeat stays listed.
@@ -193,7 +197,7 @@ func Default() Config {
 		Scheduler: Scheduler{Buckets: 128, Tick: "* * * * * *", Lookahead: time.Second, ClaimBatch: 1000,
 			ClaimTimeout: 30 * time.Second, HeartbeatInterval: 2 * time.Second, NodeTTL: 10 * time.Second,
 			LeaseDuration: 10 * time.Second, SweepInterval: 5 * time.Second},
-		Dispatch: Dispatch{Concurrency: 256, QueueSize: 20000, DefaultTimeout: 30 * time.Second,
+		Dispatch: Dispatch{Concurrency: 256, QueueSize: 20000, MaxQueuedBytes: 64 << 20, DefaultTimeout: 30 * time.Second,
 			InstanceTTL: 30 * time.Second, InstanceHeartbeat: 5 * time.Second, NoInstanceDelay: 10 * time.Second,
 			BusyDelay: 2 * time.Second, PausedDelay: 30 * time.Second, SettleBatch: 500,
 			SettleInterval: 20 * time.Millisecond, SettleWriters: 2},
@@ -476,6 +480,9 @@ func (c *Config) Validate() error {
 	}
 	if d.QueueSize < 1 || d.QueueSize > 1_000_000 {
 		bad("dispatch.queue_size", "want 1 to 1000000, got %d", d.QueueSize)
+	}
+	if d.MaxQueuedBytes < 0 {
+		bad("dispatch.max_queued_bytes", "want 0 (no bound) or more, got %d", d.MaxQueuedBytes)
 	}
 	if d.SettleBatch < 1 || d.SettleBatch > 5000 {
 		bad("dispatch.settle_batch", "want 1 to 5000, got %d", d.SettleBatch)

@@ -20,24 +20,39 @@ import (
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 	"github.com/retryhub/retryhub/server/internal/catalog"
 	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/service"
 	"github.com/retryhub/retryhub/server/internal/storage"
 )
 
 // Params configure a Dispatcher.
 type Params struct {
-	NodeID string
+	NodeID   string
+	Store    *storage.Store
+	Catalog  *catalog.Catalog
+	Registry *Registry
+	Settler  *Settler
+	Log      *slog.Logger
 	// Concurrency bounds the calls in flight.
 	Concurrency int
 	// QueueSize bounds the claims held in memory (waiting for their time, queued, in flight).
-	QueueSize       int
+	QueueSize int
+	// MaxQueuedBytes bounds the arguments' bytes of the claims held in memory; zero means no
+	// bound. A claim larger than the bound alone is taken when nothing else is held.
+	MaxQueuedBytes  int64
 	DefaultTimeout  time.Duration
 	NoInstanceDelay time.Duration
 	BusyDelay       time.Duration
 	PausedDelay     time.Duration
 	// ClaimTimeout is added to a claim's deadline when a long attempt needs it moved.
 	ClaimTimeout time.Duration
+	// StopReserve is how long before the end of Stop's context the calls in flight are
+	// cancelled, leaving that long for their results to be handed to the settler.
+	StopReserve time.Duration
 	// Nodes returns how many nodes share the cluster, to split scene rate limits; nil means 1.
 	Nodes func() int
+	// OnRoom, when set, is called when room frees up after the queue was more than half full,
+	// so the claimer can fetch more without waiting for its next tick.
+	OnRoom func()
 	// Client makes the calls; nil means a client tuned for many calls to few hosts.
 	Client *http.Client
 }
@@ -46,8 +61,9 @@ type Params struct {
 const Grace = 2 * time.Second
 
 // Dispatcher runs claims: each at its due time, on an instance the registry picks, and hands
-// the outcome to the settler. It holds at most QueueSize claims and runs at most Concurrency
-// calls at once.
+// the outcome to the settler. It holds at most QueueSize claims, whose arguments add up to at
+// most MaxQueuedBytes, and runs at most Concurrency calls at once. Claims come without their
+// arguments; a loader reads them in batches for the claims about to be sent.
 type Dispatcher struct {
 	p        Params
 	store    *storage.Store
@@ -56,16 +72,24 @@ type Dispatcher struct {
 	settler  *Settler
 	client   *http.Client
 	log      *slog.Logger
-	// OnRoom, when set, is called when room frees up after the queue was more than half full,
-	// so the claimer can fetch more without waiting for its next tick.
-	OnRoom func()
 
-	ready    chan *retry.Claim
-	pending  atomic.Int64
+	// ready holds the claims due (their arguments not read yet), send those about to go out.
+	ready   chan *retry.Claim
+	send    chan *retry.Claim
+	pending atomic.Int64
+	// queuedBytes is the arguments' size of the claims held.
+	queuedBytes atomic.Int64
+	// avgSize is a running average of the claims' argument sizes, to turn free bytes into room.
+	avgSize  atomic.Int64
 	stopping atomic.Bool
+	started  atomic.Bool
 	ctx      context.Context
 	cancel   context.CancelFunc
-	workers  sync.WaitGroup
+	wg       sync.WaitGroup
+	// idle is signalled when the last claim held is done while stopping.
+	idle chan struct{}
+	// stopCh is closed as Stop begins.
+	stopCh chan struct{}
 
 	mu       sync.Mutex
 	timers   map[*retry.Claim]*time.Timer
@@ -77,9 +101,10 @@ type Dispatcher struct {
 	// their deadlines, so that time spent waiting for a worker never lets a claim lapse into a
 	// sweep that would charge an attempt for a call never made. A claim's RunDeadline is only
 	// written while it is here, and only read after it left, both under mu.
-	waiting    map[*retry.Claim]struct{}
-	keeperDone chan struct{}
+	waiting map[*retry.Claim]struct{}
 }
+
+var _ service.Killer = (*Dispatcher)(nil)
 
 type sceneLimiter struct {
 	limit   int
@@ -88,7 +113,9 @@ type sceneLimiter struct {
 }
 
 // NewDispatcher returns a dispatcher; Start runs it.
-func NewDispatcher(p Params, store *storage.Store, cat *catalog.Catalog, reg *Registry, settler *Settler, log *slog.Logger) *Dispatcher {
+func NewDispatcher(p Params) *Dispatcher {
+	p.Concurrency = max(p.Concurrency, 1)
+	p.QueueSize = max(p.QueueSize, 1)
 	client := p.Client
 	if client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -97,21 +124,29 @@ func NewDispatcher(p Params, store *storage.Store, cat *catalog.Catalog, reg *Re
 		tr.IdleConnTimeout = 90 * time.Second
 		client = &http.Client{Transport: tr}
 	}
-	return &Dispatcher{p: p, store: store, catalog: cat, registry: reg, settler: settler, client: client, log: log,
-		ready:  make(chan *retry.Claim, p.QueueSize*2),
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Dispatcher{p: p, store: p.Store, catalog: p.Catalog, registry: p.Registry, settler: p.Settler, client: client,
+		log: p.Log, ctx: ctx, cancel: cancel,
+		ready: make(chan *retry.Claim, p.QueueSize*2), send: make(chan *retry.Claim, p.Concurrency),
+		idle: make(chan struct{}, 1), stopCh: make(chan struct{}),
 		timers: map[*retry.Claim]*time.Timer{}, limiters: map[int64]*sceneLimiter{}, granted: map[*retry.Claim]bool{},
 		waiting: map[*retry.Claim]struct{}{}}
+	d.avgSize.Store(1 << 10)
+	return d
 }
 
-// Start runs the workers and the keeper.
-func (d *Dispatcher) Start() {
-	d.ctx, d.cancel = context.WithCancel(context.Background())
+// Start runs the loader, the workers and the keeper.
+func (d *Dispatcher) Start(context.Context) error {
+	if !d.started.CompareAndSwap(false, true) {
+		return service.ErrStarted
+	}
+	d.wg.Add(d.p.Concurrency + 2)
 	for range d.p.Concurrency {
-		d.workers.Add(1)
 		go d.work()
 	}
-	d.keeperDone = make(chan struct{})
+	go d.load()
 	go d.keep()
+	return nil
 }
 
 // keepEvery is how often the keeper looks at the claims waiting in memory.
@@ -120,7 +155,7 @@ func (d *Dispatcher) keepEvery() time.Duration { return max(d.p.ClaimTimeout/4, 
 // keep extends, every keepEvery, the deadlines of waiting claims that would lapse within half a
 // claim timeout, one statement per claim batch (claims of a batch share a token).
 func (d *Dispatcher) keep() {
-	defer close(d.keeperDone)
+	defer d.wg.Done()
 	t := time.NewTicker(d.keepEvery())
 	defer t.Stop()
 	for {
@@ -172,40 +207,89 @@ func (d *Dispatcher) keep() {
 
 // started takes a claim out of the waiting set as a worker starts on it (or gives it back),
 // after which its RunDeadline is the worker's alone.
-func (d *Dispatcher) started(c *retry.Claim) {
+func (d *Dispatcher) startedOn(c *retry.Claim) {
 	d.mu.Lock()
 	delete(d.waiting, c)
 	d.mu.Unlock()
 }
 
-// Room is how many more claims the dispatcher can take.
+// Room is how many more claims the dispatcher can take: what the queue size leaves, and, under
+// a byte bound, what the free bytes hold at the average size of the claims seen.
 func (d *Dispatcher) Room() int {
 	if d.stopping.Load() {
 		return 0
 	}
-	return max(d.p.QueueSize-int(d.pending.Load()), 0)
+	room := max(d.p.QueueSize-int(d.pending.Load()), 0)
+	if d.p.MaxQueuedBytes > 0 {
+		free := d.p.MaxQueuedBytes - d.queuedBytes.Load()
+		room = min(room, int(max(free, 0)/max(d.avgSize.Load(), 1)))
+	}
+	return room
+}
+
+// Capacity is how many claims the dispatcher holds when full: the queue size, or under a byte
+// bound what the bound holds at the average size of the claims seen.
+func (d *Dispatcher) Capacity() int {
+	n := d.p.QueueSize
+	if d.p.MaxQueuedBytes > 0 {
+		n = min(n, int(d.p.MaxQueuedBytes/max(d.avgSize.Load(), 1)))
+	}
+	return max(n, 1)
 }
 
 // Pending is how many claims the dispatcher holds.
 func (d *Dispatcher) Pending() int { return int(d.pending.Load()) }
 
-// Submit takes claims: each runs at its due time, or at once when that has passed.
+// QueuedBytes is the arguments' size of the claims the dispatcher holds.
+func (d *Dispatcher) QueuedBytes() int64 { return d.queuedBytes.Load() }
+
+// Submit takes claims: each runs at its due time, or at once when that has passed. Claims
+// that would take the arguments held past MaxQueuedBytes are given back at once, due as they
+// were.
 func (d *Dispatcher) Submit(claims []retry.Claim) {
 	now := time.Now()
-	d.pending.Add(int64(len(claims)))
-	d.mu.Lock()
-	for i := range claims {
-		d.waiting[&claims[i]] = struct{}{}
-	}
-	d.mu.Unlock()
+	var taken []*retry.Claim
 	for i := range claims {
 		c := &claims[i]
+		d.avgSize.Store((d.avgSize.Load()*7 + int64(max(c.ArgsSize, 1))) / 8)
+		if !d.take(c) {
+			d.add(retry.Release(c, c.DueAt))
+			continue
+		}
+		taken = append(taken, c)
+	}
+	d.mu.Lock()
+	for _, c := range taken {
+		d.waiting[c] = struct{}{}
+	}
+	d.mu.Unlock()
+	for _, c := range taken {
 		if wait := c.DueAt.Sub(now); wait > 0 {
 			d.after(c, wait)
 		} else {
 			d.ready <- c
 		}
 	}
+}
+
+// take counts a claim as held, unless its arguments would take the bytes held past the bound.
+func (d *Dispatcher) take(c *retry.Claim) bool {
+	size := int64(c.ArgsSize)
+	if d.p.MaxQueuedBytes > 0 {
+		for {
+			cur := d.queuedBytes.Load()
+			if cur > 0 && cur+size > d.p.MaxQueuedBytes {
+				return false
+			}
+			if d.queuedBytes.CompareAndSwap(cur, cur+size) {
+				break
+			}
+		}
+	} else {
+		d.queuedBytes.Add(size)
+	}
+	d.pending.Add(1)
+	return true
 }
 
 func (d *Dispatcher) after(c *retry.Claim, wait time.Duration) {
@@ -222,24 +306,152 @@ func (d *Dispatcher) after(c *retry.Claim, wait time.Duration) {
 	})
 }
 
-func (d *Dispatcher) done() {
+// done counts a claim as no longer held.
+func (d *Dispatcher) done(c *retry.Claim) {
+	d.queuedBytes.Add(-int64(c.ArgsSize))
 	n := d.pending.Add(-1)
-	if d.OnRoom != nil && n == int64(d.p.QueueSize/2) {
-		d.OnRoom()
+	if d.p.OnRoom != nil && n == int64(d.p.QueueSize/2) {
+		d.p.OnRoom()
+	}
+	if n == 0 && d.stopping.Load() {
+		select {
+		case d.idle <- struct{}{}:
+		default:
+		}
 	}
 }
 
-func (d *Dispatcher) work() {
-	defer d.workers.Done()
+// add hands a settlement to the settler, waiting while its queue is full until the dispatcher
+// is stopped for good; one it could not hand over is counted by the settler.
+func (d *Dispatcher) add(st retry.Settlement) { d.settler.AddContext(d.ctx, st) }
+
+// loadBatch bounds the claims whose arguments one read fetches.
+func (d *Dispatcher) loadBatch() int { return max(d.p.Concurrency, 16) }
+
+// load takes the claims that are due, reads their arguments in batches (one statement for the
+// claims due at once) and hands them to the workers. It reads ahead at most the workers' queue.
+// Once the dispatcher stops, it gives back what is queued for the workers and what falls due.
+func (d *Dispatcher) load() {
+	defer d.wg.Done()
+	batch := make([]*retry.Claim, 0, d.loadBatch())
+	stop := d.stopCh
 	for {
+		batch = batch[:0]
 		select {
 		case c := <-d.ready:
+			batch = append(batch, c)
+		case <-stop:
+			d.giveBackQueued()
+			stop = nil
+			continue
+		case <-d.ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case c := <-d.ready:
+				batch = append(batch, c)
+			default:
+				break more
+			}
+		}
+		if stop == nil {
+			for _, c := range batch {
+				d.giveBack(c)
+			}
+			continue
+		}
+		batch = d.loadArgs(batch)
+		for i, c := range batch {
+			select {
+			case d.send <- c:
+			case <-stop:
+				for _, c := range batch[i:] {
+					d.giveBack(c)
+				}
+				d.giveBackQueued()
+				stop = nil
+			case <-d.ctx.Done():
+				return
+			}
+			if stop == nil {
+				break
+			}
+		}
+	}
+}
+
+// giveBackQueued gives back the claims queued for the workers.
+func (d *Dispatcher) giveBackQueued() {
+	for {
+		select {
+		case c := <-d.send:
+			d.giveBack(c)
+		default:
+			return
+		}
+	}
+}
+
+// loadArgs reads the arguments of the claims that lack them and returns the claims to send.
+// When the read fails they are given back to wait a little; a task gone meanwhile is dropped.
+func (d *Dispatcher) loadArgs(batch []*retry.Claim) []*retry.Claim {
+	var ids []int64
+	for _, c := range batch {
+		if c.Args == nil {
+			ids = append(ids, c.TaskID)
+		}
+	}
+	if len(ids) == 0 {
+		return batch
+	}
+	args, err := d.store.TaskArgs(d.ctx, ids)
+	if err != nil {
+		if d.ctx.Err() == nil {
+			d.log.Error("dispatch: read arguments; the tasks wait", "tasks", len(ids), "err", err)
+		}
+		now := time.Now()
+		out := batch[:0]
+		for _, c := range batch {
+			if c.Args != nil {
+				out = append(out, c)
+				continue
+			}
+			d.startedOn(c)
+			d.add(retry.Release(c, now.Add(d.p.BusyDelay)))
+			d.done(c)
+		}
+		return out
+	}
+	out := batch[:0]
+	for _, c := range batch {
+		if c.Args == nil {
+			a, ok := args[c.TaskID]
+			if !ok {
+				// Deleted since it was claimed (by an operator): nothing to run or settle.
+				d.startedOn(c)
+				d.done(c)
+				continue
+			}
+			c.Args = a
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func (d *Dispatcher) work() {
+	defer d.wg.Done()
+	for {
+		select {
+		case c := <-d.send:
 			if d.stopping.Load() {
 				d.giveBack(c)
 			} else {
-				d.started(c)
+				d.startedOn(c)
 				d.run(c)
-				d.done()
+				d.done(c)
 			}
 		case <-d.ctx.Done():
 			return
@@ -247,51 +459,80 @@ func (d *Dispatcher) work() {
 	}
 }
 
-// Stop stops taking claims, gives back those not started (they keep their due time), waits
-// for the calls in flight until ctx ends, then cancels them (they are given back, not counted
-// as attempts).
+// Stop stops taking claims and gives back those not started (they keep their due time). It
+// waits for the calls in flight until StopReserve before ctx ends, then cancels them (they are
+// given back, not counted as attempts). Every goroutine it started has returned when it
+// returns, and what it could not hand to the settler is counted there.
 func (d *Dispatcher) Stop(ctx context.Context) {
-	d.stopping.Store(true)
+	if !d.started.Load() || d.stopping.Swap(true) {
+		return
+	}
+	close(d.stopCh)
+	wait := ctx
+	if dl, ok := ctx.Deadline(); ok && d.p.StopReserve > 0 {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithDeadline(ctx, dl.Add(-d.p.StopReserve))
+		defer cancel()
+	}
+	// When the wait ends, everything still waiting (a call, a hand-over to a settler that the
+	// database holds up) is cancelled.
+	defer context.AfterFunc(wait, d.cancel)()
+	var back []*retry.Claim
 	d.mu.Lock()
 	for c, t := range d.timers {
-		// A timer that already fired hands its claim to the queue, drained below.
+		// A timer that already fired hands its claim to the queue, where the loader gives it back.
 		if t.Stop() {
 			delete(d.timers, c)
 			delete(d.granted, c)
 			delete(d.waiting, c)
-			d.settler.Add(retry.Release(c, c.DueAt))
-			d.done()
+			back = append(back, c)
 		}
 	}
 	d.mu.Unlock()
+	for _, c := range back {
+		d.add(retry.Release(c, c.DueAt))
+		d.done(c)
+	}
+	if d.pending.Load() > 0 {
+		select {
+		case <-d.idle:
+		case <-wait.Done():
+			d.log.Warn("shutdown: cancelling calls in flight", "calls", d.pending.Load())
+		}
+	}
+	d.cancel()
+	d.wg.Wait()
+	d.client.CloseIdleConnections()
+	// What is left in the queues was not started: give it back if the settler has room.
 	for {
 		select {
 		case c := <-d.ready:
+			d.giveBack(c)
+			continue
+		case c := <-d.send:
 			d.giveBack(c)
 			continue
 		default:
 		}
 		break
 	}
-	idle := make(chan struct{})
-	go func() {
-		for d.pending.Load() > 0 {
-			select {
-			case c := <-d.ready:
-				d.giveBack(c)
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-		close(idle)
-	}()
-	select {
-	case <-idle:
-	case <-ctx.Done():
-		d.log.Warn("shutdown: cancelling calls in flight", "calls", d.pending.Load())
+}
+
+// Kill stops at once without giving anything back, as a crash would: the claims return to
+// waiting when the sweeper finds their deadline passed.
+func (d *Dispatcher) Kill() {
+	if !d.started.Load() || d.stopping.Swap(true) {
+		return
 	}
+	d.mu.Lock()
+	for c, t := range d.timers {
+		t.Stop()
+		delete(d.timers, c)
+	}
+	d.mu.Unlock()
 	d.cancel()
-	d.workers.Wait()
-	<-d.keeperDone
+	d.wg.Wait()
+	d.client.CloseIdleConnections()
 }
 
 // hold gives back a claim whose scene is paused or whose group or namespace is disabled: a
@@ -300,10 +541,10 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 // PausedDelay.
 func (d *Dispatcher) hold(c *retry.Claim, now time.Time) {
 	if c.Kind == retry.KindCallback {
-		d.settler.Add(retry.Release(c, now.Add(d.p.PausedDelay)))
+		d.add(retry.Release(c, now.Add(d.p.PausedDelay)))
 		return
 	}
-	d.settler.Add(retry.Hold(c))
+	d.add(retry.Hold(c))
 }
 
 // giveBack releases a claim that was not started; it keeps its due time.
@@ -312,23 +553,8 @@ func (d *Dispatcher) giveBack(c *retry.Claim) {
 	delete(d.granted, c)
 	delete(d.waiting, c)
 	d.mu.Unlock()
-	d.settler.Add(retry.Release(c, c.DueAt))
-	d.done()
-}
-
-// Abandon stops at once without giving anything back, as a crash would: the claims return to
-// waiting when the sweeper finds their deadline passed.
-func (d *Dispatcher) Abandon() {
-	d.stopping.Store(true)
-	d.mu.Lock()
-	for c, t := range d.timers {
-		t.Stop()
-		delete(d.timers, c)
-	}
-	d.mu.Unlock()
-	d.cancel()
-	d.workers.Wait()
-	<-d.keeperDone
+	d.add(retry.Release(c, c.DueAt))
+	d.done(c)
 }
 
 // run makes one claim's call and settles it.
@@ -341,7 +567,7 @@ func (d *Dispatcher) run(c *retry.Claim) {
 	sc, err := d.catalog.Scene(d.ctx, c.SceneID)
 	if err != nil {
 		d.log.Error("dispatch: read scene; the task waits", "task", c.TaskID, "scene", c.SceneID, "err", err)
-		d.settler.Add(retry.Release(c, now.Add(d.p.BusyDelay)))
+		d.add(retry.Release(c, now.Add(d.p.BusyDelay)))
 		return
 	}
 	if !sc.Enabled {
@@ -360,6 +586,7 @@ func (d *Dispatcher) run(c *retry.Claim) {
 		if wait := r.Delay(); wait > 0 {
 			if wait <= time.Second && now.Add(wait).Before(c.RunDeadline) {
 				d.pending.Add(1) // the timer holds it again; work() releases the current hold
+				d.queuedBytes.Add(int64(c.ArgsSize))
 				d.mu.Lock()
 				d.granted[c] = true
 				d.waiting[c] = struct{}{}
@@ -367,7 +594,7 @@ func (d *Dispatcher) run(c *retry.Claim) {
 				d.after(c, wait)
 			} else {
 				r.Cancel()
-				d.settler.Add(retry.Release(c, now.Add(wait)))
+				d.add(retry.Release(c, now.Add(wait)))
 			}
 			return
 		}
@@ -375,7 +602,7 @@ func (d *Dispatcher) run(c *retry.Claim) {
 	group, err := d.catalog.Group(d.ctx, c.GroupID)
 	if err != nil {
 		d.log.Error("dispatch: read group; the task waits", "task", c.TaskID, "group", c.GroupID, "err", err)
-		d.settler.Add(retry.Release(c, now.Add(d.p.BusyDelay)))
+		d.add(retry.Release(c, now.Add(d.p.BusyDelay)))
 		return
 	}
 	if !group.Active() {
@@ -412,14 +639,14 @@ func (d *Dispatcher) run(c *retry.Claim) {
 			if c.Kind == retry.KindReplay && d.registry.Live(c.GroupID) == 0 {
 				// The group has no instance at all: hold the task until one registers, so a
 				// service that is down does not have its backlog claimed over and over.
-				d.settler.Add(retry.Hold(c))
+				d.add(retry.Hold(c))
 			} else {
-				d.settler.Add(retry.Release(c, now.Add(d.p.NoInstanceDelay)))
+				d.add(retry.Release(c, now.Add(d.p.NoInstanceDelay)))
 			}
 			return
 		}
 		if err != nil {
-			d.settler.Add(retry.Release(c, now.Add(d.p.BusyDelay)))
+			d.add(retry.Release(c, now.Add(d.p.BusyDelay)))
 			return
 		}
 		tried[lease.Instance.ID] = true
@@ -436,7 +663,7 @@ func (d *Dispatcher) run(c *retry.Claim) {
 			continue
 		case callCancelled:
 			lease.Done(0, 0)
-			d.settler.Add(retry.Release(c, time.Now()))
+			d.add(retry.Release(c, time.Now()))
 			return
 		}
 		lease.Done(0, 0)
@@ -559,8 +786,8 @@ func (d *Dispatcher) settle(c *retry.Claim, sc *catalog.Scene, res retry.Result,
 	att := &retry.Attempt{TaskID: c.TaskID, Kind: c.Kind, Number: c.Number(), NodeID: d.p.NodeID, InstanceID: instance,
 		StartedAt: start, Duration: time.Since(start), Outcome: res.Outcome, Error: retry.TruncateError(res.Error)}
 	if c.Kind == retry.KindCallback {
-		d.settler.Add(retry.SettleCallback(c, &sc.Scene, sc.Policies, res, att, time.Now()))
+		d.add(retry.SettleCallback(c, &sc.Scene, sc.Policies, res, att, time.Now()))
 		return
 	}
-	d.settler.Add(retry.SettleReplay(c, &sc.Scene, sc.Policies, res, att, time.Now()))
+	d.add(retry.SettleReplay(c, &sc.Scene, sc.Policies, res, att, time.Now()))
 }

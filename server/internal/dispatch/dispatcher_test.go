@@ -43,16 +43,18 @@ func newRig(t *testing.T, s *storage.Store, editScene func(*retry.Scene), editPa
 	log := testkit.Logger(t)
 	// A zero TTL reads the scene for every dispatch, so a test's edit shows at once.
 	cat := catalog.New(catalog.Params{Store: s})
-	reg := dispatch.NewRegistry(s, time.Minute, time.Hour, log)
-	settler := dispatch.NewSettler(s, 100, 2*time.Millisecond, log)
-	p := dispatch.Params{NodeID: "node-1", Concurrency: 8, QueueSize: 1000, DefaultTimeout: 5 * time.Second,
+	reg := dispatch.NewRegistry(dispatch.RegistryParams{Store: s, TTL: time.Minute, Interval: time.Hour, Log: log})
+	settler := dispatch.NewSettler(dispatch.SettlerParams{Store: s, Batch: 100, Interval: 2 * time.Millisecond, Log: log})
+	p := dispatch.Params{NodeID: "node-1", Store: s, Catalog: cat, Registry: reg, Settler: settler, Log: log, Concurrency: 8, QueueSize: 1000, DefaultTimeout: 5 * time.Second,
 		NoInstanceDelay: noInstanceDelay, BusyDelay: busyDelay, PausedDelay: pausedDelay, ClaimTimeout: time.Minute}
 	if editParams != nil {
 		editParams(&p)
 	}
-	d := dispatch.NewDispatcher(p, s, cat, reg, settler, log)
-	settler.Start()
-	d.Start()
+	d := dispatch.NewDispatcher(p)
+	startSettler(t, settler)
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -520,8 +522,10 @@ func TestDispatcherAccountsForEveryClaim(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
 		var rooms atomic.Int32
-		r := newRig(t, s, nil, func(p *dispatch.Params) { p.QueueSize = 400 })
-		r.d.OnRoom = func() { rooms.Add(1) }
+		r := newRig(t, s, nil, func(p *dispatch.Params) {
+			p.QueueSize = 400
+			p.OnRoom = func() { rooms.Add(1) }
+		})
 		ok := newExecutor(t, testkit.Succeed)
 		r.register("ok", ok.URL(), 4)
 		// More scenes of the same group: paused, and rate limited.
@@ -653,15 +657,16 @@ func TestWaitingClaimsDoNotLapse(t *testing.T) {
 		r.d.Submit(claims)
 		// Eight calls of 150 ms in a row take over a second: far past the claims' first deadline.
 		for _, id := range ids {
-			for {
-				if stuck, _ := s.Stuck(context.Background(), retry.KindReplay, testkit.AllBuckets(), time.Now(), 100); len(stuck) > 0 {
+			testkit.WaitUntil(t, 30*time.Second, "every task to succeed", func() bool {
+				stuck, err := s.Stuck(context.Background(), retry.KindReplay, testkit.AllBuckets(), time.Now(), 100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(stuck) > 0 {
 					t.Fatalf("claim of task %d lapsed while it waited for the worker", stuck[0].TaskID)
 				}
-				if tk := r.Task(id); tk.State == retry.Succeeded {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return r.Task(id).State == retry.Succeeded
+			})
 		}
 		for _, id := range ids {
 			if atts := r.Attempts(id); len(atts) != 1 || atts[0].Outcome != retry.OutcomeSucceeded {

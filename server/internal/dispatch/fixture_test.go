@@ -1,6 +1,7 @@
 package dispatch_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/retryhub/retryhub/client-sdk/protocol"
+	"github.com/retryhub/retryhub/server/internal/dispatch"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
@@ -26,6 +28,14 @@ func newFixture(t *testing.T, s *storage.Store, edit func(*retry.Scene)) *fixtur
 	t.Helper()
 	return &fixture{testkit.NewFixture(t, s, storagetest.RandomName("ns"), testToken,
 		testkit.RemoteScene(3, time.Hour, time.Second, edit))}
+}
+
+// startSettler starts a settler, failing the test if it does not start.
+func startSettler(t *testing.T, st *dispatch.Settler) {
+	t.Helper()
+	if err := st.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // keys returns n distinct keys with the prefix.
@@ -47,18 +57,15 @@ func (f *fixture) claim(kind retry.AttemptKind, dueBy time.Time) []retry.Claim {
 // waitTask waits until the task satisfies ok, failing with its state after a generous timeout.
 func (f *fixture) waitTask(id int64, what string, ok func(retry.Task) bool) retry.Task {
 	f.T.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		tk := f.Task(id)
-		if ok(tk) {
-			return tk
-		}
-		if time.Now().After(deadline) {
-			f.T.Fatalf("task %d never %s: it is %s after %d attempts (callback %s), next at %s, last error %q",
-				id, what, tk.State, tk.Attempts, tk.CallbackState, tk.NextAt.Format(time.StampMilli), tk.LastError)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var tk retry.Task
+	testkit.WaitDescribed(f.T, 5*time.Millisecond, 10*time.Second, func() string {
+		return fmt.Sprintf("task %d to be %s: it is %s after %d attempts (callback %s), next at %s, last error %q",
+			id, what, tk.State, tk.Attempts, tk.CallbackState, tk.NextAt.Format(time.StampMilli), tk.LastError)
+	}, func() bool {
+		tk = f.Task(id)
+		return ok(tk)
+	})
+	return tk
 }
 
 func notRunning(tk retry.Task) bool { return tk.State != retry.Running }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/service"
 	"github.com/retryhub/retryhub/server/internal/storage"
 )
 
@@ -25,6 +26,16 @@ var (
 	// ErrBusy: every live instance is at capacity or asked to be left alone for a while.
 	ErrBusy = errors.New("every client instance is busy")
 )
+
+// RegistryParams configure a Registry.
+type RegistryParams struct {
+	Store *storage.Store
+	// TTL: an instance whose heartbeat is older does not count as live.
+	TTL time.Duration
+	// Interval is how often the instances are reloaded.
+	Interval time.Duration
+	Log      *slog.Logger
+}
 
 // Registry is this node's list of live client instances, refreshed from the database (any node
 // may receive an instance's heartbeat), with this node's in-flight count per instance and the
@@ -39,8 +50,8 @@ type Registry struct {
 	groups map[int64]*groupInstances
 	byID   map[string]*instance
 
-	stop chan struct{}
-	done chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 type groupInstances struct {
@@ -56,10 +67,9 @@ type instance struct {
 	lastUsed  time.Time
 }
 
-// NewRegistry returns a registry of instances whose heartbeat is younger than ttl, reloaded
-// every interval.
-func NewRegistry(store *storage.Store, ttl, interval time.Duration, log *slog.Logger) *Registry {
-	return &Registry{store: store, ttl: ttl, interval: interval, log: log,
+// NewRegistry returns a registry; Start loads it and keeps it fresh.
+func NewRegistry(p RegistryParams) *Registry {
+	return &Registry{store: p.Store, ttl: p.TTL, interval: p.Interval, log: p.Log,
 		groups: map[int64]*groupInstances{}, byID: map[string]*instance{}}
 }
 
@@ -69,21 +79,25 @@ const refreshTimeout = 10 * time.Second
 // Start loads the instances under ctx, and keeps reloading them until Stop (ctx ending does not
 // stop the reloads).
 func (r *Registry) Start(ctx context.Context) error {
+	if r.done != nil {
+		return service.ErrStarted
+	}
 	if err := r.Refresh(ctx); err != nil {
 		return err
 	}
-	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	lctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan struct{})
 	go func() {
 		defer close(r.done)
 		t := time.NewTicker(r.interval)
 		defer t.Stop()
 		for {
 			select {
-			case <-r.stop:
+			case <-lctx.Done():
 				return
 			case <-t.C:
-				rctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
-				if err := r.Refresh(rctx); err != nil {
+				rctx, cancel := context.WithTimeout(lctx, refreshTimeout)
+				if err := r.Refresh(rctx); err != nil && lctx.Err() == nil {
 					r.log.Warn("refresh client instances", "err", err)
 				}
 				cancel()
@@ -93,10 +107,10 @@ func (r *Registry) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the reloading.
-func (r *Registry) Stop() {
-	if r.stop != nil {
-		close(r.stop)
+// Stop ends the reloading, cancelling a reload under way.
+func (r *Registry) Stop(context.Context) {
+	if r.cancel != nil {
+		r.cancel()
 		<-r.done
 	}
 }

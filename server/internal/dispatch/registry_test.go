@@ -22,7 +22,7 @@ func instanceOf(id string, capacity int) retry.Instance {
 // memRegistry is a registry fed only through Observe: Pick never touches the database.
 func memRegistry(t *testing.T, instances ...retry.Instance) *dispatch.Registry {
 	t.Helper()
-	r := dispatch.NewRegistry(nil, time.Minute, time.Minute, testkit.Logger(t))
+	r := dispatch.NewRegistry(dispatch.RegistryParams{Store: nil, TTL: time.Minute, Interval: time.Minute, Log: testkit.Logger(t)})
 	for _, in := range instances {
 		r.Observe(in)
 	}
@@ -215,17 +215,19 @@ func TestDoneKeepsBusyAndDownInstancesOut(t *testing.T) {
 	}
 }
 
-// waitPick picks an instance of group 1 with round robin, trying for a few seconds.
+// waitPick picks an instance of group 1 with round robin, waiting until one can be picked.
 func waitPick(t *testing.T, r *dispatch.Registry) (*dispatch.Lease, error) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		l, err := r.Pick(1, retry.RoundRobin, "k", nil)
-		if err == nil || time.Now().After(deadline) {
-			return l, err
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var (
+		l   *dispatch.Lease
+		err error
+	)
+	testkit.WaitDescribed(t, 5*time.Millisecond, 5*time.Second, func() string { return fmt.Sprintf("a pick (%v)", err) },
+		func() bool {
+			l, err = r.Pick(1, retry.RoundRobin, "k", nil)
+			return err == nil
+		})
+	return l, err
 }
 
 func TestInstancesWithoutExecutorAreNeverPicked(t *testing.T) {
@@ -260,7 +262,7 @@ func TestRefreshAndObserveKeepInFlightCounts(t *testing.T) {
 		if err := s.UpsertInstance(ctx, in, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		r := dispatch.NewRegistry(s, time.Hour, time.Hour, testkit.Logger(t))
+		r := dispatch.NewRegistry(dispatch.RegistryParams{Store: s, TTL: time.Hour, Interval: time.Hour, Log: testkit.Logger(t)})
 		if err := r.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -309,11 +311,11 @@ func TestRefreshDropsSilentInstances(t *testing.T) {
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i1", GroupID: g.ID, ExecutorURL: "http://i1.invalid/execute"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		r := dispatch.NewRegistry(s, 2*time.Second, 10*time.Millisecond, testkit.Logger(t))
+		r := dispatch.NewRegistry(dispatch.RegistryParams{Store: s, TTL: 2 * time.Second, Interval: 10 * time.Millisecond, Log: testkit.Logger(t)})
 		if err := r.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(r.Stop)
+		t.Cleanup(func() { r.Stop(context.Background()) })
 		if r.Live(g.ID) != 1 {
 			t.Fatalf("Live = %d after start, want the registered instance", r.Live(g.ID))
 		}
@@ -338,12 +340,12 @@ func TestRefreshOutlivesTheStartContext(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		t.Parallel()
 		g := testkit.NewGroup(t, s, storagetest.RandomName("ns"), testToken)
-		r := dispatch.NewRegistry(s, time.Minute, 10*time.Millisecond, testkit.Logger(t))
+		r := dispatch.NewRegistry(dispatch.RegistryParams{Store: s, TTL: time.Minute, Interval: 10 * time.Millisecond, Log: testkit.Logger(t)})
 		ctx, cancel := context.WithCancel(context.Background())
 		if err := r.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(r.Stop)
+		t.Cleanup(func() { r.Stop(context.Background()) })
 		cancel()
 		if err := s.UpsertInstance(context.Background(), retry.Instance{ID: "late", GroupID: g.ID, ExecutorURL: "http://late.invalid/execute"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)

@@ -2,6 +2,8 @@ package dispatch_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -67,10 +69,9 @@ func TestSettlerWritesEverythingInBatchesInOrder(t *testing.T) {
 		if len(claims) != 60 {
 			t.Fatalf("claimed %d, want 60", len(claims))
 		}
-		st := dispatch.NewSettler(s, 7, 20*time.Millisecond, testkit.Logger(t))
 		var w written
-		st.OnSettled = w.record
-		st.Start()
+		st := dispatch.NewSettler(dispatch.SettlerParams{Store: s, Batch: 7, Interval: 20 * time.Millisecond, Log: testkit.Logger(t), OnSettled: w.record})
+		startSettler(t, st)
 		var order []int64
 		for i := range claims {
 			st.Add(f.succeeded(&claims[i]))
@@ -120,8 +121,8 @@ func queuedSuccesses(t *testing.T, s *storage.Store) (*fixture, []int64, *dispat
 	f := newFixture(t, s, nil)
 	ids := f.Add(time.Now(), keys("k", 5)...)
 	claims := f.claim(retry.KindReplay, time.Now())
-	st := dispatch.NewSettler(s, 1000, time.Hour, testkit.Logger(t))
-	st.Start()
+	st := dispatch.NewSettler(dispatch.SettlerParams{Store: s, Batch: 1000, Interval: time.Hour, Log: testkit.Logger(t)})
+	startSettler(t, st)
 	for i := range claims {
 		st.Add(f.succeeded(&claims[i]))
 	}
@@ -143,14 +144,14 @@ func TestSettlerStopWritesWhatIsQueued(t *testing.T) {
 	})
 }
 
-func TestSettlerAbandonWritesNothing(t *testing.T) {
+func TestSettlerKillWritesNothing(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		f, ids, st := queuedSuccesses(t, s)
-		st.Abandon()
+		st.Kill()
 		for _, id := range ids {
 			if tk := f.Task(id); tk.State != retry.Running || tk.Attempts != 0 || len(f.Attempts(id)) != 0 {
-				t.Fatalf("task %d after Abandon: %s with %d attempts, want still running with none", id, tk.State, tk.Attempts)
+				t.Fatalf("task %d after Kill: %s with %d attempts, want still running with none", id, tk.State, tk.Attempts)
 			}
 		}
 	})
@@ -162,8 +163,8 @@ func TestSettlerAddAfterStopDoesNotBlock(t *testing.T) {
 	f := newFixture(t, s, nil)
 	f.Add(time.Now(), "k")
 	c := f.claim(retry.KindReplay, time.Now())[0]
-	st := dispatch.NewSettler(s, 2, time.Hour, testkit.Logger(t))
-	st.Start()
+	st := dispatch.NewSettler(dispatch.SettlerParams{Store: s, Batch: 2, Interval: time.Hour, Log: testkit.Logger(t)})
+	startSettler(t, st)
 	st.Stop(context.Background())
 	added := make(chan struct{})
 	go func() {
@@ -177,9 +178,9 @@ func TestSettlerAddAfterStopDoesNotBlock(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Add after Stop blocked")
 	}
-	// Stop and Abandon again are harmless.
+	// Stop and Kill again are harmless.
 	st.Stop(context.Background())
-	st.Abandon()
+	st.Kill()
 }
 
 func TestSettlementOfALostClaimChangesNothing(t *testing.T) {
@@ -198,10 +199,9 @@ func TestSettlementOfALostClaimChangesNothing(t *testing.T) {
 		if len(fresh) != 1 {
 			t.Fatalf("the released task was not claimed again: %d claims", len(fresh))
 		}
-		st := dispatch.NewSettler(s, 10, time.Millisecond, testkit.Logger(t))
 		var w written
-		st.OnSettled = w.record
-		st.Start()
+		st := dispatch.NewSettler(dispatch.SettlerParams{Store: s, Batch: 10, Interval: time.Millisecond, Log: testkit.Logger(t), OnSettled: w.record})
+		startSettler(t, st)
 		st.Add(f.succeeded(&old))
 		st.Stop(ctx)
 		if len(w.ids()) != 1 || w.changed != 0 {
@@ -221,8 +221,8 @@ func TestSettlerStopGivesUpWhenTheDatabaseIsGone(t *testing.T) {
 	f := newFixture(t, s, nil)
 	f.Add(time.Now(), "k")
 	c := f.claim(retry.KindReplay, time.Now())[0]
-	st := dispatch.NewSettler(s, 10, time.Millisecond, testkit.Logger(t))
-	st.Start()
+	st := dispatch.NewSettler(dispatch.SettlerParams{Store: s, Batch: 10, Interval: time.Millisecond, Log: testkit.Logger(t)})
+	startSettler(t, st)
 	settlement := f.succeeded(&c)
 	s.Close()
 	st.Add(settlement)
@@ -251,10 +251,9 @@ func TestSettlerIsolatesASettlementTheDatabaseRefuses(t *testing.T) {
 	if len(claims) != 10 {
 		t.Fatalf("claimed %d", len(claims))
 	}
-	st := dispatch.NewSettler(s, 100, time.Hour, testkit.Logger(t))
 	var w written
-	st.OnSettled = w.record
-	st.Start()
+	st := dispatch.NewSettler(dispatch.SettlerParams{Store: s, Batch: 100, Interval: time.Hour, Log: testkit.Logger(t), OnSettled: w.record})
+	startSettler(t, st)
 	for i := range claims {
 		set := f.succeeded(&claims[i])
 		if i == 6 {
@@ -274,5 +273,95 @@ func TestSettlerIsolatesASettlementTheDatabaseRefuses(t *testing.T) {
 		if i == 6 && tk.State != retry.Running {
 			t.Fatalf("the refused settlement's task is %s, want it left running for the sweeper", tk.State)
 		}
+	}
+}
+
+// logRecord is one captured log record.
+type logRecord struct {
+	level slog.Level
+	msg   string
+	attrs map[string]string
+}
+
+// captured is a slog handler that keeps every record.
+type captured struct {
+	mu      sync.Mutex
+	records []logRecord
+}
+
+func (c *captured) Enabled(context.Context, slog.Level) bool { return true }
+func (c *captured) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *captured) WithGroup(string) slog.Handler            { return c }
+func (c *captured) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{level: r.Level, msg: r.Message, attrs: map[string]string{}}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value.String()
+		return true
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.records = append(c.records, rec)
+	return nil
+}
+
+// at returns the records at level or above.
+func (c *captured) at(level slog.Level) []logRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []logRecord
+	for _, r := range c.records {
+		if r.level >= level {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// During a database outage the settler logs one error as it begins and one info line when
+// writes succeed again, with how many results waited, however many times it retries between.
+func TestSettlerLogsAnOutageOnceAndItsEnd(t *testing.T) {
+	t.Parallel()
+	target, proxy := testkit.MySQLBehindProxy(t)
+	s := storagetest.Open(t, target)
+	f := newFixture(t, s, nil)
+	f.Add(time.Now(), keys("k", 3)...)
+	claims := f.claim(retry.KindReplay, time.Now())
+	var h captured
+	var w written
+	st := dispatch.NewSettler(dispatch.SettlerParams{Store: s, Batch: 3, Interval: time.Hour, Log: slog.New(&h),
+		OnSettled: w.record})
+	startSettler(t, st)
+	defer st.Stop(context.Background())
+	settlements := make([]retry.Settlement, len(claims))
+	for i := range claims {
+		settlements[i] = f.succeeded(&claims[i])
+	}
+	proxy.Down()
+	for _, set := range settlements {
+		st.Add(set)
+	}
+	retries := func() int {
+		n := 0
+		for _, r := range h.at(slog.LevelDebug) {
+			if r.level == slog.LevelDebug && strings.Contains(r.msg, "trying again") {
+				n++
+			}
+		}
+		return n
+	}
+	testkit.WaitUntil(t, 20*time.Second, "several retries during the outage", func() bool { return retries() >= 6 })
+	proxy.Up()
+	testkit.WaitUntil(t, 20*time.Second, "the results to be written", func() bool { return len(w.ids()) == len(claims) })
+	if errs := h.at(slog.LevelError); len(errs) != 1 {
+		t.Fatalf("%d error lines during one outage of %d retries, want 1: %+v", len(errs), retries(), errs)
+	}
+	var recovered []logRecord
+	for _, r := range h.at(slog.LevelInfo) {
+		if r.level == slog.LevelInfo {
+			recovered = append(recovered, r)
+		}
+	}
+	if len(recovered) != 1 || recovered[0].attrs["waited"] != "3" || recovered[0].attrs["for"] == "" {
+		t.Fatalf("recovery lines %+v, want one naming the 3 results that waited and for how long", recovered)
 	}
 }

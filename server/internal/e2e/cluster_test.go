@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +54,11 @@ func TestTwoNodesSplitTheBucketsAndOneTakesAllWhenTheOtherStops(t *testing.T) {
 			total, each := split(t, a, b)
 			return total == 128 && each[0] > 20 && each[1] > 20
 		})
+		// Exactly one of them leads the singleton work.
+		waitFor(t, 10*time.Second, "one node to lead", func() bool { return a.Elector.IsLeader() || b.Elector.IsLeader() })
+		if a.Elector.IsLeader() && b.Elector.IsLeader() {
+			t.Fatal("both nodes lead the singleton work")
+		}
 		// The database agrees: every lease is held by one of them.
 		leases, err := a.Store.Leases(context.Background())
 		if err != nil {
@@ -59,11 +69,21 @@ func TestTwoNodesSplitTheBucketsAndOneTakesAllWhenTheOtherStops(t *testing.T) {
 				t.Fatalf("bucket %d leased to %q", l.Bucket, l.NodeID)
 			}
 		}
-		// For a while, it stays split and never overlaps.
-		for range 10 {
+		// Through two rounds of lease renewals, it stays split and never overlaps.
+		renewedPast := time.Now().Add(cfg.Scheduler.LeaseDuration + 2*cfg.Scheduler.HeartbeatInterval)
+		waitFor(t, 10*time.Second, "both nodes to renew their leases twice", func() bool {
 			split(t, a, b)
-			time.Sleep(50 * time.Millisecond)
-		}
+			leases, err := a.Store.Leases(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range leases {
+				if !l.ExpiresAt.After(renewedPast) {
+					return false
+				}
+			}
+			return true
+		})
 
 		// A graceful stop hands the buckets over at once.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -71,6 +91,7 @@ func TestTwoNodesSplitTheBucketsAndOneTakesAllWhenTheOtherStops(t *testing.T) {
 		if err := b.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
+		waitFor(t, 5*time.Second, "node-a to lead after node-b stopped", a.Elector.IsLeader)
 		waitFor(t, 5*time.Second, "node-a to take all buckets after node-b stopped", func() bool {
 			total, _ := split(t, a)
 			return total == 128
@@ -218,4 +239,81 @@ func TestShutdownPastItsTimeoutStillGivesBackCancelledCalls(t *testing.T) {
 				tk.State, tk.Attempts, tk.ClaimToken)
 		}
 	})
+}
+
+// syncBuffer is a log destination a test reads while a node writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A node whose database becomes unreachable, with calls in flight and results waiting to be
+// written, still shuts down (within its timeout and the grace after it), and logs how many
+// results it could not write: their tasks return through the sweeper after the claim deadline.
+func TestShutdownReturnsWhileTheDatabaseIsDown(t *testing.T) {
+	target, proxy := testkit.MySQLBehindProxy(t)
+	cfg := testConfig(target)
+	cfg.Server.NodeID = "node-a"
+	var logs syncBuffer
+	ctx := context.Background()
+	a, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Kill) // a no-op once Shutdown ran
+	w := newWorld(t, a, 3, func(sc *retry.Scene) { sc.Timeout = time.Minute })
+	release, hold := make(chan struct{}), make(chan struct{})
+	in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+		<-release
+		if strings.HasPrefix(req.IdempotencyKey, "hang") {
+			<-hold
+		}
+		return testkit.Succeed(req)
+	})
+	t.Cleanup(func() { close(hold) }) // before the instance's server closes
+	w.register("i1", in.URL(), 8)
+	w.report(item("notify", "done-1"), item("notify", "done-2"), item("notify", "hang-1"), item("notify", "hang-2"))
+	waitFor(t, 10*time.Second, "four calls in flight", func() bool { return len(in.CallsOf(protocol.KindReplay)) == 4 })
+	proxy.Down()
+	close(release) // two answer (their results cannot be written), two stay in flight
+	waitFor(t, 10*time.Second, "the settler to meet the outage", func() bool {
+		return strings.Contains(logs.String(), "the database refuses them")
+	})
+
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Shutdown(sctx)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("Shutdown did not return with the database down; log:\n%s", logs.String())
+	}
+	// The two answered calls' results, and the give-backs of the two cancelled ones.
+	out := logs.String()
+	m := regexp.MustCompile(`shutdown: results not written.* results=(\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("the log does not say which results were not written:\n%s", out)
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 2 {
+		t.Fatalf("the log says %d results were not written, want at least the 2 answered calls':\n%s", n, out)
+	}
 }

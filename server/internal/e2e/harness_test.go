@@ -126,18 +126,15 @@ func (w *world) task(id int64) retry.Task {
 // waitTask waits until the task satisfies ok, failing after timeout with the task's state.
 func (w *world) waitTask(id int64, timeout time.Duration, what string, ok func(retry.Task) bool) retry.Task {
 	w.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		tk := w.task(id)
-		if ok(tk) {
-			return tk
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("task %d never %s; it is %s after %d attempts (callback %s), last error %q",
-				id, what, tk.State, tk.Attempts, tk.CallbackState, tk.LastError)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var tk retry.Task
+	testkit.WaitDescribed(w.t, 20*time.Millisecond, timeout, func() string {
+		return fmt.Sprintf("task %d to be %s; it is %s after %d attempts (callback %s), last error %q",
+			id, what, tk.State, tk.Attempts, tk.CallbackState, tk.LastError)
+	}, func() bool {
+		tk = w.task(id)
+		return ok(tk)
+	})
+	return tk
 }
 
 func (w *world) attempts(id int64) []retry.Attempt {

@@ -179,8 +179,11 @@ func TestRetentionDeletesOldEndedWorkAndKeepsDeadLetters(t *testing.T) {
 		w.waitTask(dead, 10*time.Second, "exhausted", func(tk retry.Task) bool { return tk.State == retry.Exhausted })
 		w.waitTask(live, 10*time.Second, "failed once", func(tk retry.Task) bool { return tk.Attempts == 1 })
 		time.Sleep(20 * time.Millisecond)
-		j := scheduler.NewJanitor(node.Store, config.Retention{Succeeded: time.Millisecond, Attempts: 0, Batch: 1},
-			time.Hour, testkit.Logger(t))
+		j, err := scheduler.NewJanitor(scheduler.JanitorParams{Store: node.Store, ForgetAfter: time.Hour, Log: testkit.Logger(t),
+			Retention: config.Retention{Succeeded: time.Millisecond, Attempts: 0, Batch: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -197,8 +200,10 @@ func TestRetentionDeletesOldEndedWorkAndKeepsDeadLetters(t *testing.T) {
 		w.task(dead)
 		w.task(live)
 		// With dead-letter retention set, old dead letters go too, and old attempts.
-		j = scheduler.NewJanitor(node.Store, config.Retention{DeadLetters: time.Millisecond, Attempts: time.Millisecond, Batch: 1},
-			time.Hour, testkit.Logger(t))
+		if j, err = scheduler.NewJanitor(scheduler.JanitorParams{Store: node.Store, ForgetAfter: time.Hour, Log: testkit.Logger(t),
+			Retention: config.Retention{DeadLetters: time.Millisecond, Attempts: time.Millisecond, Batch: 1}}); err != nil {
+			t.Fatal(err)
+		}
 		if sw, err = j.Exec(ctx); err != nil || sw.DeadLetters != 1 {
 			t.Fatalf("swept %+v %v", sw, err)
 		}

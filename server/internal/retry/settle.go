@@ -16,7 +16,10 @@ type Claim struct {
 	SceneID        int64
 	Bucket         int
 	IdempotencyKey string
-	Args           []byte
+	// Args are the call's arguments; a claim leaves them nil (dispatch reads them just before
+	// sending) and sets ArgsSize, their stored length.
+	Args     []byte
+	ArgsSize int
 	// State is Running for a replay claim, and the ended state (Succeeded or Exhausted) for a
 	// callback claim.
 	State            State

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/service"
 	"github.com/retryhub/retryhub/server/internal/storage"
 )
 
@@ -14,12 +15,23 @@ import (
 type Sink interface {
 	// Room is how many more claims it can take.
 	Room() int
+	// Capacity is how many claims it holds when full.
+	Capacity() int
 	// Submit hands it claims.
 	Submit(claims []retry.Claim)
 }
 
 // ClaimerParams configure a Claimer.
 type ClaimerParams struct {
+	Store *storage.Store
+	// Held returns the buckets this node holds (the leaser's Held).
+	Held func() []int
+	Sink Sink
+	// Waker wakes the claimer for a round; nil means a waker of its own (Wake still works).
+	Waker *Waker
+	// Tick is the cron spec of the rounds; empty means rounds only on Wake.
+	Tick   string
+	Log    *slog.Logger
 	NodeID string
 	// Batch bounds the claims of one statement.
 	Batch int
@@ -45,8 +57,9 @@ type Claimer struct {
 	held  func() []int
 	sink  Sink
 	log   *slog.Logger
+	wake  *Waker
+	tick  *Cron
 
-	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
 	// offset is where each kind's rotation over the buckets stands.
@@ -55,54 +68,68 @@ type Claimer struct {
 	rounds int
 }
 
-// NewClaimer returns a claimer of the buckets held returns; Start runs it.
-func NewClaimer(store *storage.Store, p ClaimerParams, held func() []int, sink Sink, log *slog.Logger) *Claimer {
+var _ service.Service = (*Claimer)(nil)
+
+// NewClaimer returns a claimer; Start runs it. It fails on a Tick it cannot parse.
+func NewClaimer(p ClaimerParams) (*Claimer, error) {
 	if p.MaxPasses <= 0 {
 		p.MaxPasses = 8
 	}
-	return &Claimer{p: p, store: store, held: held, sink: sink, log: log, wake: make(chan struct{}, 1),
+	if p.Waker == nil {
+		p.Waker = NewWaker()
+	}
+	c := &Claimer{p: p, store: p.Store, held: p.Held, sink: p.Sink, log: p.Log, wake: p.Waker,
 		offset: map[retry.AttemptKind]int{}}
+	if p.Tick != "" {
+		tick, err := NewCron(p.Log, Job{Name: "claim tick", Spec: p.Tick, Run: func(context.Context) { c.Wake() }})
+		if err != nil {
+			return nil, err
+		}
+		c.tick = tick
+	}
+	return c, nil
 }
 
 // Wake asks for a round soon; rounds never overlap, and wakes during a round merge into one.
-// The cron tick and dispatch call it.
-func (c *Claimer) Wake() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
+func (c *Claimer) Wake() { c.wake.Wake() }
 
-// Start runs rounds until Stop. A round that leaves due work behind for lack of room (a
-// backlog) is followed by another as soon as dispatch has room again, without waiting for the
-// next tick.
-func (c *Claimer) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
+// Start runs rounds until Stop: on every tick and every Wake. A round that leaves due work
+// behind for lack of room (a backlog) is followed by another as soon as dispatch has room
+// again, without waiting for the next tick.
+func (c *Claimer) Start(ctx context.Context) error {
+	if c.done != nil {
+		return service.ErrStarted
+	}
+	lctx, cancel := context.WithCancel(context.Background())
 	c.cancel, c.done = cancel, make(chan struct{})
 	go func() {
 		defer close(c.done)
 		for {
 			select {
-			case <-ctx.Done():
+			case <-lctx.Done():
 				return
-			case <-c.wake:
+			case <-c.wake.c:
 			}
 			for {
-				if _, more := c.round(ctx); !more || !c.waitRoom(ctx) {
+				if _, more := c.round(lctx); !more || !c.waitRoom(lctx) {
 					break
 				}
 			}
 		}
 	}()
+	if c.tick != nil {
+		return c.tick.Start(ctx)
+	}
+	return nil
 }
 
 // roomPoll is how often a claimer behind a backlog looks for room in dispatch.
 const roomPoll = 5 * time.Millisecond
 
-// waitRoom waits until dispatch has room for a quarter of a batch, and reports false when ctx
-// ends first.
+// waitRoom waits until dispatch has room for a quarter of a batch (or of what dispatch holds,
+// when that is less), and reports false when ctx ends first.
 func (c *Claimer) waitRoom(ctx context.Context) bool {
-	want := max(c.p.Batch/4, 1)
+	want := max(min(c.p.Batch, c.sink.Capacity())/4, 1)
 	t := time.NewTicker(roomPoll)
 	defer t.Stop()
 	for c.sink.Room() < want {
@@ -115,12 +142,17 @@ func (c *Claimer) waitRoom(ctx context.Context) bool {
 	return ctx.Err() == nil
 }
 
-// Stop ends the claimer, waiting for the claim statement under way; the round ends after it.
-// What it claimed has been handed to dispatch, which gives back what it does not run.
-func (c *Claimer) Stop() {
+// Stop ends the ticks and the claimer, waiting for the claim statement under way (bounded by
+// its own timeout); the round ends after it. What it claimed has been handed to dispatch, which
+// gives back what it does not run.
+func (c *Claimer) Stop(ctx context.Context) {
+	if c.tick != nil {
+		c.tick.Stop(ctx)
+	}
 	if c.cancel != nil {
 		c.cancel()
 		<-c.done
+		c.cancel = nil
 	}
 }
 

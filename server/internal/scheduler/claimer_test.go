@@ -33,6 +33,8 @@ func (s *sink) Room() int {
 	return max(s.capacity-len(s.held), 0)
 }
 
+func (s *sink) Capacity() int { return s.capacity }
+
 func (s *sink) Submit(claims []retry.Claim) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -71,8 +73,12 @@ const claimTimeout = 30 * time.Second
 
 func newClaimer(t *testing.T, s *storage.Store, held []int, sk scheduler.Sink, lookahead time.Duration) *scheduler.Claimer {
 	t.Helper()
-	return scheduler.NewClaimer(s, scheduler.ClaimerParams{NodeID: "node-1", Batch: 1000, Lookahead: lookahead,
-		ClaimTimeout: claimTimeout}, func() []int { return held }, sk, testkit.Logger(t))
+	c, err := scheduler.NewClaimer(scheduler.ClaimerParams{Store: s, Held: func() []int { return held }, Sink: sk,
+		Log: testkit.Logger(t), NodeID: "node-1", Batch: 1000, Lookahead: lookahead, ClaimTimeout: claimTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestClaimerClaimsOnlyItsBuckets(t *testing.T) {
@@ -306,11 +312,13 @@ func TestClaimerRunsARoundWhenWoken(t *testing.T) {
 	f.addMany(4, 3, time.Now().Add(-time.Second))
 	sk := newSink(t, 100)
 	c := newClaimer(t, s, []int{4}, sk, time.Second)
-	c.Start()
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	c.Wake()
 	c.Wake() // wakes merge
 	testkit.WaitUntil(t, 10*time.Second, "the woken claimer to claim", func() bool { return sk.total() == 3 })
-	c.Stop()
+	c.Stop(context.Background())
 	f.addMany(4, 3, time.Now().Add(-time.Second))
 	c.Wake() // a stopped claimer claims nothing more
 	if sk.total() != 3 {
@@ -329,13 +337,18 @@ func TestClaimerStopNeverStrandsAClaim(t *testing.T) {
 				f.addMany(b, 25, time.Now().Add(-time.Minute))
 			}
 			sk := newSink(t, 1000)
-			c := scheduler.NewClaimer(s, scheduler.ClaimerParams{NodeID: node, Batch: 1000, Lookahead: time.Second,
-				ClaimTimeout: claimTimeout}, func() []int { return []int{0, 1, 2, 3} }, sk, testkit.Logger(t))
-			c.Start()
+			c, err := scheduler.NewClaimer(scheduler.ClaimerParams{Store: s, Held: func() []int { return []int{0, 1, 2, 3} },
+				Sink: sk, Log: testkit.Logger(t), NodeID: node, Batch: 1000, Lookahead: time.Second, ClaimTimeout: claimTimeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
 			c.Wake()
-			time.Sleep(time.Duration(i%6) * time.Millisecond)
-			c.Stop()
-			time.Sleep(5 * time.Millisecond) // time for a straggling statement to land
+			time.Sleep(time.Duration(i%6) * time.Millisecond) // stop at a different point of the round each time
+			// Stop waits for the statement under way: nothing lands after it.
+			c.Stop(ctx)
 			tasks, err := s.ListTasks(ctx, storage.TaskFilter{States: []retry.State{retry.Running}}, 0, 10000)
 			if err != nil {
 				t.Fatal(err)

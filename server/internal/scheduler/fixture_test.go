@@ -9,6 +9,7 @@ import (
 
 	"github.com/retryhub/retryhub/server/internal/catalog"
 	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/service"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
 	"github.com/retryhub/retryhub/server/internal/testkit"
@@ -23,6 +24,14 @@ func newFixture(t *testing.T, s *storage.Store, edit func(*retry.Scene)) *fixtur
 	t.Helper()
 	return &fixture{testkit.NewFixture(t, s, storagetest.RandomName("ns"), "scheduler-test-token-0123456789",
 		testkit.RemoteScene(3, time.Hour, 0, edit))}
+}
+
+// start starts a service, failing the test if it does not start.
+func start(t *testing.T, svc service.Service) {
+	t.Helper()
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // addMany stores n tasks in the bucket, due at due.

@@ -6,8 +6,18 @@ import (
 	"time"
 
 	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/service"
 	"github.com/retryhub/retryhub/server/internal/storage"
 )
+
+// HeartbeatParams configure a Heartbeat.
+type HeartbeatParams struct {
+	Store *storage.Store
+	Node  retry.Node
+	// Interval is how often the node's row is refreshed.
+	Interval time.Duration
+	Log      *slog.Logger
+}
 
 // Heartbeat keeps this node's row in the node table fresh, so the other nodes count it live.
 type Heartbeat struct {
@@ -16,10 +26,12 @@ type Heartbeat struct {
 	loop  loop
 }
 
-// NewHeartbeat returns the heartbeat of node, beating every interval.
-func NewHeartbeat(store *storage.Store, node retry.Node, interval time.Duration, log *slog.Logger) *Heartbeat {
-	h := &Heartbeat{store: store, node: node}
-	h.loop = loop{name: "heartbeat", interval: interval, exec: h.exec, log: log, finish: passTimeout}
+var _ service.Killer = (*Heartbeat)(nil)
+
+// NewHeartbeat returns the heartbeat of a node; Start runs it.
+func NewHeartbeat(p HeartbeatParams) *Heartbeat {
+	h := &Heartbeat{store: p.Store, node: p.Node}
+	h.loop = loop{interval: p.Interval, exec: h.exec, log: p.Log, finish: passTimeout}
 	return h
 }
 
@@ -32,17 +44,25 @@ func (h *Heartbeat) exec(ctx context.Context) {
 	}
 }
 
-// Start beats until Stop.
-func (h *Heartbeat) Start() { h.loop.start() }
+// Start records the first beat under ctx, so the node is listed before it takes buckets, then
+// beats every interval until Stop.
+func (h *Heartbeat) Start(ctx context.Context) error {
+	if err := h.Beat(ctx); err != nil {
+		return err
+	}
+	return h.loop.start()
+}
 
 // Stop ends the heartbeat (letting a beat under way land first) and removes the node's row, so
 // the others take its share at once.
 func (h *Heartbeat) Stop(ctx context.Context) {
-	h.loop.stop()
+	if !h.loop.stop() {
+		return
+	}
 	if err := h.store.DeleteNode(ctx, h.node.ID); err != nil {
 		h.loop.log.Warn("remove node row", "node", h.node.ID, "err", err)
 	}
 }
 
-// Abandon ends the heartbeat and leaves the row to age, as a crash would.
-func (h *Heartbeat) Abandon() { h.loop.stop() }
+// Kill ends the heartbeat and leaves the row to age, as a crash would.
+func (h *Heartbeat) Kill() { h.loop.stop() }

@@ -32,8 +32,8 @@ func TestHeartbeatKeepsTheNodeListedUntilItStops(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
 		node := retry.Node{ID: "node-a", Address: "10.0.0.1:8080", Version: "test", StartedAt: time.Now()}
-		h := scheduler.NewHeartbeat(s, node, 10*time.Millisecond, testkit.Logger(t))
-		h.Start()
+		h := scheduler.NewHeartbeat(scheduler.HeartbeatParams{Store: s, Node: node, Interval: 10 * time.Millisecond, Log: testkit.Logger(t)})
+		start(t, h)
 		testkit.WaitUntil(t, 10*time.Second, "the node to be listed", func() bool { return !heartbeatOf(t, s, "node-a").IsZero() })
 		first := heartbeatOf(t, s, "node-a")
 		testkit.WaitUntil(t, 10*time.Second, "a later heartbeat", func() bool { return heartbeatOf(t, s, "node-a").After(first) })
@@ -44,8 +44,8 @@ func TestHeartbeatKeepsTheNodeListedUntilItStops(t *testing.T) {
 		// Stopping while a beat is under way: the beat lands first, never after the row is
 		// removed (a cancelled statement may still run on MySQL and bring the row back).
 		for i := range 25 {
-			h := scheduler.NewHeartbeat(s, node, time.Millisecond, testkit.Logger(t))
-			h.Start()
+			h := scheduler.NewHeartbeat(scheduler.HeartbeatParams{Store: s, Node: node, Interval: time.Millisecond, Log: testkit.Logger(t)})
+			start(t, h)
 			time.Sleep(time.Duration(i%5) * time.Millisecond)
 			h.Stop(ctx)
 			time.Sleep(5 * time.Millisecond) // time for a straggling statement to land
@@ -55,12 +55,12 @@ func TestHeartbeatKeepsTheNodeListedUntilItStops(t *testing.T) {
 		}
 
 		// A crashed node stays listed, silent, until it ages out.
-		c := scheduler.NewHeartbeat(s, retry.Node{ID: "node-c", StartedAt: time.Now()}, 10*time.Millisecond, testkit.Logger(t))
+		c := scheduler.NewHeartbeat(scheduler.HeartbeatParams{Store: s, Node: retry.Node{ID: "node-c", StartedAt: time.Now()}, Interval: 10 * time.Millisecond, Log: testkit.Logger(t)})
 		if err := c.Beat(ctx); err != nil {
 			t.Fatal(err)
 		}
-		c.Start()
-		c.Abandon()
+		start(t, c)
+		c.Kill()
 		last := heartbeatOf(t, s, "node-c")
 		if last.IsZero() {
 			t.Fatal("a crashed node's row was removed")

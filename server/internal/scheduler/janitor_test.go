@@ -52,8 +52,7 @@ func TestJanitorDeletesOldEndedTasksInBatchesAndKeepsTheRest(t *testing.T) {
 		pending := cb.addMany(2, 1, due)[0]
 		cb.end(false)
 
-		j := scheduler.NewJanitor(s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 0, Attempts: 0, Batch: 3},
-			time.Hour, testkit.Logger(t))
+		j := newJanitor(t, s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 0, Attempts: 0, Batch: 3}, time.Hour)
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -79,8 +78,7 @@ func TestJanitorDeletesOldEndedTasksInBatchesAndKeepsTheRest(t *testing.T) {
 		recent := f.addMany(1, 1, time.Now().Add(-time.Minute))[0]
 		claims := f.Claim(retry.KindReplay, "node-1", time.Now(), time.Now().Add(time.Minute))
 		f.settle(claims, retry.OutcomeFailed, time.Now())
-		j = scheduler.NewJanitor(s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 30 * time.Minute, Batch: 1},
-			time.Hour, testkit.Logger(t))
+		j = newJanitor(t, s, config.Retention{Succeeded: 30 * time.Minute, DeadLetters: 30 * time.Minute, Batch: 1}, time.Hour)
 		if sw, err = j.Exec(ctx); err != nil || sw.DeadLetters != 2 || sw.Ended != 0 {
 			t.Fatalf("swept %+v (%v); want the 2 old dead letters", sw, err)
 		}
@@ -116,9 +114,12 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 		if err := s.HeartbeatNode(ctx, retry.Node{ID: "node-old", StartedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
-		// They fall silent for longer than the janitor's forget-after (700 ms), while the next
-		// two, listed just before it runs, are far younger than that.
-		time.Sleep(800 * time.Millisecond)
+		// They are older than the janitor's forget-after (700 ms) as its clock reads; the next
+		// two, listed once the wall clock has passed the cut-off, are younger.
+		cutoff := time.Now().Add(5 * time.Millisecond)
+		testkit.WaitUntil(t, 10*time.Second, "the clock to pass the cut-off", func() bool {
+			return time.Now().After(cutoff.Add(2 * time.Millisecond))
+		})
 		if err := s.UpsertInstance(ctx, retry.Instance{ID: "i-new", GroupID: f.Group.ID, ExecutorURL: "http://y.invalid"}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +127,11 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 			t.Fatal(err)
 		}
 
-		j := scheduler.NewJanitor(s, config.Retention{Attempts: 30 * time.Minute, Batch: 2}, 700*time.Millisecond, testkit.Logger(t))
+		j, err := scheduler.NewJanitor(scheduler.JanitorParams{Store: s, Retention: config.Retention{Attempts: 30 * time.Minute, Batch: 2},
+			ForgetAfter: 700 * time.Millisecond, Now: func() time.Time { return cutoff.Add(700 * time.Millisecond) }, Log: testkit.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
 		sw, err := j.Exec(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -158,4 +163,13 @@ func TestJanitorPrunesOldAttemptsAndForgetsSilentInstancesAndNodes(t *testing.T)
 			t.Fatalf("nodes left %+v, want only node-new", nodes)
 		}
 	})
+}
+
+func newJanitor(t *testing.T, s *storage.Store, r config.Retention, forgetAfter time.Duration) *scheduler.Janitor {
+	t.Helper()
+	j, err := scheduler.NewJanitor(scheduler.JanitorParams{Store: s, Retention: r, ForgetAfter: forgetAfter, Log: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
 }

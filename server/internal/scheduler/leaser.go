@@ -8,11 +8,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/retryhub/retryhub/server/internal/service"
 	"github.com/retryhub/retryhub/server/internal/storage"
 )
 
 // LeaserParams configure a Leaser.
 type LeaserParams struct {
+	Store   *storage.Store
+	Log     *slog.Logger
 	NodeID  string
 	Buckets int
 	// Interval is how often leases are renewed and the share recomputed.
@@ -37,12 +40,16 @@ type Leaser struct {
 
 	held  atomic.Pointer[[]int]
 	nodes atomic.Int32
+	// took is set once a pass has taken leases, so that Stop releases them.
+	took atomic.Bool
 }
 
+var _ service.Killer = (*Leaser)(nil)
+
 // NewLeaser returns a leaser; Start runs it.
-func NewLeaser(store *storage.Store, p LeaserParams, log *slog.Logger) *Leaser {
-	l := &Leaser{p: p, store: store, log: log}
-	l.loop = loop{name: "leaser", interval: p.Interval, exec: l.exec, log: log, finish: passTimeout}
+func NewLeaser(p LeaserParams) *Leaser {
+	l := &Leaser{p: p, store: p.Store, log: p.Log}
+	l.loop = loop{interval: p.Interval, exec: l.exec, log: p.Log, finish: passTimeout}
 	l.held.Store(&[]int{})
 	l.nodes.Store(1)
 	return l
@@ -54,8 +61,13 @@ func (l *Leaser) Held() []int { return *l.held.Load() }
 // Nodes returns how many nodes were live at the last pass.
 func (l *Leaser) Nodes() int { return int(l.nodes.Load()) }
 
-// Start runs the leaser until Stop.
-func (l *Leaser) Start() { l.loop.start() }
+// Start takes this node's share under ctx, then renews it every interval until Stop.
+func (l *Leaser) Start(ctx context.Context) error {
+	if err := l.Exec(ctx); err != nil {
+		return err
+	}
+	return l.loop.start()
+}
 
 // Exec runs one pass: read the live nodes, release what is no longer ours, take what is.
 func (l *Leaser) Exec(ctx context.Context) error {
@@ -96,6 +108,7 @@ func (l *Leaser) Exec(ctx context.Context) error {
 		l.log.Info("bucket leases changed", "held", len(held), "share", len(mine), "nodes", len(ids))
 	}
 	l.held.Store(&held)
+	l.took.Store(true)
 	return nil
 }
 
@@ -111,16 +124,20 @@ func (l *Leaser) exec(ctx context.Context) {
 // Stop ends leasing (letting a renewal under way land first) and releases every bucket, so
 // other nodes take them at once.
 func (l *Leaser) Stop(ctx context.Context) {
-	l.loop.stop()
+	if !l.loop.stop() && !l.took.Swap(false) {
+		return
+	}
+	l.took.Store(false)
 	l.held.Store(&[]int{})
 	if err := l.store.ReleaseBuckets(ctx, l.p.NodeID, nil); err != nil {
 		l.log.Warn("release bucket leases", "err", err)
 	}
 }
 
-// Abandon ends leasing and leaves the leases to expire, as a crash would.
-func (l *Leaser) Abandon() {
+// Kill ends leasing and leaves the leases to expire, as a crash would.
+func (l *Leaser) Kill() {
 	l.loop.stop()
+	l.took.Store(false)
 	l.held.Store(&[]int{})
 }
 

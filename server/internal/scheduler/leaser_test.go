@@ -97,8 +97,8 @@ func TestShareMovesOnlyTheBucketsOfANodeThatLeavesOrJoins(t *testing.T) {
 func newLeaser(t *testing.T, s *storage.Store, node string) *scheduler.Leaser {
 	t.Helper()
 	beat(t, s, node)
-	return scheduler.NewLeaser(s, scheduler.LeaserParams{NodeID: node, Buckets: storagetest.Buckets,
-		Interval: 20 * time.Millisecond, NodeTTL: time.Minute, LeaseDuration: 2 * time.Second}, testkit.Logger(t))
+	return scheduler.NewLeaser(scheduler.LeaserParams{Store: s, Log: testkit.Logger(t), NodeID: node, Buckets: storagetest.Buckets,
+		Interval: 20 * time.Millisecond, NodeTTL: time.Minute, LeaseDuration: 2 * time.Second})
 }
 
 func beat(t *testing.T, s *storage.Store, node string) {
@@ -187,7 +187,7 @@ func TestLeasersSplitTheBucketsAndHandOverWhenOneLeaves(t *testing.T) {
 		// A node that crashes keeps its leases until they expire: the survivor, which no longer
 		// counts it, takes its buckets only then.
 		cHeld := slices.Clone(c.Held())
-		c.Abandon()
+		c.Kill()
 		if err := s.DeleteNode(ctx, "node-c"); err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +214,7 @@ func TestLeaserRenewsWhileRunningAndReleasesOnStop(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		a := newLeaser(t, s, "node-a")
-		a.Start()
+		start(t, a)
 		testkit.WaitUntil(t, 10*time.Second, "the leaser to take every bucket", func() bool { return len(a.Held()) == storagetest.Buckets })
 		// Leases last two seconds; the leaser keeps them past that.
 		renewedPast := time.Now().Add(3 * time.Second)
@@ -249,9 +249,9 @@ func TestLeaserRenewsWhileRunningAndReleasesOnStop(t *testing.T) {
 		// Stopping while a renewal is under way: the renewal lands first, never after the
 		// release (a cancelled statement may still run on MySQL and take the leases back).
 		for i := range 25 {
-			l := scheduler.NewLeaser(s, scheduler.LeaserParams{NodeID: "node-a", Buckets: storagetest.Buckets,
-				Interval: time.Millisecond, NodeTTL: time.Minute, LeaseDuration: time.Minute}, testkit.Logger(t))
-			l.Start()
+			l := scheduler.NewLeaser(scheduler.LeaserParams{Store: s, Log: testkit.Logger(t), NodeID: "node-a",
+				Buckets: storagetest.Buckets, Interval: time.Millisecond, NodeTTL: time.Minute, LeaseDuration: time.Minute})
+			start(t, l)
 			time.Sleep(time.Duration(i%5) * time.Millisecond)
 			l.Stop(ctx)
 			time.Sleep(5 * time.Millisecond) // time for a straggling statement to land

@@ -1,22 +1,30 @@
 // Package scheduler splits the work among server nodes and finds what is due: the heartbeat
-// keeps this node listed, the leaser takes this node's share of the buckets, the claimer claims
-// due tasks of those buckets on every cron tick and hands them to dispatch, the sweeper takes
-// back tasks whose claim outlived its deadline, and the janitor applies retention. Each is one
-// type in one file with Start and Stop, and one exec that does one pass of its work.
+// keeps this node listed, the leaser takes this node's share of the buckets, the elector makes
+// one node the leader for the singleton work, the claimer claims due tasks of the held buckets
+// on every cron tick and hands them to dispatch, the sweeper takes back tasks whose claim
+// outlived its deadline (and, on the leader, brings held tasks back), and the janitor applies
+// retention on the leader. Each is one type in one file, a service.Service built from a params
+// struct, with one exec that does one pass of its work.
 package scheduler
 
 import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/retryhub/retryhub/server/internal/service"
 )
 
-// passTimeout bounds a heartbeat or lease pass, and so how long a stop waits for one.
+// passTimeout bounds a heartbeat, lease or leadership pass, and so how long a stop waits for one.
 const passTimeout = 5 * time.Second
+
+// Leader says whether this node leads the singleton work now: the Elector.
+type Leader interface {
+	IsLeader() bool
+}
 
 // loop runs exec every interval until stop, the first time at once.
 type loop struct {
-	name     string
 	interval time.Duration
 	exec     func(ctx context.Context)
 	log      *slog.Logger
@@ -31,7 +39,11 @@ type loop struct {
 	done   chan struct{}
 }
 
-func (l *loop) start() {
+// start runs the loop; a second start is refused.
+func (l *loop) start() error {
+	if l.done != nil {
+		return service.ErrStarted
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel, l.done = cancel, make(chan struct{})
 	go func() {
@@ -47,6 +59,7 @@ func (l *loop) start() {
 			}
 		}
 	}()
+	return nil
 }
 
 func (l *loop) pass(ctx context.Context) {
@@ -59,11 +72,14 @@ func (l *loop) pass(ctx context.Context) {
 	l.exec(pctx)
 }
 
-// stop ends the loop and waits for a pass under way.
-func (l *loop) stop() {
+// stop ends the loop and waits for a pass under way; it reports whether the loop was running
+// (a loop stops once).
+func (l *loop) stop() bool {
 	if l.cancel == nil {
-		return
+		return false
 	}
 	l.cancel()
 	<-l.done
+	l.cancel = nil
+	return true
 }

@@ -4,29 +4,47 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/retryhub/retryhub/server/internal/catalog"
 	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/service"
 	"github.com/retryhub/retryhub/server/internal/storage"
 )
+
+// SweeperParams configure a Sweeper.
+type SweeperParams struct {
+	Store   *storage.Store
+	Catalog *catalog.Catalog
+	// Held returns the buckets this node holds (the leaser's Held).
+	Held func() []int
+	// Leader says whether this node brings held tasks back (the elector).
+	Leader Leader
+	// Interval is how often the sweeper passes.
+	Interval time.Duration
+	// InstanceTTL: an instance whose heartbeat is older does not count as live.
+	InstanceTTL time.Duration
+	// Now reads the clock; nil means time.Now.
+	Now func() time.Time
+	Log *slog.Logger
+}
 
 // Sweeper takes back tasks whose claim outlived its deadline: the node that claimed them, or
 // the client it called, stopped answering. Each counts as a timed-out attempt and is settled
 // like any other, on the condition that the task is still running under the same claim token,
-// so a task that finished meanwhile is never overwritten. The sweeper of the node holding
-// bucket 0 also brings held tasks (of every bucket) back to waiting once their scene, group and
-// namespace are enabled and their group has a live instance.
+// so a task that finished meanwhile is never overwritten. A task it cannot settle (its scene
+// cannot be read) is logged, skipped and counted, and the rest of the batch proceeds. On the
+// leader it also brings held tasks (of every bucket) back to waiting once their scene, group
+// and namespace are enabled and their group has a live instance.
 type Sweeper struct {
-	store       *storage.Store
-	catalog     *catalog.Catalog
-	held        func() []int
-	nodeID      string
-	instanceTTL time.Duration
-	log         *slog.Logger
-	loop        loop
+	p       SweeperParams
+	log     *slog.Logger
+	loop    loop
+	skipped atomic.Int64
 }
+
+var _ service.Service = (*Sweeper)(nil)
 
 // sweepBatch bounds the tasks taken back per pass and kind.
 const sweepBatch = 500
@@ -37,22 +55,29 @@ const (
 	unholdBatches = 50
 )
 
-// NewSweeper returns a sweeper of the buckets held returns, passing every interval. An
-// instance whose heartbeat is older than instanceTTL does not count as live.
-func NewSweeper(store *storage.Store, cat *catalog.Catalog, held func() []int, nodeID string, interval, instanceTTL time.Duration, log *slog.Logger) *Sweeper {
-	s := &Sweeper{store: store, catalog: cat, held: held, nodeID: nodeID, instanceTTL: instanceTTL, log: log}
-	s.loop = loop{name: "sweeper", interval: interval, exec: func(ctx context.Context) {
+// NewSweeper returns a sweeper; Start runs it.
+func NewSweeper(p SweeperParams) *Sweeper {
+	if p.Now == nil {
+		p.Now = time.Now
+	}
+	s := &Sweeper{p: p, log: p.Log}
+	s.loop = loop{interval: p.Interval, exec: func(ctx context.Context) {
 		s.Exec(ctx)
 		s.Unhold(ctx)
-	}, log: log}
+	}, log: p.Log}
 	return s
 }
 
-// Start sweeps until Stop.
-func (s *Sweeper) Start() { s.loop.start() }
+// Start sweeps every interval until Stop, the first time at once.
+func (s *Sweeper) Start(context.Context) error { return s.loop.start() }
 
-// Stop ends the sweeper.
-func (s *Sweeper) Stop() { s.loop.stop() }
+// Stop ends the sweeper, cancelling a pass under way (what it settled is written; what it did
+// not, the next sweep on any node takes back).
+func (s *Sweeper) Stop(context.Context) { s.loop.stop() }
+
+// Skipped is how many times a stuck task was skipped because it could not be settled (its
+// scene could not be read); each skip is logged with the task.
+func (s *Sweeper) Skipped() int64 { return s.skipped.Load() }
 
 // Exec runs one pass and returns how many tasks it took back.
 func (s *Sweeper) Exec(ctx context.Context) int {
@@ -67,15 +92,15 @@ func (s *Sweeper) Exec(ctx context.Context) int {
 	return total
 }
 
-// Unhold runs one pass bringing held tasks back, when this node holds bucket 0 (so one node at
+// Unhold runs one pass bringing held tasks back, when this node is the leader (so one node at
 // a time does it), and returns how many it brought back.
 func (s *Sweeper) Unhold(ctx context.Context) int64 {
-	if !slices.Contains(s.held(), 0) {
+	if s.p.Leader == nil || !s.p.Leader.IsLeader() {
 		return 0
 	}
 	var total int64
 	for range unholdBatches {
-		n, more, err := s.store.Unhold(ctx, time.Now().Add(-s.instanceTTL), unholdBatch)
+		n, more, err := s.p.Store.Unhold(ctx, s.p.Now().Add(-s.p.InstanceTTL), unholdBatch)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("bring back held tasks", "err", err)
@@ -95,17 +120,25 @@ func (s *Sweeper) Unhold(ctx context.Context) int64 {
 }
 
 func (s *Sweeper) sweep(ctx context.Context, kind retry.AttemptKind) (int, error) {
-	now := time.Now()
-	stuck, err := s.store.Stuck(ctx, kind, s.held(), now, sweepBatch)
+	now := s.p.Now()
+	stuck, err := s.p.Store.Stuck(ctx, kind, s.p.Held(), now, sweepBatch)
 	if err != nil || len(stuck) == 0 {
 		return 0, err
 	}
 	batch := make([]retry.Settlement, 0, len(stuck))
 	for i := range stuck {
 		c := &stuck[i]
-		sc, err := s.catalog.Scene(ctx, c.SceneID)
+		sc, err := s.p.Catalog.Scene(ctx, c.SceneID)
 		if err != nil {
-			return 0, fmt.Errorf("scene %d of task %d: %w", c.SceneID, c.TaskID, err)
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			// One task that cannot be settled must not hold back the others: skip it (it stays
+			// running, and the next sweep tries again) and count it.
+			s.skipped.Add(1)
+			s.log.Error("sweep: cannot read the scene of a stuck task; skipping it", "task", c.TaskID, "scene", c.SceneID,
+				"kind", kind, "err", err)
+			continue
 		}
 		msg := fmt.Sprintf("no result by the claim's deadline %s: node %s or its client instance stopped answering",
 			c.RunDeadline.Format(time.RFC3339), c.ClaimedBy)
@@ -123,7 +156,10 @@ func (s *Sweeper) sweep(ctx context.Context, kind retry.AttemptKind) (int, error
 		st.Lapsed = &now
 		batch = append(batch, st)
 	}
-	n, err := s.store.Settle(ctx, batch)
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	n, err := s.p.Store.Settle(ctx, batch)
 	if err != nil {
 		return 0, err
 	}

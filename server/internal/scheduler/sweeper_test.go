@@ -15,10 +15,27 @@ import (
 	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
+// leader is a fixed answer to "does this node lead?".
+type leader bool
+
+func (l leader) IsLeader() bool { return bool(l) }
+
+// newSweeper returns a sweeper of the held buckets on the leader.
 func newSweeper(t *testing.T, s *storage.Store, held []int) *scheduler.Sweeper {
 	t.Helper()
-	return scheduler.NewSweeper(s, catalog.New(catalog.Params{Store: s, TTL: time.Minute}), func() []int { return held }, "node-sweeper",
-		time.Hour, time.Minute, testkit.Logger(t))
+	return sweeperOf(t, s, held, true, time.Minute)
+}
+
+func sweeperOf(t *testing.T, s *storage.Store, held []int, leads leader, instanceTTL time.Duration) *scheduler.Sweeper {
+	t.Helper()
+	return sweeperAt(t, s, held, leads, instanceTTL, time.Now)
+}
+
+func sweeperAt(t *testing.T, s *storage.Store, held []int, leads leader, instanceTTL time.Duration, now func() time.Time) *scheduler.Sweeper {
+	t.Helper()
+	return scheduler.NewSweeper(scheduler.SweeperParams{Store: s, Catalog: catalog.New(catalog.Params{Store: s, TTL: time.Minute}),
+		Held: func() []int { return held }, Leader: leads, Interval: time.Hour, InstanceTTL: instanceTTL, Now: now,
+		Log: testkit.Logger(t)})
 }
 
 func TestSweeperTakesBackClaimsPastTheirDeadline(t *testing.T) {
@@ -296,16 +313,16 @@ func TestSweeperBringsBackHeldTasks(t *testing.T) {
 		if err := s.UpdateNamespace(ctx, ns); err != nil {
 			t.Fatal(err)
 		}
-		// And an instance whose heartbeat is older than the instance TTL is not live.
-		time.Sleep(10 * time.Millisecond)
-		staleTTL := scheduler.NewSweeper(s, catalog.New(catalog.Params{Store: s, TTL: time.Minute}), func() []int { return []int{0} }, "node-sweeper",
-			time.Hour, 5*time.Millisecond, testkit.Logger(t))
+		// And an instance whose heartbeat is older than the instance TTL is not live: seen a
+		// minute from now, with a TTL of 30 s.
+		later := time.Now().Add(time.Minute)
+		staleTTL := sweeperAt(t, s, []int{0}, true, 30*time.Second, func() time.Time { return later })
 		if n := staleTTL.Unhold(ctx); n != 0 {
 			t.Fatalf("brought back %d with only a silent instance, want 0", n)
 		}
-		// Only the node holding bucket 0 brings tasks back.
-		if n := newSweeper(t, s, []int{1, 2}).Unhold(ctx); n != 0 {
-			t.Fatalf("a node without bucket 0 brought back %d, want 0", n)
+		// Only the leader brings tasks back, whatever buckets it holds.
+		if n := sweeperOf(t, s, testkit.AllBuckets(), false, time.Minute).Unhold(ctx); n != 0 {
+			t.Fatalf("a node that does not lead brought back %d, want 0", n)
 		}
 		// The enabled scene's tasks, of every bucket, come back due as they were; the paused
 		// scene's stays held.
@@ -334,6 +351,37 @@ func TestSweeperBringsBackHeldTasks(t *testing.T) {
 		if res, err := s.Apply(ctx, storage.Resume, []int64{ofPaused}, time.Time{}); err != nil || res.Changed != 1 ||
 			f.Task(ofPaused).State != retry.Waiting {
 			t.Fatalf("resuming it: %+v %v", res, err)
+		}
+	})
+}
+
+// A stuck task whose scene cannot be read is logged, skipped and counted; the rest of the batch
+// is taken back.
+func TestSweeperSkipsATaskItCannotSettle(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := newFixture(t, s, nil)
+		due := time.Now().Add(-time.Minute)
+		good := f.AddInBucket(2, due, "good-1", "good-2")
+		// A task of a scene that does not exist (its row gone).
+		if _, err := s.Ingest(ctx, []storage.NewTask{{GroupID: f.Group.ID, SceneID: 1 << 40, Bucket: 2, Key: "orphan",
+			Args: []byte(`{}`), State: retry.Waiting, NextAt: due}}); err != nil {
+			t.Fatal(err)
+		}
+		f.Claim(retry.KindReplay, "node-dead", time.Now(), time.Now().Add(-time.Second))
+
+		sw := newSweeper(t, s, []int{2})
+		if n := sw.Exec(ctx); n != len(good) {
+			t.Fatalf("took back %d, want the %d tasks it can settle", n, len(good))
+		}
+		for _, id := range good {
+			if tk := f.Task(id); tk.State != retry.Waiting || tk.Attempts != 1 {
+				t.Fatalf("task %d is %s with %d attempts, want taken back", id, tk.State, tk.Attempts)
+			}
+		}
+		if sw.Skipped() != 1 {
+			t.Fatalf("skipped %d, want the one task without a scene", sw.Skipped())
 		}
 	})
 }

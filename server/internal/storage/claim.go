@@ -39,9 +39,12 @@ func phaseOf(k retry.AttemptKind) phase {
 	return phase{"state", "next_at", int8(retry.Waiting), int8(retry.Running)}
 }
 
-// claimCols are the columns a claim reads; the last one is the phase's due time.
+// claimCols are the columns a claim reads; the last one is the phase's due time. It reads the
+// arguments' size, not the arguments: dispatch reads them (TaskArgs) just before sending. (On
+// SQLite LENGTH counts characters, which bounds the bytes of JSON's mostly-ASCII text well
+// enough for dispatch's memory bound.)
 func (ph phase) claimCols() string {
-	return "id, group_id, scene_id, bucket, idem_key, args, state, attempts, cb_attempts, last_error, " +
+	return "id, group_id, scene_id, bucket, idem_key, LENGTH(args), state, attempts, cb_attempts, last_error, " +
 		"cb_error, deadline_at, claim_token, claimed_by, run_deadline, created_at, " + ph.next
 }
 
@@ -133,19 +136,18 @@ func readClaims(ctx context.Context, db dbtx, q string, kind retry.AttemptKind, 
 	for rows.Next() {
 		var (
 			c         retry.Claim
-			args      string
 			state     int8
 			deadline  *Time
 			runUntil  *Time
 			due       *Time
 			createdAt Time
 		)
-		if err := rows.Scan(&c.TaskID, &c.GroupID, &c.SceneID, &c.Bucket, &c.IdempotencyKey, &args, &state,
+		if err := rows.Scan(&c.TaskID, &c.GroupID, &c.SceneID, &c.Bucket, &c.IdempotencyKey, &c.ArgsSize, &state,
 			&c.Attempts, &c.CallbackAttempts, &c.LastError, &c.CallbackError, &deadline, &c.Token, &c.ClaimedBy, &runUntil,
 			&createdAt, &due); err != nil {
 			return nil, err
 		}
-		c.Kind, c.Args, c.State, c.DeadlineAt, c.CreatedAt = kind, []byte(args), retry.State(state), deadline.Ptr(), createdAt.Time
+		c.Kind, c.State, c.DeadlineAt, c.CreatedAt = kind, retry.State(state), deadline.Ptr(), createdAt.Time
 		if runUntil != nil {
 			c.RunDeadline = runUntil.Time
 		}

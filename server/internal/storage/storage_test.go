@@ -266,7 +266,7 @@ func TestClaimTakesWhatIsDueOnce(t *testing.T) {
 			t.Fatalf("claimed %d, want the 20 due", len(claims))
 		}
 		for _, c := range claims {
-			if c.Token != 42 || c.Kind != retry.KindReplay || c.State != retry.Running || len(c.Args) == 0 ||
+			if c.Token != 42 || c.Kind != retry.KindReplay || c.State != retry.Running || c.ArgsSize == 0 ||
 				!c.RunDeadline.Equal(retry.Truncate(deadline)) || c.GroupID != f.group.ID || c.DueAt.After(now) {
 				t.Fatalf("claim %+v", c)
 			}

@@ -27,10 +27,17 @@ func WaitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 // WaitEvery is WaitUntil polling every interval.
 func WaitEvery(t testing.TB, interval, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	WaitDescribed(t, interval, timeout, func() string { return what }, cond)
+}
+
+// WaitDescribed is WaitEvery naming what it waited for, and what it found instead, with
+// describe, called once on failure.
+func WaitDescribed(t testing.TB, interval, timeout time.Duration, describe func() string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			t.Fatalf("timed out after %s waiting for %s", timeout, describe())
 		}
 		time.Sleep(interval)
 	}

@@ -39,7 +39,7 @@ func serve(t *testing.T, p Params) (*API, string, retry.Group) {
 	}
 	p.SignatureWindow, p.InstanceHeartbeat, p.InstanceTTL, p.Buckets = time.Minute, time.Second, 10*time.Second, storagetest.Buckets
 	log := testkit.Logger(t)
-	a := New(p, s, catalog.New(catalog.Params{Store: s, TTL: time.Second}), dispatch.NewRegistry(s, 10*time.Second, time.Second, log), log)
+	a := New(p, s, catalog.New(catalog.Params{Store: s, TTL: time.Second}), dispatch.NewRegistry(dispatch.RegistryParams{Store: s, TTL: 10 * time.Second, Interval: time.Second, Log: log}), log)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	a.Mount(r)
