@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,10 @@ type Sweeper struct {
 	log     *slog.Logger
 	loop    loop
 	skipped atomic.Int64
+
+	mu sync.Mutex
+	// bad holds the tasks already logged as skipped, so each is logged once.
+	bad map[int64]struct{}
 }
 
 var _ service.Service = (*Sweeper)(nil)
@@ -60,7 +65,7 @@ func NewSweeper(p SweeperParams) *Sweeper {
 	if p.Now == nil {
 		p.Now = time.Now
 	}
-	s := &Sweeper{p: p, log: p.Log}
+	s := &Sweeper{p: p, log: p.Log, bad: map[int64]struct{}{}}
 	s.loop = loop{interval: p.Interval, exec: func(ctx context.Context) {
 		s.Exec(ctx)
 		s.Unhold(ctx)
@@ -74,6 +79,29 @@ func (s *Sweeper) Start(context.Context) error { return s.loop.start() }
 // Stop ends the sweeper, cancelling a pass under way (what it settled is written; what it did
 // not, the next sweep on any node takes back).
 func (s *Sweeper) Stop(context.Context) { s.loop.stop() }
+
+// maxBadRows bounds the tasks the sweeper remembers having logged as skipped.
+const maxBadRows = 10000
+
+// skip counts a stuck task it cannot settle, logging it the first time.
+func (s *Sweeper) skip(c *retry.Claim, kind retry.AttemptKind, err error) {
+	s.skipped.Add(1)
+	s.mu.Lock()
+	_, seen := s.bad[c.TaskID]
+	if !seen {
+		if len(s.bad) >= maxBadRows {
+			clear(s.bad)
+		}
+		s.bad[c.TaskID] = struct{}{}
+	}
+	s.mu.Unlock()
+	if seen {
+		s.log.Debug("sweep: skipping a stuck task again", "task", c.TaskID, "scene", c.SceneID, "kind", kind, "err", err)
+		return
+	}
+	s.log.Error("sweep: cannot read the scene of a stuck task; skipping it (it stays running until its scene can be read)",
+		"task", c.TaskID, "scene", c.SceneID, "kind", kind, "err", err)
+}
 
 // Skipped is how many times a stuck task was skipped because it could not be settled (its
 // scene could not be read); each skip is logged with the task.
@@ -135,9 +163,7 @@ func (s *Sweeper) sweep(ctx context.Context, kind retry.AttemptKind) (int, error
 			}
 			// One task that cannot be settled must not hold back the others: skip it (it stays
 			// running, and the next sweep tries again) and count it.
-			s.skipped.Add(1)
-			s.log.Error("sweep: cannot read the scene of a stuck task; skipping it", "task", c.TaskID, "scene", c.SceneID,
-				"kind", kind, "err", err)
+			s.skip(c, kind, err)
 			continue
 		}
 		msg := fmt.Sprintf("no result by the claim's deadline %s: node %s or its client instance stopped answering",

@@ -383,5 +383,9 @@ func TestSweeperSkipsATaskItCannotSettle(t *testing.T) {
 		if sw.Skipped() != 1 {
 			t.Fatalf("skipped %d, want the one task without a scene", sw.Skipped())
 		}
+		// The next pass finds it again, skips it again, and has nothing else to do.
+		if n := sw.Exec(ctx); n != 0 || sw.Skipped() != 2 {
+			t.Fatalf("the next pass took back %d and skipped %d in all, want 0 and 2", n, sw.Skipped())
+		}
 	})
 }
