@@ -22,7 +22,9 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/retryhub/retryhub/server/internal/api/clientapi"
+	"github.com/retryhub/retryhub/server/internal/api/consoleapi"
 	"github.com/retryhub/retryhub/server/internal/api/httpx"
+	"github.com/retryhub/retryhub/server/internal/auth"
 	"github.com/retryhub/retryhub/server/internal/catalog"
 	"github.com/retryhub/retryhub/server/internal/config"
 	"github.com/retryhub/retryhub/server/internal/dispatch"
@@ -54,6 +56,8 @@ type App struct {
 	Janitor    *scheduler.Janitor
 	Ops        *ops.Service
 	ClientAPI  *clientapi.API
+	Auth       *auth.Service
+	ConsoleAPI *consoleapi.API
 	// NoncePruner deletes the client requests' nonces once their signatures have expired.
 	NoncePruner *clientapi.NoncePruner
 
@@ -125,6 +129,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes, MaxBatch: cfg.ClientAPI.MaxBatch,
 		SignatureWindow: cfg.ClientAPI.SignatureWindow, InstanceHeartbeat: d.InstanceHeartbeat,
 		InstanceTTL: d.InstanceTTL, Buckets: s.Buckets}, store, a.Catalog, a.Registry, log)
+	if a.Auth, err = auth.New(ctx, auth.Params{Store: store, Secret: cfg.Auth.JWTSecret, TokenTTL: cfg.Auth.TokenTTL,
+		BcryptCost: cfg.Auth.BcryptCost, Log: log}); err != nil {
+		store.Close()
+		return nil, err
+	}
+	if err := bootstrapAdmin(ctx, store, a.Auth, cfg.Bootstrap.AdminPassword, log); err != nil {
+		store.Close()
+		return nil, err
+	}
+	a.ConsoleAPI = consoleapi.New(consoleapi.Params{Store: store, Auth: a.Auth, Version: Version, Log: log})
 	a.NoncePruner = clientapi.NewNoncePruner(clientapi.NoncePrunerParams{Store: store, Log: log})
 
 	a.cron = cron.New(cron.WithParser(cron.NewParser(cron.SecondOptional|cron.Minute|cron.Hour|cron.Dom|
@@ -189,6 +203,7 @@ func (a *App) routes() http.Handler {
 	r.Use(httpx.Recover(a.log), httpx.Log(a.log))
 	r.GET("/healthz", a.health)
 	a.ClientAPI.Mount(r)
+	a.ConsoleAPI.Mount(r)
 	files := web.Handler()
 	r.NoRoute(func(c *gin.Context) {
 		// The console's files answer GET and HEAD outside /api/; every /api/ answer is JSON.

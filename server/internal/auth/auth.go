@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -74,13 +75,16 @@ type Params struct {
 
 // Service authenticates users and API tokens.
 type Service struct {
-	store   *storage.Store
-	keys    *Keys
-	ttl     time.Duration
-	cost    int
-	dummy   []byte // a hash to compare against for unknown users, for similar timing
-	limiter *Limiter
-	log     *slog.Logger
+	store *storage.Store
+	keys  *Keys
+	ttl   time.Duration
+	cost  int
+	// dummy is a hash to compare against for unknown users, for a timing like a wrong
+	// password's; made at the first unknown user, so that starting a node hashes nothing.
+	dummy     []byte
+	dummyOnce sync.Once
+	limiter   *Limiter
+	log       *slog.Logger
 }
 
 // New builds the service and creates the signing key in the database if there is none.
@@ -96,11 +100,9 @@ func New(ctx context.Context, p Params) (*Service, error) {
 	}
 	s := &Service{store: p.Store, keys: newKeys(p.Store, p.Secret, p.KeyCacheTTL), ttl: p.TokenTTL,
 		cost: p.BcryptCost, limiter: NewLimiter(p.MaxThrottled, nil), log: p.Log}
-	dummy, err := bcrypt.GenerateFromPassword([]byte("not-a-password"), p.BcryptCost)
-	if err != nil {
-		return nil, fmt.Errorf("bcrypt cost %d: %w", p.BcryptCost, err)
+	if p.BcryptCost < bcrypt.MinCost || p.BcryptCost > bcrypt.MaxCost {
+		return nil, fmt.Errorf("bcrypt cost %d: want %d to %d", p.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
-	s.dummy = dummy
 	if err := s.keys.init(ctx); err != nil {
 		return nil, err
 	}
@@ -148,6 +150,9 @@ func (s *Service) Login(ctx context.Context, username, password, remote string) 
 		return storage.User{}, err
 	}
 	if err != nil {
+		s.dummyOnce.Do(func() {
+			s.dummy, _ = bcrypt.GenerateFromPassword([]byte(randomString(12)), s.cost)
+		})
 		bcrypt.CompareHashAndPassword(s.dummy, []byte(password))
 		s.limiter.Fail(userKey, addrKey)
 		return storage.User{}, ErrBadCredentials
