@@ -65,8 +65,8 @@ func unique(prefix string) string {
 func routeTable() map[string]routeCase {
 	p := consoleapi.Prefix
 	return map[string]routeCase{
-		"auth-login": {fixed(p+"/auth/login", map[string]string{"username": "victim", "password": password("victim")}), everyone(http.StatusOK)},
-		"auth-me":    {fixed(p+"/auth/me", nil), signedIn(http.StatusOK)},
+		"auth-login":  {fixed(p+"/auth/login", map[string]string{"username": "victim", "password": password("victim")}), everyone(http.StatusOK)},
+		"auth-me":     {fixed(p+"/auth/me", nil), signedIn(http.StatusOK)},
 		"auth-logout": {fixed(p+"/auth/logout", nil), signedIn(http.StatusNoContent)},
 		"auth-password": {func(_ *env, who string) (string, any) {
 			return p + "/auth/password", map[string]string{"current_password": password(who), "new_password": password(who)}
