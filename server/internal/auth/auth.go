@@ -186,7 +186,7 @@ type claims struct {
 // Issue signs a session token for the user, valid until its token generation changes or the
 // token expires.
 func (s *Service) Issue(ctx context.Context, u storage.User) (Session, error) {
-	kid, secret, err := s.keys.current(ctx)
+	kid, secret, err := s.keys.signing(ctx)
 	if err != nil {
 		return Session{}, err
 	}

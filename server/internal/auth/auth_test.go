@@ -88,6 +88,16 @@ func TestSessionsAcrossServicesAndTheirEnd(t *testing.T) {
 		if _, err := a.Authenticate(ctx, auth.Credentials{Authorization: "Bearer " + sess.Token}); err != nil {
 			t.Fatalf("a new key's token on a: %v", err)
 		}
+		// After another rotation on b, a, whose copy of the key is from before it, signs with
+		// the new key.
+		if err := b.RotateKey(ctx); err != nil {
+			t.Fatal(err)
+		}
+		u, _ = s.User(ctx, u.ID)
+		sess, _ = a.Issue(ctx, u)
+		if _, err := b.Authenticate(ctx, auth.Credentials{Authorization: "Bearer " + sess.Token}); err != nil {
+			t.Fatalf("a's token after b's rotation, on b: %v", err)
+		}
 		// Garbage and tokens signed with another key are refused.
 		other := newService(t, s, strings.Repeat("k", 32))
 		forged, _ := other.Issue(ctx, u)

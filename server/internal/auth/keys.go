@@ -23,9 +23,9 @@ const configuredKID = "config"
 var ErrFixedKey = errors.New("the signing key comes from the configuration (auth.jwt_secret); change it there and restart the nodes")
 
 // Keys holds the signing key. A configured key is used as it is; otherwise the key lives in
-// the database, created by the first node that starts, and each node keeps a copy for
-// cacheTTL or until a token names another key id (a rotation on another node), whichever
-// comes first.
+// the database, created by the first node that starts. A node signs with the key it reads at
+// that moment, and checks tokens against a copy it keeps for cacheTTL or until a token names
+// another key id (a rotation on another node), whichever comes first.
 type Keys struct {
 	store    *storage.Store
 	fixed    []byte
@@ -77,7 +77,21 @@ func (k *Keys) set(v string) error {
 	return nil
 }
 
-// current returns the key to sign with.
+// signing returns the key to sign with, read from the database each time (a login is rare),
+// so that no node signs with a key another node has rotated away.
+func (k *Keys) signing(ctx context.Context) (string, []byte, error) {
+	if k.fixed != nil {
+		return configuredKID, k.fixed, nil
+	}
+	if err := k.reload(ctx); err != nil {
+		return "", nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.kid, k.secret, nil
+}
+
+// current returns the key tokens are checked with: the node's copy while it is fresh.
 func (k *Keys) current(ctx context.Context) (string, []byte, error) {
 	if k.fixed != nil {
 		return configuredKID, k.fixed, nil
