@@ -100,6 +100,9 @@ func TestSessionsAcrossServicesAndTheirEnd(t *testing.T) {
 		}
 		// Garbage and tokens signed with another key are refused.
 		other := newService(t, s, strings.Repeat("k", 32))
+		if err := other.RotateKey(ctx); !errors.Is(err, auth.ErrFixedKey) {
+			t.Fatalf("rotating a configured key: %v", err)
+		}
 		forged, _ := other.Issue(ctx, u)
 		for _, tok := range []string{"x.y.z", forged.Token} {
 			if _, err := a.Authenticate(ctx, auth.Credentials{Authorization: "Bearer " + tok}); !errors.Is(err, auth.ErrUnauthenticated) {

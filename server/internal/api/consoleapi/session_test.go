@@ -103,7 +103,7 @@ func TestWrongCredentialsLookAlikeAndRepeatedFailuresAreSlowedDown(t *testing.T)
 		for range 3 {
 			e.login(viewerA, "whatever-pw")
 		}
-		// The fifth failure blocks the user: even the right password waits.
+		// Five failures from one address block it: even the right password waits.
 		resp, body := e.login(viewerA, password(viewerA))
 		if resp.StatusCode != http.StatusTooManyRequests {
 			t.Fatalf("after 5 failures: %d %s", resp.StatusCode, body)
@@ -114,7 +114,7 @@ func TestWrongCredentialsLookAlikeAndRepeatedFailuresAreSlowedDown(t *testing.T)
 		if eb := decode[errorBody](t, body); eb.Error.Code != "too_many_requests" {
 			t.Fatalf("body %s", body)
 		}
-		// The address is blocked too (five failures came from it), for any user.
+		// Any user from that address waits.
 		if resp, _ := e.login(operatorA, password(operatorA)); resp.StatusCode != http.StatusTooManyRequests {
 			t.Fatalf("another user from the blocked address: %d", resp.StatusCode)
 		}
