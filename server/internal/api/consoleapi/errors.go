@@ -3,6 +3,7 @@ package consoleapi
 import (
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -64,6 +65,11 @@ func newError(status int, msg string, errs ...error) huma.StatusError {
 		if d, ok := err.(huma.ErrorDetailer); ok {
 			dd := d.ErrorDetail()
 			fe = FieldError{Field: fieldOf(dd.Location), Reason: dd.Message}
+			// A missing property is reported at its parent; name the property itself.
+			if m := missingRE.FindStringSubmatch(dd.Message); m != nil {
+				fe.Field = strings.TrimPrefix(fe.Field+"."+m[1], ".")
+				fe.Reason = "is required"
+			}
 		}
 		e.Body.Details = append(e.Body.Details, fe)
 		if fe.Field != "" {
@@ -77,6 +83,8 @@ func newError(status int, msg string, errs ...error) huma.StatusError {
 	}
 	return e
 }
+
+var missingRE = regexp.MustCompile(`^expected required property (\S+) to be present$`)
 
 // fieldOf turns huma's location (body.roles[0].role, query.limit) into the field's name.
 func fieldOf(loc string) string {

@@ -228,6 +228,10 @@ func TestUsersCRUD(t *testing.T) {
 		if len(names) != 2 || !strings.HasPrefix(names[0], "admin-") || !strings.HasPrefix(names[1], "admin-") {
 			t.Fatalf("admin-*: %v", names)
 		}
+		status, body = e.as(global, http.MethodPost, p+"/tokens", map[string]string{"name": "x", "role": "viewer"})
+		if eb := decode[errorBody](t, body); status != http.StatusBadRequest || len(eb.Error.Details) != 1 || eb.Error.Details[0].Field != "namespace" {
+			t.Fatalf("a missing field: %d %s", status, body)
+		}
 		if status, body := e.as(global, http.MethodGet, p+"/users?limit=0", nil); status != http.StatusBadRequest || !strings.Contains(string(body), `"limit"`) {
 			t.Fatalf("limit=0: %d %s", status, body)
 		}

@@ -59,7 +59,7 @@ type CreateUserInput struct {
 	Body struct {
 		Username string  `json:"username" pattern:"^[A-Za-z0-9._@-]{1,64}$" patternDescription:"1 to 64 letters, digits, '.', '_', '@' or '-'"`
 		Password string  `json:"password" minLength:"8" maxLength:"72"`
-		Roles    []Grant `json:"roles" maxItems:"100"`
+		Roles    []Grant `json:"roles,omitempty" maxItems:"100" doc:"none: the user can sign in but sees nothing"`
 	}
 }
 
