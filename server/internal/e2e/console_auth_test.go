@@ -2,10 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
+	"regexp"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 	"github.com/retryhub/retryhub/server/internal/api/consoleapi"
@@ -121,5 +127,57 @@ func TestConsoleDocumentIsServed(t *testing.T) {
 	var eb protocol.ErrorBody
 	if status != http.StatusNotFound || json.Unmarshal(body, &eb) != nil || eb.Error.Code != "not_found" {
 		t.Fatalf("unknown console path: %d %s", status, body)
+	}
+}
+
+// lockedBuffer is a log destination that nodes write to from many goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestFirstStartLogsAGeneratedAdminPassword: with no bootstrap.admin_password, the first start
+// logs the admin's generated password once, and it signs in; a second node logs none.
+func TestFirstStartLogsAGeneratedAdminPassword(t *testing.T) {
+	cfg := testConfig(storagetest.SQLite(t))
+	start := func(name string) (*app.App, *lockedBuffer) {
+		var out lockedBuffer
+		c := cfg
+		c.Server.NodeID = name
+		a, err := app.New(context.Background(), c, slog.New(slog.NewTextHandler(&out, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			a.Shutdown(ctx)
+		})
+		return a, &out
+	}
+	a, logA := start("node-a")
+	m := regexp.MustCompile(`created the user admin.* password=(\S+)`).FindStringSubmatch(logA.String())
+	if m == nil {
+		t.Fatalf("no generated password in the log:\n%s", logA)
+	}
+	consoleLogin(t, a, "admin", m[1])
+	_, logB := start("node-b")
+	if strings.Contains(logB.String(), "created the user admin") {
+		t.Fatalf("the second node created the admin again:\n%s", logB)
 	}
 }
