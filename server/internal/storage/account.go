@@ -2,8 +2,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -461,9 +459,4 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter, limit int) ([]Audi
 			Remote: r.Remote}
 	}
 	return out, nil
-}
-
-// IsNotFound reports whether err means a row asked for by key does not exist.
-func IsNotFound(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, gorm.ErrRecordNotFound) || errors.Is(err, sql.ErrNoRows)
 }
