@@ -187,3 +187,62 @@ CREATE TABLE rh_leader (
   expires_at DATETIME(3) NOT NULL,
   PRIMARY KEY (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Console accounts. Only a bcrypt hash of the password is kept; token_gen is raised to end
+-- every session the user has (logout, password change, signing key rotation).
+CREATE TABLE rh_user (
+  id            BIGINT       NOT NULL AUTO_INCREMENT,
+  username      VARCHAR(64)  NOT NULL,
+  password_hash VARCHAR(128) NOT NULL,
+  disabled      TINYINT(1)   NOT NULL DEFAULT 0,
+  token_gen     BIGINT       NOT NULL DEFAULT 1,
+  created_at    DATETIME(3)  NOT NULL,
+  updated_at    DATETIME(3)  NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_user_name (username)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- A user's role (admin, operator, viewer) in a namespace; namespace_id 0 is every namespace.
+CREATE TABLE rh_user_role (
+  user_id      BIGINT      NOT NULL,
+  namespace_id BIGINT      NOT NULL,
+  role         VARCHAR(16) NOT NULL,
+  PRIMARY KEY (user_id, namespace_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- API tokens for automation: a role in a namespace (0: every namespace). Only a SHA-256 of
+-- the secret is kept; last_used_at is written at most once a minute per token.
+CREATE TABLE rh_api_token (
+  id           BIGINT      NOT NULL AUTO_INCREMENT,
+  name         VARCHAR(64) NOT NULL,
+  hash         CHAR(64)    NOT NULL,
+  prefix       VARCHAR(16) NOT NULL,
+  namespace_id BIGINT      NOT NULL,
+  role         VARCHAR(16) NOT NULL,
+  created_by   VARCHAR(64) NOT NULL,
+  created_at   DATETIME(3) NOT NULL,
+  last_used_at DATETIME(3) NULL,
+  revoked_at   DATETIME(3) NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_api_token_hash (hash)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Every change made through the console API, and every login, by whom, on what, with what
+-- outcome. Listed newest first by id, narrowed by actor or action.
+CREATE TABLE rh_audit (
+  id           BIGINT       NOT NULL AUTO_INCREMENT,
+  at           DATETIME(3)  NOT NULL,
+  actor        VARCHAR(128) NOT NULL,
+  actor_kind   VARCHAR(16)  NOT NULL,
+  action       VARCHAR(64)  NOT NULL,
+  target       VARCHAR(255) NOT NULL,
+  namespace_id BIGINT       NOT NULL DEFAULT 0,
+  detail       TEXT         NOT NULL,
+  outcome      VARCHAR(16)  NOT NULL,
+  status       INT          NOT NULL,
+  remote       VARCHAR(64)  NOT NULL,
+  PRIMARY KEY (id),
+  KEY idx_audit_at (at),
+  KEY idx_audit_actor (actor, id),
+  KEY idx_audit_action (action, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

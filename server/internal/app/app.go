@@ -21,7 +21,9 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/retryhub/retryhub/server/internal/api/clientapi"
+	"github.com/retryhub/retryhub/server/internal/api/consoleapi"
 	"github.com/retryhub/retryhub/server/internal/api/httpx"
+	"github.com/retryhub/retryhub/server/internal/auth"
 	"github.com/retryhub/retryhub/server/internal/catalog"
 	"github.com/retryhub/retryhub/server/internal/config"
 	"github.com/retryhub/retryhub/server/internal/dispatch"
@@ -55,6 +57,8 @@ type App struct {
 	Janitor    *scheduler.Janitor
 	Ops        *ops.Service
 	ClientAPI  *clientapi.API
+	Auth       *auth.Service
+	ConsoleAPI *consoleapi.API
 	// NoncePruner deletes the client requests' nonces once their signatures have expired.
 	NoncePruner *clientapi.NoncePruner
 
@@ -107,6 +111,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		store.Close()
 		return nil, err
 	}
+	if a.Auth, err = auth.New(ctx, auth.Params{Store: store, Secret: cfg.Auth.JWTSecret, TokenTTL: cfg.Auth.TokenTTL,
+		BcryptCost: cfg.Auth.BcryptCost, Log: log}); err != nil {
+		store.Close()
+		return nil, err
+	}
+	if err := bootstrapAdmin(ctx, store, a.Auth, cfg.Bootstrap.AdminPassword, log); err != nil {
+		store.Close()
+		return nil, err
+	}
+	a.ConsoleAPI = consoleapi.New(consoleapi.Params{Store: store, Auth: a.Auth, Version: Version, Log: log})
 	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	if cfg.Server.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile)
@@ -211,6 +225,7 @@ func (a *App) routes() http.Handler {
 	r.Use(httpx.Recover(a.log), httpx.Log(a.log))
 	r.GET("/healthz", a.health)
 	a.ClientAPI.Mount(r)
+	a.ConsoleAPI.Mount(r)
 	files := web.Handler()
 	r.NoRoute(func(c *gin.Context) {
 		// The console's files answer GET and HEAD outside /api/; every /api/ answer is JSON.

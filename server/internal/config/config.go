@@ -33,6 +33,7 @@ type Config struct {
 	ClientAPI  ClientAPI  `yaml:"client_api"`
 	Catalog    Catalog    `yaml:"catalog"`
 	ConsoleAPI ConsoleAPI `yaml:"console"`
+	Auth       Auth       `yaml:"auth"`
 }
 
 // Server is the HTTP server and this node's identity.
@@ -153,6 +154,23 @@ type Bootstrap struct {
 	Group     string `yaml:"group"`
 	// GroupToken is the created group's token; empty generates one and logs it once.
 	GroupToken string `yaml:"group_token"`
+	// AdminPassword is the password of the user admin, created when the database has no user;
+	// empty generates one and logs it once.
+	AdminPassword string `yaml:"admin_password"`
+}
+
+// Auth is how console users and API tokens are authenticated.
+type Auth struct {
+	// JWTSecret signs the console's session tokens (HS256, at least 32 bytes). Empty generates a
+	// key on first start and keeps it in the database, shared by every node; a configured key
+	// cannot be rotated through the API.
+	JWTSecret string `yaml:"jwt_secret"`
+	// TokenTTL is how long a session token lasts.
+	TokenTTL time.Duration `yaml:"token_ttl"`
+	// BcryptCost is the cost of password hashes: 10 to 31 (12 by default).
+	BcryptCost int `yaml:"bcrypt_cost"`
+	// AllowWeakHash accepts a bcrypt_cost down to 4, for tests only.
+	AllowWeakHash bool `yaml:"allow_weak_hash"`
 }
 
 // ClientAPI bounds what clients may send.
@@ -208,6 +226,7 @@ func Default() Config {
 		ClientAPI:  ClientAPI{MaxBodyBytes: 4 << 20, MaxInflightBytes: 64 << 20, MaxPayloadBytes: 256 << 10, MaxBatch: 1000, SignatureWindow: 5 * time.Minute},
 		Catalog:    Catalog{TTL: time.Second, MaxEntries: 10000},
 		ConsoleAPI: ConsoleAPI{Enabled: true},
+		Auth:       Auth{TokenTTL: 12 * time.Hour, BcryptCost: 12},
 	}
 }
 
@@ -541,6 +560,23 @@ func (c *Config) Validate() error {
 	}
 	if c.Catalog.MaxEntries < 1 {
 		bad("catalog.max_entries", "must be at least 1")
+	}
+	au := c.Auth
+	if au.JWTSecret != "" && len(au.JWTSecret) < 32 {
+		bad("auth.jwt_secret", "at least 32 bytes, got %d", len(au.JWTSecret))
+	}
+	if au.TokenTTL < time.Minute || au.TokenTTL > 30*24*time.Hour {
+		bad("auth.token_ttl", "want 1m to 720h, got %s", au.TokenTTL)
+	}
+	minCost := 10
+	if au.AllowWeakHash {
+		minCost = 4
+	}
+	if au.BcryptCost < minCost || au.BcryptCost > 31 {
+		bad("auth.bcrypt_cost", "want %d to 31, got %d", minCost, au.BcryptCost)
+	}
+	if p := c.Bootstrap.AdminPassword; p != "" && (len(p) < 8 || len(p) > 72) {
+		bad("bootstrap.admin_password", "want 8 to 72 bytes, got %d", len(p))
 	}
 	return errors.Join(errs...)
 }

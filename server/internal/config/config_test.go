@@ -121,3 +121,25 @@ func TestKeysHaveEnvNames(t *testing.T) {
 		t.Fatalf("keys: %v", keys)
 	}
 }
+
+func TestAuthKeys(t *testing.T) {
+	cfg, err := Load("", []string{"RETRYHUB_BOOTSTRAP_ADMIN_PASSWORD=correct-horse", "RETRYHUB_AUTH_TOKEN_TTL=1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Bootstrap.AdminPassword != "correct-horse" || cfg.Auth.TokenTTL != time.Hour || cfg.Auth.BcryptCost != 12 {
+		t.Fatalf("auth config %+v %+v", cfg.Auth, cfg.Bootstrap)
+	}
+	for env, key := range map[string]string{
+		"RETRYHUB_AUTH_BCRYPT_COST=4":          "auth.bcrypt_cost",
+		"RETRYHUB_AUTH_JWT_SECRET=short":       "auth.jwt_secret",
+		"RETRYHUB_BOOTSTRAP_ADMIN_PASSWORD=pw": "bootstrap.admin_password",
+	} {
+		if _, err := Load("", []string{env}); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: %v, want an error naming %s", env, err, key)
+		}
+	}
+	if _, err := Load("", []string{"RETRYHUB_AUTH_BCRYPT_COST=4", "RETRYHUB_AUTH_ALLOW_WEAK_HASH=true"}); err != nil {
+		t.Errorf("a weak hash allowed for tests: %v", err)
+	}
+}

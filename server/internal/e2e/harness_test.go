@@ -38,6 +38,7 @@ func testConfig(target storagetest.Target) config.Config {
 	cfg.Dispatch.SettleInterval = 5 * time.Millisecond
 	cfg.Dispatch.DefaultTimeout = 2 * time.Second
 	cfg.Bootstrap = config.Bootstrap{}
+	cfg.Auth.BcryptCost, cfg.Auth.AllowWeakHash = 4, true // bcrypt's least cost: a password hash takes seconds under -race
 	return cfg
 }
 

@@ -235,4 +235,5 @@ func obsoleteIndexes() []obsoleteIndex {
 
 // allModels are migrated in this order.
 var allModels = []any{&metaRow{}, &namespaceRow{}, &groupRow{}, &sceneRow{}, &taskRow{},
-	&attemptRow{}, &instanceRow{}, &nodeRow{}, &leaseRow{}, &nonceRow{}, &leaderRow{}}
+	&attemptRow{}, &instanceRow{}, &nodeRow{}, &leaseRow{}, &nonceRow{}, &leaderRow{},
+	&userRow{}, &userRoleRow{}, &apiTokenRow{}, &auditRow{}}
