@@ -83,11 +83,13 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.refuseSignature(w, r, err)
 		return
 	}
-	if (stamp.Namespace != "" && stamp.Namespace != x.namespace) || (stamp.Group != "" && stamp.Group != x.group) {
+	// The server signs the group and the instance a call is meant for: a call signed for
+	// another instance (captured and sent elsewhere) is refused.
+	if stamp.Namespace != x.namespace || stamp.Group != x.group {
 		writeError(w, http.StatusBadRequest, "wrong_group", fmt.Sprintf("this instance serves group %s/%s, not %s/%s", x.namespace, x.group, stamp.Namespace, stamp.Group))
 		return
 	}
-	if stamp.Instance != "" && stamp.Instance != x.instance {
+	if stamp.Instance != x.instance {
 		writeError(w, http.StatusBadRequest, "wrong_instance", fmt.Sprintf("this is instance %s, not %s", x.instance, stamp.Instance))
 		return
 	}

@@ -47,25 +47,24 @@ func TestExecutorRunsReplays(t *testing.T) {
 		}
 		return nil
 	})
-	h := c.Handler()
 
-	resp := decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":"a@example.com","subject":"hi"}`)))
+	resp := decodeExec(t, execute(t, c, "secret", replayOf("exec-send", `{"to":"a@example.com","subject":"hi"}`)))
 	if resp.Status != protocol.ExecuteSucceeded || got.To != "a@example.com" || !inFlow || replay.Scene != "exec-send" || replay.Attempt < 1 {
 		t.Fatalf("answer %+v, args %+v, in flow %v, replay %+v", resp, got, inFlow, replay)
 	}
 	if _, ok := ReplayOf(context.Background()); ok {
 		t.Fatal("a plain context says it is a replay")
 	}
-	resp = decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":"later@example.com"}`)))
+	resp = decodeExec(t, execute(t, c, "secret", replayOf("exec-send", `{"to":"later@example.com"}`)))
 	if resp.Status != protocol.ExecuteFailed || resp.Error != "boom" || resp.Permanent {
 		t.Fatalf("a failing replay answered %+v", resp)
 	}
-	resp = decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":"bad@example.com"}`)))
+	resp = decodeExec(t, execute(t, c, "secret", replayOf("exec-send", `{"to":"bad@example.com"}`)))
 	if resp.Status != protocol.ExecuteFailed || !resp.Permanent || !strings.Contains(resp.Error, "mailbox") {
 		t.Fatalf("a permanent failure answered %+v", resp)
 	}
 	// Arguments that do not decode can never succeed.
-	resp = decodeExec(t, execute(t, h, "secret", replayOf("exec-send", `{"to":42}`)))
+	resp = decodeExec(t, execute(t, c, "secret", replayOf("exec-send", `{"to":42}`)))
 	if resp.Status != protocol.ExecuteFailed || !resp.Permanent || !strings.Contains(resp.Error, "decode arguments") {
 		t.Fatalf("undecodable args answered %+v", resp)
 	}
@@ -75,14 +74,14 @@ func TestExecutorRefusesForgedSignatures(t *testing.T) {
 	c := localClient(t)
 	var ran atomic.Bool
 	RetryableOn(c, "exec-forged", func(context.Context, int) error { ran.Store(true); return nil })
-	w := execute(t, c.Handler(), "not-the-token", replayOf("exec-forged", `1`))
+	w := execute(t, c, "not-the-token", replayOf("exec-forged", `1`))
 	if w.Code != http.StatusUnauthorized || errorCode(t, w) != "bad_signature" || ran.Load() {
 		t.Fatalf("a forged request got %d %s (ran %v), want 401", w.Code, w.Body, ran.Load())
 	}
 	// A signed body that was changed afterwards.
 	body, _ := json.Marshal(replayOf("exec-forged", `1`))
 	r := httptest.NewRequest(http.MethodPost, ExecutorPath, bytes.NewReader(bytes.Replace(body, []byte(`1`), []byte(`2`), 1)))
-	protocol.SignRequest(r, "secret", body, time.Now())
+	signFor(r, c, "secret", body)
 	w = httptest.NewRecorder()
 	c.Handler().ServeHTTP(w, r)
 	if w.Code != http.StatusUnauthorized || ran.Load() {
@@ -92,7 +91,7 @@ func TestExecutorRefusesForgedSignatures(t *testing.T) {
 
 func TestExecutorUnknownScene(t *testing.T) {
 	c := localClient(t)
-	w := execute(t, c.Handler(), "secret", replayOf("nobody-declared-this", `1`))
+	w := execute(t, c, "secret", replayOf("nobody-declared-this", `1`))
 	if w.Code != http.StatusNotFound || errorCode(t, w) != "unknown_scene" || !strings.Contains(w.Body.String(), "nobody-declared-this") {
 		t.Fatalf("unknown scene answered %d %s", w.Code, w.Body)
 	}
@@ -107,7 +106,7 @@ func TestExecutorAppliesTheTimeout(t *testing.T) {
 	})
 	req := replayOf("exec-slow", `1`)
 	req.Timeout = backoff.Duration(30 * time.Millisecond)
-	resp := decodeExec(t, execute(t, c.Handler(), "secret", req))
+	resp := decodeExec(t, execute(t, c, "secret", req))
 	if resp.Status != protocol.ExecuteFailed || !strings.Contains(resp.Error, "timed out after 30ms") {
 		t.Fatalf("a slow replay answered %+v, want a failure that names the timeout", resp)
 	}
@@ -127,10 +126,16 @@ func TestExecutorCapacity(t *testing.T) {
 		return nil
 	})
 	done := make(chan protocol.ExecuteResponse)
-	go func() { done <- decodeExec(t, execute(t, c.Handler(), "secret", replayOf("exec-busy", `1`))) }()
-	<-started
+	go func() { done <- decodeExec(t, execute(t, c, "secret", replayOf("exec-busy", `1`))) }()
+	select {
+	case <-started:
+	case resp := <-done:
+		t.Fatalf("the first replay was answered %+v without running", resp)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first replay did not start")
+	}
 	// The first replay holds the only slot until release: the second is answered without it.
-	w := execute(t, c.Handler(), "secret", replayOf("exec-busy", `2`))
+	w := execute(t, c, "secret", replayOf("exec-busy", `2`))
 	if w.Code != http.StatusTooManyRequests || errorCode(t, w) != "busy" {
 		t.Fatalf("beyond capacity got %d %s, want 429 busy", w.Code, w.Body)
 	}
@@ -139,7 +144,7 @@ func TestExecutorCapacity(t *testing.T) {
 	}
 	// Nor is the body of another request read while the slot is taken: bodies being read take
 	// at most Capacity times the body limit, whoever sends them.
-	r, body := signedExecute(t, "not-the-token", replayOf("exec-busy", `3`), time.Now(), nil)
+	r, body := signedExecute(t, c, "not-the-token", replayOf("exec-busy", `3`), time.Now(), nil)
 	tb := &trackedBody{r: bytes.NewReader(body)}
 	r.Body = tb
 	w = httptest.NewRecorder()
@@ -156,7 +161,7 @@ func TestExecutorCapacity(t *testing.T) {
 func TestExecutorRecoversPanics(t *testing.T) {
 	c := localClient(t)
 	RetryableOn(c, "exec-panic", func(context.Context, int) error { panic("nil map") })
-	resp := decodeExec(t, execute(t, c.Handler(), "secret", replayOf("exec-panic", `1`)))
+	resp := decodeExec(t, execute(t, c, "secret", replayOf("exec-panic", `1`)))
 	if resp.Status != protocol.ExecuteFailed || !strings.Contains(resp.Error, "panic: nil map") {
 		t.Fatalf("a panicking replay answered %+v", resp)
 	}
@@ -174,7 +179,7 @@ func TestExecutorDispatchesCallbacks(t *testing.T) {
 	req := replayOf("exec-cb", `{"to":"a@example.com"}`)
 	req.Kind, req.Attempt = protocol.KindCallback, 2
 	req.Callback = &protocol.CallbackInfo{Outcome: protocol.OutcomeExhausted, LastError: "smtp 550", Attempts: 9}
-	resp := decodeExec(t, execute(t, c.Handler(), "secret", req))
+	resp := decodeExec(t, execute(t, c, "secret", req))
 	if resp.Status != protocol.ExecuteSucceeded {
 		t.Fatalf("callback answered %+v", resp)
 	}
@@ -185,11 +190,11 @@ func TestExecutorDispatchesCallbacks(t *testing.T) {
 	}
 
 	req.Scene = "exec-no-cb"
-	if resp := decodeExec(t, execute(t, c.Handler(), "secret", req)); resp.Status != protocol.ExecuteSucceeded {
+	if resp := decodeExec(t, execute(t, c, "secret", req)); resp.Status != protocol.ExecuteSucceeded {
 		t.Fatalf("a scene without callback answered %+v, want succeeded", resp)
 	}
 	req.Kind = "dance"
-	if w := execute(t, c.Handler(), "secret", req); w.Code != http.StatusBadRequest || errorCode(t, w) != "unknown_kind" {
+	if w := execute(t, c, "secret", req); w.Code != http.StatusBadRequest || errorCode(t, w) != "unknown_kind" {
 		t.Fatalf("unknown kind answered %d %s", w.Code, w.Body)
 	}
 }
@@ -199,7 +204,7 @@ func TestExecutorOnItsOwnListener(t *testing.T) {
 	cfg := testConfig(fs.URL())
 	cfg.ListenAddr = "127.0.0.1:0"
 	var ran atomic.Bool
-	startClient(t, cfg, func(c *Client) {
+	c := startClient(t, cfg, func(c *Client) {
 		RetryableOn(c, "listener", func(context.Context, int) error { ran.Store(true); return nil })
 	})
 	var reg protocol.RegisterRequest
@@ -209,7 +214,7 @@ func TestExecutorOnItsOwnListener(t *testing.T) {
 	}
 	body, _ := json.Marshal(replayOf("listener", `1`))
 	r, _ := http.NewRequest(http.MethodPost, reg.ExecutorURL, bytes.NewReader(body))
-	protocol.SignRequest(r, "secret", body, time.Now())
+	signFor(r, c, "secret", body)
 	resp, err := http.DefaultClient.Do(r)
 	if err != nil {
 		t.Fatal(err)

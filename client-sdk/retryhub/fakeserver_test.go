@@ -260,17 +260,25 @@ func (fs *fakeServer) committedCount() int {
 }
 
 // execute sends a signed ExecuteRequest to h and returns the recorded answer.
-func execute(t *testing.T, h http.Handler, token string, req protocol.ExecuteRequest) *httptest.ResponseRecorder {
+func execute(t *testing.T, c *Client, token string, req protocol.ExecuteRequest) *httptest.ResponseRecorder {
 	t.Helper()
 	body, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest(http.MethodPost, ExecutorPath, bytes.NewReader(body))
-	protocol.SignRequest(r, token, body, time.Now())
+	signFor(r, c, token, body)
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, r)
+	c.Handler().ServeHTTP(w, r)
 	return w
+}
+
+// signFor signs r the way the server signs a call meant for c's instance.
+func signFor(r *http.Request, c *Client, token string, body []byte) {
+	r.Header.Set(protocol.HeaderNamespace, c.cfg.Namespace)
+	r.Header.Set(protocol.HeaderGroup, c.cfg.Group)
+	r.Header.Set(protocol.HeaderInstance, c.cfg.InstanceID)
+	protocol.SignRequest(r, token, body, time.Now())
 }
 
 func decodeExec(t *testing.T, w *httptest.ResponseRecorder) protocol.ExecuteResponse {

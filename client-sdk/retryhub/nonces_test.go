@@ -16,15 +16,18 @@ import (
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
-// signedExecute builds an ExecuteRequest signed as the server signs it; edit runs before
-// signing, to set headers the signature covers.
-func signedExecute(t *testing.T, token string, req protocol.ExecuteRequest, at time.Time, edit func(r *http.Request)) (*http.Request, []byte) {
+// signedExecute builds an ExecuteRequest signed as the server signs a call meant for c's
+// instance; edit runs before signing, to change headers the signature covers.
+func signedExecute(t *testing.T, c *Client, token string, req protocol.ExecuteRequest, at time.Time, edit func(r *http.Request)) (*http.Request, []byte) {
 	t.Helper()
 	body, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest(http.MethodPost, ExecutorPath, bytes.NewReader(body))
+	r.Header.Set(protocol.HeaderNamespace, c.cfg.Namespace)
+	r.Header.Set(protocol.HeaderGroup, c.cfg.Group)
+	r.Header.Set(protocol.HeaderInstance, c.cfg.InstanceID)
 	if edit != nil {
 		edit(r)
 	}
@@ -57,7 +60,7 @@ func TestExecutorAcceptsASignedRequestOnce(t *testing.T) {
 	c := localClient(t)
 	var runs atomic.Int32
 	RetryableOn(c, "exec-once", func(context.Context, int) error { runs.Add(1); return nil })
-	r, body := signedExecute(t, "secret", replayOf("exec-once", `1`), time.Now(), nil)
+	r, body := signedExecute(t, c, "secret", replayOf("exec-once", `1`), time.Now(), nil)
 	if resp := decodeExec(t, send(c.Handler(), r, body)); resp.Status != protocol.ExecuteSucceeded {
 		t.Fatalf("first delivery answered %+v", resp)
 	}
@@ -69,7 +72,7 @@ func TestExecutorAcceptsASignedRequestOnce(t *testing.T) {
 		t.Fatalf("the function ran %d times for one signed request, want 1", runs.Load())
 	}
 	// The server's next attempt is a new request with a new nonce: it runs.
-	r2, body2 := signedExecute(t, "secret", replayOf("exec-once", `1`), time.Now(), nil)
+	r2, body2 := signedExecute(t, c, "secret", replayOf("exec-once", `1`), time.Now(), nil)
 	if resp := decodeExec(t, send(c.Handler(), r2, body2)); resp.Status != protocol.ExecuteSucceeded || runs.Load() != 2 {
 		t.Fatalf("a freshly signed request answered %+v after %d runs", resp, runs.Load())
 	}
@@ -102,7 +105,7 @@ func TestExecutorRefusesARequestMovedElsewhere(t *testing.T) {
 			status: http.StatusBadRequest, code: "wrong_group"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r, body := signedExecute(t, "secret", replayOf("exec-moved", `1`), time.Now(), tc.before)
+			r, body := signedExecute(t, c, "secret", replayOf("exec-moved", `1`), time.Now(), tc.before)
 			if tc.after != nil {
 				tc.after(r)
 			}
@@ -112,7 +115,7 @@ func TestExecutorRefusesARequestMovedElsewhere(t *testing.T) {
 		})
 	}
 	// Signed for this very instance, it runs.
-	r, body := signedExecute(t, "secret", replayOf("exec-moved", `1`), time.Now(), func(r *http.Request) {
+	r, body := signedExecute(t, c, "secret", replayOf("exec-moved", `1`), time.Now(), func(r *http.Request) {
 		r.Header.Set(protocol.HeaderInstance, "orders-1")
 		r.Header.Set(protocol.HeaderGroup, "g")
 	})
@@ -140,7 +143,7 @@ func TestExecutorRefusesBadStampsWithoutReadingTheBody(t *testing.T) {
 		"bad nonce": {func(r *http.Request) { r.Header.Set(protocol.HeaderNonce, "not-hex") }, "bad_nonce"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r, body := signedExecute(t, "secret", replayOf("exec-stamp", `1`), now, nil)
+			r, body := signedExecute(t, c, "secret", replayOf("exec-stamp", `1`), now, nil)
 			tc.edit(r)
 			tb := &trackedBody{r: bytes.NewReader(body)}
 			r.Body = tb
@@ -198,8 +201,8 @@ func TestExecutorAnswersBusyWhenItCannotRememberMore(t *testing.T) {
 	c.exec.nonces = newNonceMemory(1)
 	var runs atomic.Int32
 	RetryableOn(c, "exec-full", func(context.Context, int) error { runs.Add(1); return nil })
-	decodeExec(t, execute(t, c.Handler(), "secret", replayOf("exec-full", `1`)))
-	w := execute(t, c.Handler(), "secret", replayOf("exec-full", `2`))
+	decodeExec(t, execute(t, c, "secret", replayOf("exec-full", `1`)))
+	w := execute(t, c, "secret", replayOf("exec-full", `2`))
 	if w.Code != http.StatusTooManyRequests || errorCode(t, w) != "busy" || runs.Load() != 1 {
 		t.Fatalf("with the nonce memory full got %d %s after %d runs, want 429 busy after 1", w.Code, w.Body, runs.Load())
 	}

@@ -20,6 +20,7 @@ import (
 const (
 	testNamespace = "default"
 	testGroup     = "orders-test"
+	testInstance  = "orders-test-1"
 	testToken     = "orders-test-token-0123456789"
 )
 
@@ -37,11 +38,12 @@ type fixture struct {
 func newFixture(t *testing.T, brokerFailRate, partnerFailRate float64, window time.Duration) *fixture {
 	t.Helper()
 	client, err := retryhub.NewClient(retryhub.Config{
-		Servers:   []string{"http://127.0.0.1:1"},
-		Namespace: testNamespace,
-		Group:     testGroup,
-		Token:     testToken,
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Servers:    []string{"http://127.0.0.1:1"},
+		Namespace:  testNamespace,
+		Group:      testGroup,
+		InstanceID: testInstance,
+		Token:      testToken,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +65,9 @@ func (f *fixture) execute(t *testing.T, req protocol.ExecuteRequest) protocol.Ex
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest(http.MethodPost, retryhub.ExecutorPath, bytes.NewReader(body))
+	r.Header.Set(protocol.HeaderNamespace, testNamespace)
+	r.Header.Set(protocol.HeaderGroup, testGroup)
+	r.Header.Set(protocol.HeaderInstance, testInstance)
 	protocol.SignRequest(r, testToken, body, time.Now())
 	w := httptest.NewRecorder()
 	f.client.Handler().ServeHTTP(w, r)

@@ -651,7 +651,7 @@ func (d *Dispatcher) run(c *retry.Claim) {
 		}
 		tried[lease.Instance.ID] = true
 		start := time.Now()
-		res, verdict := d.call(lease.Instance.ExecutorURL, group.Token, body, timeout)
+		res, verdict := d.call(lease.Instance, group, body, timeout)
 		switch verdict {
 		case callBusy:
 			lease.Done(d.p.BusyDelay, 0)
@@ -723,15 +723,20 @@ const (
 const maxAnswer = 64 << 10
 
 // call POSTs a signed request to an executor and reads what became of it.
-func (d *Dispatcher) call(url, token string, body []byte, timeout time.Duration) (retry.Result, verdict) {
+func (d *Dispatcher) call(in retry.Instance, group retry.Group, body []byte, timeout time.Duration) (retry.Result, verdict) {
 	ctx, cancel := context.WithTimeout(d.ctx, timeout+Grace)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.ExecutorURL, bytes.NewReader(body))
 	if err != nil {
 		return retry.Result{Outcome: retry.OutcomeFailed, Error: "bad executor URL: " + err.Error()}, callUnreachable
 	}
 	req.Header.Set("Content-Type", "application/json")
-	protocol.SignRequest(req, token, body, time.Now())
+	// The signature covers the group and the instance the call is meant for, so a captured
+	// call cannot be sent to another instance or another group's executor.
+	req.Header.Set(protocol.HeaderNamespace, group.Namespace)
+	req.Header.Set(protocol.HeaderGroup, group.Name)
+	req.Header.Set(protocol.HeaderInstance, in.ID)
+	protocol.SignRequest(req, group.Token, body, time.Now())
 	resp, err := d.client.Do(req)
 	if err != nil {
 		switch {
