@@ -142,17 +142,22 @@ func (c *Claimer) waitRoom(ctx context.Context) bool {
 	return ctx.Err() == nil
 }
 
-// Stop ends the ticks and the claimer, waiting for the claim statement under way (bounded by
-// its own timeout); the round ends after it. What it claimed has been handed to dispatch, which
-// gives back what it does not run.
+// Stop ends the ticks and the claimer, waiting within ctx for the claim statement under way
+// (bounded by its own timeout); the round ends after it. What it claimed has been handed to
+// dispatch, which gives back what it does not run; a claim that lands after ctx ended is left
+// to the sweeper.
 func (c *Claimer) Stop(ctx context.Context) {
 	if c.tick != nil {
 		c.tick.Stop(ctx)
 	}
 	if c.cancel != nil {
 		c.cancel()
-		<-c.done
 		c.cancel = nil
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			c.log.Warn("shutdown: a claim statement still under way at the deadline; what it claims returns through the sweeper")
+		}
 	}
 }
 

@@ -100,10 +100,15 @@ func (e *Elector) Start(context.Context) error { return e.loop.start() }
 // Stop ends the elector (letting a pass under way land first) and releases the leadership when
 // this node holds it, so another node takes it on its next pass.
 func (e *Elector) Stop(ctx context.Context) {
-	if !e.loop.stop() {
+	running, ended := e.loop.stop(ctx)
+	if !running {
 		return
 	}
 	e.until.Store(0)
+	if !ended {
+		e.p.Log.Warn("shutdown: a leadership pass still under way at the deadline; the leadership is left to expire", "leadership", e.p.Name)
+		return
+	}
 	if err := e.p.Store.ReleaseLeader(ctx, e.p.Name, e.p.NodeID); err != nil {
 		e.p.Log.Warn("release leadership", "leadership", e.p.Name, "err", err)
 	}
@@ -111,6 +116,6 @@ func (e *Elector) Stop(ctx context.Context) {
 
 // Kill ends the elector and leaves the leadership to expire, as a crash would.
 func (e *Elector) Kill() {
-	e.loop.stop()
+	e.loop.stop(context.Background())
 	e.until.Store(0)
 }

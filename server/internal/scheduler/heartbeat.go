@@ -56,7 +56,12 @@ func (h *Heartbeat) Start(ctx context.Context) error {
 // Stop ends the heartbeat (letting a beat under way land first) and removes the node's row, so
 // the others take its share at once.
 func (h *Heartbeat) Stop(ctx context.Context) {
-	if !h.loop.stop() {
+	running, ended := h.loop.stop(ctx)
+	if !running {
+		return
+	}
+	if !ended {
+		h.loop.log.Warn("shutdown: a heartbeat still under way at the deadline; the node row is left to age out", "node", h.node.ID)
 		return
 	}
 	if err := h.store.DeleteNode(ctx, h.node.ID); err != nil {
@@ -65,4 +70,4 @@ func (h *Heartbeat) Stop(ctx context.Context) {
 }
 
 // Kill ends the heartbeat and leaves the row to age, as a crash would.
-func (h *Heartbeat) Kill() { h.loop.stop() }
+func (h *Heartbeat) Kill() { h.loop.stop(context.Background()) }

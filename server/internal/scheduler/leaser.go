@@ -124,11 +124,16 @@ func (l *Leaser) exec(ctx context.Context) {
 // Stop ends leasing (letting a renewal under way land first) and releases every bucket, so
 // other nodes take them at once.
 func (l *Leaser) Stop(ctx context.Context) {
-	if !l.loop.stop() && !l.took.Swap(false) {
+	running, ended := l.loop.stop(ctx)
+	if !running && !l.took.Swap(false) {
 		return
 	}
 	l.took.Store(false)
 	l.held.Store(&[]int{})
+	if !ended {
+		l.log.Warn("shutdown: a lease renewal still under way at the deadline; the leases are left to expire")
+		return
+	}
 	if err := l.store.ReleaseBuckets(ctx, l.p.NodeID, nil); err != nil {
 		l.log.Warn("release bucket leases", "err", err)
 	}
@@ -136,7 +141,7 @@ func (l *Leaser) Stop(ctx context.Context) {
 
 // Kill ends leasing and leaves the leases to expire, as a crash would.
 func (l *Leaser) Kill() {
-	l.loop.stop()
+	l.loop.stop(context.Background())
 	l.took.Store(false)
 	l.held.Store(&[]int{})
 }

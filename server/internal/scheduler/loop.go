@@ -72,14 +72,20 @@ func (l *loop) pass(ctx context.Context) {
 	l.exec(pctx)
 }
 
-// stop ends the loop and waits for a pass under way; it reports whether the loop was running
-// (a loop stops once).
-func (l *loop) stop() bool {
+// stop ends the loop and waits, within ctx, for a pass under way. It reports whether the loop
+// was running (a loop stops once) and whether its last pass ended before ctx did: a stop that
+// cleans up after the loop must skip the clean-up when it did not, since that pass may still
+// land after it. The pass itself ends within its own timeout.
+func (l *loop) stop(ctx context.Context) (running, ended bool) {
 	if l.cancel == nil {
-		return false
+		return false, true
 	}
 	l.cancel()
-	<-l.done
 	l.cancel = nil
-	return true
+	select {
+	case <-l.done:
+		return true, true
+	case <-ctx.Done():
+		return true, false
+	}
 }

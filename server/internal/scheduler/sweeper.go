@@ -78,7 +78,7 @@ func (s *Sweeper) Start(context.Context) error { return s.loop.start() }
 
 // Stop ends the sweeper, cancelling a pass under way (what it settled is written; what it did
 // not, the next sweep on any node takes back).
-func (s *Sweeper) Stop(context.Context) { s.loop.stop() }
+func (s *Sweeper) Stop(ctx context.Context) { s.loop.stop(ctx) }
 
 // maxBadRows bounds the tasks the sweeper remembers having logged as skipped.
 const maxBadRows = 10000

@@ -13,13 +13,16 @@ import (
 )
 
 // Proxy forwards TCP connections to a target address until Down, which closes every connection
-// and refuses new ones until Up: a database that becomes unreachable, as a test sees it.
+// and refuses new ones until Up: a database that becomes unreachable, as a test sees it. Hang
+// is the other kind of outage: connections stay open and new ones are accepted, but nothing
+// said on them is answered.
 type Proxy struct {
 	ln     net.Listener
 	target string
 
 	mu    sync.Mutex
 	down  bool
+	hung  bool
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -54,6 +57,17 @@ func (p *Proxy) accept() {
 			c.Close()
 			continue
 		}
+		if p.hung {
+			p.conns[c] = struct{}{}
+			p.wg.Add(1)
+			p.mu.Unlock()
+			go func() {
+				defer p.wg.Done()
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+			continue
+		}
 		up, err := net.Dial("tcp", p.target)
 		if err != nil {
 			p.mu.Unlock()
@@ -65,7 +79,18 @@ func (p *Proxy) accept() {
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
 			defer p.wg.Done()
-			io.Copy(dst, src)
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 && !p.isHung() {
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
 			dst.Close()
 			src.Close()
 		}
@@ -85,11 +110,25 @@ func (p *Proxy) Down() {
 	clear(p.conns)
 }
 
+// Hang keeps every connection open and accepts new ones, but forwards nothing more in either
+// direction: a database that stops answering without refusing anything.
+func (p *Proxy) Hang() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hung = true
+}
+
+func (p *Proxy) isHung() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hung
+}
+
 // Up forwards new connections again.
 func (p *Proxy) Up() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.down = false
+	p.down, p.hung = false, false
 }
 
 // Close stops the proxy and waits for its goroutines.
