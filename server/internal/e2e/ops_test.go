@@ -178,9 +178,10 @@ func TestRetentionDeletesOldEndedWorkAndKeepsDeadLetters(t *testing.T) {
 		w.waitTask(done, 10*time.Second, "succeeded", func(tk retry.Task) bool { return tk.State == retry.Succeeded })
 		w.waitTask(dead, 10*time.Second, "exhausted", func(tk retry.Task) bool { return tk.State == retry.Exhausted })
 		w.waitTask(live, 10*time.Second, "failed once", func(tk retry.Task) bool { return tk.Attempts == 1 })
-		time.Sleep(20 * time.Millisecond)
+		// Retention runs a second later by its clock, past the tasks' 1 ms retention.
+		later := func() time.Time { return time.Now().Add(time.Second) }
 		j, err := scheduler.NewJanitor(scheduler.JanitorParams{Store: node.Store, ForgetAfter: time.Hour, Log: testkit.Logger(t),
-			Retention: config.Retention{Succeeded: time.Millisecond, Attempts: 0, Batch: 1}})
+			Retention: config.Retention{Succeeded: time.Millisecond, Attempts: 0, Batch: 1}, Now: later})
 		if err != nil {
 			t.Fatal(err)
 		}
