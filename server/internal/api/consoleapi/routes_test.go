@@ -61,8 +61,23 @@ func unique(prefix string) string {
 	return fmt.Sprintf("%s-%d", prefix, seq)
 }
 
-// routeTable has one row per console operation, keyed by operation id.
+// routeTable has one row per console operation, keyed by operation id: the rows of each part
+// of the API, from the file that tests it.
 func routeTable() map[string]routeCase {
+	all := map[string]routeCase{}
+	for _, part := range []map[string]routeCase{accountRoutes(), catalogRoutes(), taskRoutes(), dashboardRoutes()} {
+		for id, c := range part {
+			if _, dup := all[id]; dup {
+				panic("route table: operation " + id + " has two rows")
+			}
+			all[id] = c
+		}
+	}
+	return all
+}
+
+// accountRoutes are the rows of sessions, users, API tokens and the audit log.
+func accountRoutes() map[string]routeCase {
 	p := consoleapi.Prefix
 	return map[string]routeCase{
 		"auth-login":  {fixed(p+"/auth/login", map[string]string{"username": "victim", "password": password("victim")}), everyone(http.StatusOK)},
