@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/retryhub/retryhub/client-sdk/protocol"
+	"github.com/retryhub/retryhub/server/internal/app"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
 	"github.com/retryhub/retryhub/server/internal/testkit"
@@ -68,8 +70,8 @@ func TestFailingTaskIsExhaustedWithEveryAttemptRecorded(t *testing.T) {
 				t.Fatalf("attempt %d: %+v", i+1, a)
 			}
 		}
-		// A dead letter stays as it is: no further calls.
-		time.Sleep(500 * time.Millisecond)
+		// A dead letter stays as it is: no further calls, however many rounds the claimer makes.
+		waitRounds(t, node, 2)
 		if n := len(in.CallsOf(protocol.KindReplay)); n != 3 {
 			t.Fatalf("%d replay calls, want 3", n)
 		}
@@ -204,7 +206,7 @@ func TestNoInstanceWaitsThenRunsWhenOneRegisters(t *testing.T) {
 		// With no instance it is held (claimed once, not over and over): it neither fails nor
 		// uses up its attempts.
 		held := w.waitTask(id, 10*time.Second, "held", func(tk retry.Task) bool { return tk.State == retry.Held })
-		time.Sleep(time.Second)
+		waitRounds(t, node, 2)
 		tk := w.task(id)
 		if tk.State != retry.Held || tk.Attempts != 0 || len(w.attempts(id)) != 0 || !tk.UpdatedAt.Equal(held.UpdatedAt) {
 			t.Fatalf("without an instance the task is %s with %d attempts, updated %s after %s (claimed again?)",
@@ -263,7 +265,7 @@ func TestPausedSceneHoldsItsTasks(t *testing.T) {
 		id := w.report(item("notify", "held"))[0].TaskID
 		// Claimed once, it is held: not claimed again while the scene is paused, and not run.
 		held := w.waitTask(id, 10*time.Second, "held", func(tk retry.Task) bool { return tk.State == retry.Held })
-		time.Sleep(time.Second)
+		waitRounds(t, node, 2)
 		if tk := w.task(id); tk.State != retry.Held || tk.Attempts != 0 || len(in.CallsOf(protocol.KindReplay)) != 0 || len(w.attempts(id)) != 0 {
 			t.Fatalf("a paused scene's task ran: %+v", tk)
 		} else if !tk.UpdatedAt.Equal(held.UpdatedAt) {
@@ -311,4 +313,12 @@ func TestHealth(t *testing.T) {
 		_, h := get()
 		return h.Leader
 	})
+}
+
+// waitRounds waits until node's claimer has ended n more rounds than it had: long enough for
+// anything due to have been claimed, without waiting on the clock.
+func waitRounds(t *testing.T, node *app.App, n int64) {
+	t.Helper()
+	from := node.Claimer.Rounds()
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d claim rounds", n), func() bool { return node.Claimer.Rounds() >= from+n })
 }

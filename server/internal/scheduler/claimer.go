@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"sync/atomic"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -66,6 +67,8 @@ type Claimer struct {
 	offset map[retry.AttemptKind]int
 	// rounds counts rounds, to alternate which kind goes first.
 	rounds int
+	// ended counts the rounds that have ended, for Rounds.
+	ended atomic.Int64
 }
 
 var _ service.Service = (*Claimer)(nil)
@@ -169,8 +172,13 @@ func (c *Claimer) Exec(ctx context.Context) int {
 	return n
 }
 
+// Rounds is how many rounds have ended: a test that checks that nothing is claimed waits for
+// rounds to pass instead of for time to.
+func (c *Claimer) Rounds() int64 { return c.ended.Load() }
+
 // round is Exec, also saying whether due work was left behind for lack of room or passes.
 func (c *Claimer) round(ctx context.Context) (int, bool) {
+	defer c.ended.Add(1)
 	first, second := retry.KindReplay, retry.KindCallback
 	if c.rounds++; c.rounds%2 == 0 {
 		first, second = second, first
