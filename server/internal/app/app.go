@@ -327,15 +327,21 @@ func (a *App) Shutdown(ctx context.Context) error {
 		// left, so their context outlives ctx.
 		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(shutdownGrace))
 		defer cancel()
+		// Requests in progress get until the deadline, even when ctx has none: a handler stuck
+		// on a database that hangs is then cut off with its connection.
+		hctx, hcancel := context.WithDeadline(ctx, deadline)
+		defer hcancel()
 		httpDone := make(chan error, 1)
-		go func() { httpDone <- a.server.Shutdown(ctx) }()
+		go func() { httpDone <- a.server.Shutdown(hctx) }()
 		a.services.Stop(sctx)
 		if herr := <-httpDone; herr != nil {
 			a.server.Close()
 			err = fmt.Errorf("http shutdown: %w", herr)
 		}
-		if serr := <-a.served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-			err = errors.Join(err, serr)
+		if a.served != nil { // nil when Start never ran or failed
+			if serr := <-a.served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+				err = errors.Join(err, serr)
+			}
 		}
 		a.Store.Close()
 		a.log.Info("stopped")
@@ -350,7 +356,9 @@ func (a *App) Kill() {
 	a.stopOnce.Do(func() {
 		a.server.Close()
 		a.services.Kill()
-		<-a.served
+		if a.served != nil {
+			<-a.served
+		}
 		a.Store.Close()
 		a.log.Info("killed")
 	})

@@ -343,13 +343,6 @@ func (c *Catalog) Group(ctx context.Context, id int64) (retry.Group, error) {
 	return lookup(ctx, c, c.groupsByID, id)
 }
 
-// FreshGroup is Group.
-//
-// Deprecated: every lookup answers from a view no older than the TTL; call Group.
-func (c *Catalog) FreshGroup(ctx context.Context, id int64) (retry.Group, error) {
-	return c.Group(ctx, id)
-}
-
 func compiled(sc retry.Scene, err error) (*Scene, error) {
 	if err != nil {
 		return nil, err
@@ -364,13 +357,6 @@ func compiled(sc retry.Scene, err error) (*Scene, error) {
 // Scene returns the scene with that id.
 func (c *Catalog) Scene(ctx context.Context, id int64) (*Scene, error) {
 	return lookup(ctx, c, c.scenesByID, id)
-}
-
-// FreshScene is Scene.
-//
-// Deprecated: every lookup answers from a view no older than the TTL; call Scene.
-func (c *Catalog) FreshScene(ctx context.Context, id int64) (*Scene, error) {
-	return c.Scene(ctx, id)
 }
 
 // SceneByName returns the group's scene of that name.

@@ -571,14 +571,9 @@ func (d *Dispatcher) run(c *retry.Claim) {
 		return
 	}
 	if !sc.Enabled {
-		// A held task is not looked at again until it comes back, and its scene's entry may be
-		// old by then (nothing reads it while the scene is paused): hold on a fresh view only.
-		fsc, err := d.catalog.FreshScene(d.ctx, c.SceneID)
-		if err != nil || !fsc.Enabled {
-			d.hold(c, now)
-			return
-		}
-		sc = fsc
+		// A paused scene's task is held (the catalog's view is never older than its TTL).
+		d.hold(c, now)
+		return
 	}
 	if r := d.reserve(sc, granted); r != nil {
 		// Wait for the token when it comes soon enough, holding it; otherwise give the token
@@ -607,11 +602,9 @@ func (d *Dispatcher) run(c *retry.Claim) {
 	}
 	if !group.Active() {
 		// A disabled group's (or namespace's) clients are refused; its tasks are held, as a
-		// paused scene's are (on a fresh view of the group, likewise).
-		if group, err = d.catalog.FreshGroup(d.ctx, c.GroupID); err != nil || !group.Active() {
-			d.hold(c, now)
-			return
-		}
+		// paused scene's are.
+		d.hold(c, now)
+		return
 	}
 	timeout := sc.Timeout
 	if timeout <= 0 {
@@ -619,10 +612,16 @@ func (d *Dispatcher) run(c *retry.Claim) {
 	}
 	if need := now.Add(timeout + Grace); need.After(c.RunDeadline) {
 		ok, err := d.store.ExtendClaim(d.ctx, c, need.Add(d.p.ClaimTimeout))
-		if err != nil || !ok {
-			// The claim no longer holds (or cannot be made to last): leave the task to whoever
-			// holds it, or to the sweeper.
-			d.log.Warn("dispatch: claim could not be extended for the attempt; skipping", "task", c.TaskID, "err", err)
+		if err != nil {
+			// The database did not answer: give the task back, due shortly, without using an
+			// attempt (left alone, the sweeper would count a timed-out attempt).
+			d.log.Warn("dispatch: claim could not be extended for the attempt; the task waits", "task", c.TaskID, "err", err)
+			d.add(retry.Release(c, now.Add(d.p.BusyDelay)))
+			return
+		}
+		if !ok {
+			// The claim no longer holds: the task is someone else's now (or the sweeper's).
+			d.log.Warn("dispatch: claim lapsed before the attempt; skipping", "task", c.TaskID)
 			return
 		}
 	}

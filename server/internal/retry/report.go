@@ -6,6 +6,22 @@ import (
 	"github.com/retryhub/retryhub/client-sdk/backoff"
 )
 
+// FailureTime places a client's failure time on the server's clock: the client says when the call
+// failed (failedAt) and when it signed the request (signedAt), both in Unix milliseconds of its
+// own clock; the failure is that long before now. A client whose clock is off thus neither
+// brings its tasks due early nor starts their deadlines late. Zero (the client gave no time)
+// stays zero, and a failure after the signing counts as now.
+func FailureTime(failedAt, signedAt int64, now time.Time) time.Time {
+	if failedAt <= 0 {
+		return time.Time{}
+	}
+	age := time.Duration(signedAt-failedAt) * time.Millisecond
+	if age < 0 {
+		age = 0
+	}
+	return now.Add(-age)
+}
+
 // ReportedFrom is the time a reported task counts from: when its call failed, as the client
 // says, or now when the client gave no time (zero) or a time ahead of the server's clock. A
 // report that waited in the client's spool through an outage thus counts from its failure, and

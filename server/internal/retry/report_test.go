@@ -63,3 +63,23 @@ func TestFirstDueSpreadsABatchByItsFailures(t *testing.T) {
 		t.Fatalf("%d distinct due times for 5 calls that failed a second apart", len(seen))
 	}
 }
+
+func TestFailureTimeUsesTheClientsOwnClock(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	signed := int64(1_000_000_000) // the client's clock, far from the server's
+	cases := []struct {
+		name     string
+		failedAt int64
+		want     time.Time
+	}{
+		{"no time given", 0, time.Time{}},
+		{"failed just now", signed, now},
+		{"failed ten minutes before sending", signed - 600_000, now.Add(-10 * time.Minute)},
+		{"a failure after the signing counts as now", signed + 5_000, now},
+	}
+	for _, c := range cases {
+		if got := FailureTime(c.failedAt, signed, now); !got.Equal(c.want) {
+			t.Errorf("%s: got %s, want %s", c.name, got, c.want)
+		}
+	}
+}

@@ -2,9 +2,9 @@ package scheduler
 
 import (
 	"context"
-	"sync/atomic"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/retryhub/retryhub/server/internal/retry"

@@ -40,11 +40,10 @@ func phaseOf(k retry.AttemptKind) phase {
 }
 
 // claimCols are the columns a claim reads; the last one is the phase's due time. It reads the
-// arguments' size, not the arguments: dispatch reads them (TaskArgs) just before sending. (On
-// SQLite LENGTH counts characters, which bounds the bytes of JSON's mostly-ASCII text well
-// enough for dispatch's memory bound.)
-func (ph phase) claimCols() string {
-	return "id, group_id, scene_id, bucket, idem_key, LENGTH(args), state, attempts, cb_attempts, last_error, " +
+// arguments' size in bytes, not the arguments: dispatch reads them (TaskArgs) just before
+// sending.
+func (ph phase) claimCols(d dialect) string {
+	return "id, group_id, scene_id, bucket, idem_key, " + d.byteLength("args") + ", state, attempts, cb_attempts, last_error, " +
 		"cb_error, deadline_at, claim_token, claimed_by, run_deadline, created_at, " + ph.next
 }
 
@@ -118,7 +117,7 @@ func (s *Store) claim(ctx context.Context, db dbtx, p ClaimParams) ([]retry.Clai
 		return nil, nil
 	}
 	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND claim_token = ?",
-		ph.claimCols(), intList(p.Buckets), ph.state, ph.running)
+		ph.claimCols(s.d), intList(p.Buckets), ph.state, ph.running)
 	out, err := readClaims(ctx, db, q, p.Kind, p.Token)
 	if err != nil {
 		return nil, fmt.Errorf("read claimed %s: %w", p.Kind, err)

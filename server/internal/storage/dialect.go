@@ -30,6 +30,8 @@ import (
 type dialect interface {
 	// name is config.MySQL or config.SQLite.
 	name() string
+	// byteLength is the SQL expression of a text column's length in bytes.
+	byteLength(col string) string
 	// open connects to the database.
 	open(ctx context.Context, dsn config.DSN, cfg *gorm.Config) (*gorm.DB, error)
 	// tableOptions are the options of the tables migration creates.
@@ -101,6 +103,8 @@ var newValue = regexp.MustCompile(`\{new\}(\w+)`)
 type mysqlDialect struct{}
 
 func (mysqlDialect) name() string { return config.MySQL }
+
+func (mysqlDialect) byteLength(col string) string { return "LENGTH(" + col + ")" }
 
 // open sets every connection's isolation to READ COMMITTED (setIsolation).
 func (mysqlDialect) open(ctx context.Context, dsn config.DSN, cfg *gorm.Config) (*gorm.DB, error) {
@@ -197,6 +201,9 @@ func mysqlErrorIs(err error, numbers ...uint16) bool {
 type sqliteDialect struct{}
 
 func (sqliteDialect) name() string { return config.SQLite }
+
+// byteLength casts to a blob: SQLite's LENGTH of text counts characters.
+func (sqliteDialect) byteLength(col string) string { return "LENGTH(CAST(" + col + " AS BLOB))" }
 
 // open creates the file's directory if need be. WAL lets readers run beside the writer;
 // IMMEDIATE transactions take the write lock at BEGIN so two writers queue on the busy timeout

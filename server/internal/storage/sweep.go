@@ -71,7 +71,7 @@ func (s *Store) Stuck(ctx context.Context, kind retry.AttemptKind, buckets []int
 	}
 	ph := phaseOf(kind)
 	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND run_deadline <= ? LIMIT %d",
-		ph.claimCols(), intList(buckets), ph.state, ph.running, limit)
+		ph.claimCols(s.d), intList(buckets), ph.state, ph.running, limit)
 	out, err := readClaims(ctx, s.sql, q, kind, T(now))
 	if err != nil {
 		return nil, fmt.Errorf("find stuck %s: %w", kind, err)

@@ -87,8 +87,9 @@ func (a *API) Mount(r gin.IRouter) {
 }
 
 const (
-	ctxGroup = "retryhub.group"
-	ctxBody  = "retryhub.body"
+	ctxGroup  = "retryhub.group"
+	ctxBody   = "retryhub.body"
+	ctxSigned = "retryhub.signed"
 )
 
 // authenticate admits a request, cheapest check first, so that a request that is refused costs
@@ -186,6 +187,7 @@ func (a *API) authenticate(c *gin.Context) {
 	}
 	c.Set(ctxGroup, group)
 	c.Set(ctxBody, body)
+	c.Set(ctxSigned, stamp.Timestamp)
 	c.Next()
 }
 
@@ -367,6 +369,7 @@ func (a *API) reports(c *gin.Context) {
 	if !decode(c, &req) {
 		return
 	}
+	signedAt := c.GetInt64(ctxSigned)
 	switch {
 	case len(req.Items) == 0:
 		httpx.Error(c, http.StatusBadRequest, "no_items", "the report holds no items")
@@ -428,11 +431,9 @@ func (a *API) reports(c *gin.Context) {
 			return
 		}
 		// The first replay and the deadline count from the failure, when the client says when
-		// that was (a report re-sent after an outage), but never from the future.
-		var failedAt time.Time
-		if it.FailedAt > 0 {
-			failedAt = time.UnixMilli(it.FailedAt)
-		}
+		// that was (a report re-sent after an outage), measured by the client's own clock
+		// against its signing time, and never from the future.
+		failedAt := retry.FailureTime(it.FailedAt, signedAt, now)
 		tasks = append(tasks, storage.NewTask{GroupID: g.ID, SceneID: sc.ID,
 			Bucket: retry.BucketOf(it.IdempotencyKey, a.p.Buckets), Key: it.IdempotencyKey, Args: args,
 			Error: it.Error, LocalAttempts: it.LocalAttempts, State: retry.Waiting,
