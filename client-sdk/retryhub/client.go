@@ -215,7 +215,7 @@ func (c *Client) Start(ctx context.Context) error {
 	if ln != nil {
 		mux := http.NewServeMux()
 		mux.Handle(ExecutorPath, c.exec)
-		c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)}
+		c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)}
 		c.srvDone = make(chan struct{})
 		go func() {
 			defer close(c.srvDone)

@@ -36,14 +36,17 @@ type executor struct {
 	now       func() time.Time
 
 	inFlight atomic.Int32
+	reading  atomic.Int32
 	stopping atomic.Bool
 }
 
 // ServeHTTP checks a request in the order that costs an unsigned or repeated one least: the
 // stamp in its headers (version, timestamp, nonce) before reading the body, then the
 // signature over the body, then the nonce against those accepted within the window; only then
-// does it run anything. It handles at most capacity requests at once from the stamp check on,
-// so that bodies being read take at most capacity times the body limit.
+// does it run anything. Bodies not yet verified are read by at most readersPerSlot times
+// capacity requests at once, each within bodyReadTimeout, so forged requests can neither hold
+// much memory nor take the slots of the server's calls for long; a slot (capacity in all) is
+// taken only by a request whose signature holds.
 func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -60,23 +63,8 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "shutting_down", "the instance is shutting down")
 		return
 	}
-	if x.inFlight.Add(1) > x.capacity {
-		x.inFlight.Add(-1)
-		writeError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf("the instance runs %d calls, its capacity", x.capacity))
-		return
-	}
-	defer x.inFlight.Add(-1)
-	limit := int64(maxExecuteBody)
-	if l := x.limits.Load(); l != nil {
-		limit = max(limit, 2*l.MaxPayloadBytes+64<<10)
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "read body: "+err.Error())
-		return
-	}
-	if int64(len(body)) > limit {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the body exceeds %d bytes", limit))
+	body, ok := x.readBody(w, r, now)
+	if !ok {
 		return
 	}
 	if err := protocol.Verify(x.token, stamp, body); err != nil {
@@ -93,6 +81,12 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "wrong_instance", fmt.Sprintf("this is instance %s, not %s", x.instance, stamp.Instance))
 		return
 	}
+	if x.inFlight.Add(1) > x.capacity {
+		x.inFlight.Add(-1)
+		writeError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf("the instance runs %d calls, its capacity", x.capacity))
+		return
+	}
+	defer x.inFlight.Add(-1)
 	switch err := x.nonces.remember(stamp, now, protocol.SignatureWindow); {
 	case errors.Is(err, errReplayed):
 		x.log.Warn("retryhub: executor refused a request it had already accepted (same nonce); a captured request was sent again",
@@ -125,6 +119,41 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, x.execute(r.Context(), s, &req))
+}
+
+// readersPerSlot times the capacity is how many requests may have their bodies read, not yet
+// verified, at once.
+const readersPerSlot = 4
+
+// bodyReadTimeout bounds how long a request's body may take to arrive.
+const bodyReadTimeout = 10 * time.Second
+
+// readBody reads r's body within the size limit and bodyReadTimeout, among at most
+// readersPerSlot times capacity readers; it answers the request itself when it cannot.
+func (x *executor) readBody(w http.ResponseWriter, r *http.Request, now time.Time) ([]byte, bool) {
+	if x.reading.Add(1) > readersPerSlot*x.capacity {
+		x.reading.Add(-1)
+		writeError(w, http.StatusTooManyRequests, "busy", "the instance is reading as many requests as it takes at once")
+		return nil, false
+	}
+	defer x.reading.Add(-1)
+	// Not every ResponseWriter can set a deadline (a test's recorder cannot); the SDK's own
+	// listener also has a ReadTimeout.
+	_ = http.NewResponseController(w).SetReadDeadline(now.Add(bodyReadTimeout))
+	limit := int64(maxExecuteBody)
+	if l := x.limits.Load(); l != nil {
+		limit = max(limit, 2*l.MaxPayloadBytes+64<<10)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "read body: "+err.Error())
+		return nil, false
+	}
+	if int64(len(body)) > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the body exceeds %d bytes", limit))
+		return nil, false
+	}
+	return body, true
 }
 
 // execute runs a replay or callback and describes its outcome.

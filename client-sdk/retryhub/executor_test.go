@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -142,19 +143,63 @@ func TestExecutorCapacity(t *testing.T) {
 	if st := c.Stats(); st.InFlight != 1 {
 		t.Errorf("in flight %d, want 1", st.InFlight)
 	}
-	// Nor is the body of another request read while the slot is taken: bodies being read take
-	// at most Capacity times the body limit, whoever sends them.
+	// A forged request does not count against the slot: it is refused for its signature.
 	r, body := signedExecute(t, c, "not-the-token", replayOf("exec-busy", `3`), time.Now(), nil)
-	tb := &trackedBody{r: bytes.NewReader(body)}
-	r.Body = tb
-	w = httptest.NewRecorder()
-	c.Handler().ServeHTTP(w, r)
-	if w.Code != http.StatusTooManyRequests || tb.read.Load() {
-		t.Fatalf("at capacity a request got %d with its body read %v, want 429 unread", w.Code, tb.read.Load())
+	if w := send(c.Handler(), r, body); w.Code != http.StatusUnauthorized || errorCode(t, w) != "bad_signature" {
+		t.Fatalf("a forged request at capacity got %d %s, want 401 bad_signature", w.Code, w.Body)
 	}
 	close(release)
 	if resp := <-done; resp.Status != protocol.ExecuteSucceeded {
 		t.Fatalf("the running replay answered %+v", resp)
+	}
+}
+
+// Bodies that have not been verified are read by at most four times Capacity requests at
+// once: senders that trickle their bodies (forged or not) cannot hold more, and a request
+// beyond them is answered busy with its body unread.
+func TestExecutorBoundsTheBodiesItReads(t *testing.T) {
+	cfg := testConfig("http://127.0.0.1:1")
+	cfg.Capacity = 1
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	RetryableOn(c, "exec-slow-body", func(context.Context, int) error { return nil })
+	type slow struct {
+		pw   *io.PipeWriter
+		done chan int
+	}
+	var slows []slow
+	for range readersPerSlot {
+		r, _ := signedExecute(t, c, "secret", replayOf("exec-slow-body", `1`), time.Now(), nil)
+		pr, pw := io.Pipe()
+		r.Body = pr
+		s := slow{pw: pw, done: make(chan int, 1)}
+		go func() {
+			w := httptest.NewRecorder()
+			c.Handler().ServeHTTP(w, r)
+			s.done <- w.Code
+		}()
+		slows = append(slows, s)
+	}
+	eventually(t, "four bodies being read", func() bool { return c.exec.reading.Load() == readersPerSlot })
+	r, body := signedExecute(t, c, "secret", replayOf("exec-slow-body", `2`), time.Now(), nil)
+	tb := &trackedBody{r: bytes.NewReader(body)}
+	r.Body = tb
+	w := httptest.NewRecorder()
+	c.Handler().ServeHTTP(w, r)
+	if w.Code != http.StatusTooManyRequests || tb.read.Load() {
+		t.Fatalf("beyond the readers a request got %d with its body read %v, want 429 unread", w.Code, tb.read.Load())
+	}
+	for _, s := range slows {
+		s.pw.CloseWithError(errors.New("sender gave up"))
+		if code := <-s.done; code != http.StatusBadRequest {
+			t.Fatalf("a body that never arrived got %d, want 400", code)
+		}
+	}
+	// With the readers free again, a request is read and runs.
+	if w := execute(t, c, "secret", replayOf("exec-slow-body", `3`)); w.Code != http.StatusOK {
+		t.Fatalf("after the slow senders a request got %d %s", w.Code, w.Body)
 	}
 }
 
