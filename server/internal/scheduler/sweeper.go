@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -28,7 +29,9 @@ type SweeperParams struct {
 	InstanceTTL time.Duration
 	// Now reads the clock; nil means time.Now.
 	Now func() time.Time
-	Log *slog.Logger
+	// Batch is how many stuck tasks one statement reads; zero means sweepBatch.
+	Batch int
+	Log   *slog.Logger
 }
 
 // Sweeper takes back tasks whose claim outlived its deadline: the node that claimed them, or
@@ -51,8 +54,12 @@ type Sweeper struct {
 
 var _ service.Service = (*Sweeper)(nil)
 
-// sweepBatch bounds the tasks taken back per pass and kind.
-const sweepBatch = 500
+// sweepBatch is how many stuck tasks one statement reads and one settlement writes, and
+// sweepPages how many such pages a pass reads per kind at most.
+const (
+	sweepBatch = 500
+	sweepPages = 20
+)
 
 // unholdBatch and unholdBatches bound the held tasks brought back per statement and per pass.
 const (
@@ -64,6 +71,9 @@ const (
 func NewSweeper(p SweeperParams) *Sweeper {
 	if p.Now == nil {
 		p.Now = time.Now
+	}
+	if p.Batch <= 0 {
+		p.Batch = sweepBatch
 	}
 	s := &Sweeper{p: p, log: p.Log, bad: map[int64]struct{}{}}
 	s.loop = loop{interval: p.Interval, exec: func(ctx context.Context) {
@@ -149,10 +159,28 @@ func (s *Sweeper) Unhold(ctx context.Context) int64 {
 
 func (s *Sweeper) sweep(ctx context.Context, kind retry.AttemptKind) (int, error) {
 	now := s.p.Now()
-	stuck, err := s.p.Store.Stuck(ctx, kind, s.p.Held(), now, sweepBatch)
-	if err != nil || len(stuck) == 0 {
-		return 0, err
+	total := 0
+	var after int64
+	// Page by id: a page of tasks that all had to be skipped does not stop the pass from
+	// reaching the tasks behind it.
+	for range sweepPages {
+		stuck, err := s.p.Store.StuckAfter(ctx, kind, s.p.Held(), now, after, s.p.Batch)
+		if err != nil || len(stuck) == 0 {
+			return total, err
+		}
+		after = stuck[len(stuck)-1].TaskID
+		n, err := s.takeBack(ctx, kind, stuck, now)
+		total += n
+		if err != nil || len(stuck) < s.p.Batch {
+			return total, err
+		}
 	}
+	return total, nil
+}
+
+// takeBack settles stuck claims as timed-out attempts, skipping (and counting) those whose
+// scene cannot be read.
+func (s *Sweeper) takeBack(ctx context.Context, kind retry.AttemptKind, stuck []retry.Claim, now time.Time) (int, error) {
 	batch := make([]retry.Settlement, 0, len(stuck))
 	for i := range stuck {
 		c := &stuck[i]
@@ -160,6 +188,13 @@ func (s *Sweeper) sweep(ctx context.Context, kind retry.AttemptKind) (int, error
 		if err != nil {
 			if ctx.Err() != nil {
 				return 0, ctx.Err()
+			}
+			if !errors.Is(err, storage.ErrNotFound) {
+				// The database, not the row, may be what fails: then no row can be settled
+				// either, and the pass ends without blaming any.
+				if perr := s.p.Store.Ping(ctx); perr != nil {
+					return 0, fmt.Errorf("read scene %d: %w", c.SceneID, err)
+				}
 			}
 			// One task that cannot be settled must not hold back the others: skip it (it stays
 			// running, and the next sweep tries again) and count it.

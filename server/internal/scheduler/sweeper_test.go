@@ -2,6 +2,7 @@ package scheduler_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -386,6 +387,36 @@ func TestSweeperSkipsATaskItCannotSettle(t *testing.T) {
 		// The next pass finds it again, skips it again, and has nothing else to do.
 		if n := sw.Exec(ctx); n != 0 || sw.Skipped() != 2 {
 			t.Fatalf("the next pass took back %d and skipped %d in all, want 0 and 2", n, sw.Skipped())
+		}
+	})
+}
+
+// Pages full of tasks that cannot be settled do not stop a pass from reaching the good tasks
+// behind them.
+func TestSweeperGetsPastPagesOfBadTasks(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := newFixture(t, s, nil)
+		due := time.Now().Add(-time.Minute)
+		// Five orphans first (lower ids), then the good tasks.
+		for i := range 5 {
+			if _, err := s.Ingest(ctx, []storage.NewTask{{GroupID: f.Group.ID, SceneID: 1 << 40, Bucket: 2,
+				Key: fmt.Sprintf("orphan-%d", i), Args: []byte(`{}`), State: retry.Waiting, NextAt: due}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		good := f.AddInBucket(2, due, "good-1", "good-2")
+		f.Claim(retry.KindReplay, "node-dead", time.Now(), time.Now().Add(-time.Second))
+
+		sw := scheduler.NewSweeper(scheduler.SweeperParams{Store: s, Catalog: catalog.New(catalog.Params{Store: s, TTL: time.Minute}),
+			Held: func() []int { return []int{2} }, Leader: leader(true), Interval: time.Hour, InstanceTTL: time.Minute,
+			Batch: 2, Log: testkit.Logger(t)})
+		if n := sw.Exec(ctx); n != len(good) {
+			t.Fatalf("took back %d, want the %d good tasks behind the bad ones", n, len(good))
+		}
+		if sw.Skipped() != 5 {
+			t.Fatalf("skipped %d, want the 5 orphans", sw.Skipped())
 		}
 	})
 }

@@ -66,13 +66,19 @@ func (s *Store) Unhold(ctx context.Context, liveSince time.Time, limit int) (n i
 // its claim's deadline at now, with the token they were claimed under. It reads only running
 // rows, which dispatch keeps few.
 func (s *Store) Stuck(ctx context.Context, kind retry.AttemptKind, buckets []int, now time.Time, limit int) ([]retry.Claim, error) {
+	return s.StuckAfter(ctx, kind, buckets, now, 0, limit)
+}
+
+// StuckAfter is Stuck for the tasks whose id is above afterID, in id order: a sweeper pages
+// with it past tasks it had to skip.
+func (s *Store) StuckAfter(ctx context.Context, kind retry.AttemptKind, buckets []int, now time.Time, afterID int64, limit int) ([]retry.Claim, error) {
 	if len(buckets) == 0 {
 		return nil, nil
 	}
 	ph := phaseOf(kind)
-	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND run_deadline <= ? LIMIT %d",
+	q := fmt.Sprintf("SELECT %s FROM rh_task WHERE bucket IN (%s) AND %s = %d AND run_deadline <= ? AND id > ? ORDER BY id LIMIT %d",
 		ph.claimCols(s.d), intList(buckets), ph.state, ph.running, limit)
-	out, err := readClaims(ctx, s.sql, q, kind, T(now))
+	out, err := readClaims(ctx, s.sql, q, kind, T(now), afterID)
 	if err != nil {
 		return nil, fmt.Errorf("find stuck %s: %w", kind, err)
 	}
