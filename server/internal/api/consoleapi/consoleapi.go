@@ -81,6 +81,7 @@ func (a *API) Mount(r *gin.Engine) {
 	a.registerUsers()
 	a.registerTokens()
 	a.registerAudit()
+	a.registerCatalog()
 	fixValidationStatus(a.api.OpenAPI())
 	r.GET(DocsPath, a.docs)
 }
