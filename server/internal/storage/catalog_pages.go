@@ -30,14 +30,15 @@ type CatalogFilter struct {
 
 // likeContains is a LIKE pattern matching names that contain s, with its wildcards escaped.
 func likeContains(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	r := strings.NewReplacer(`!`, `!!`, `%`, `!%`, `_`, `!_`)
 	return "%" + r.Replace(s) + "%"
 }
 
 // where applies the filter's name, state and key conditions with col prefixing the columns.
 func (f CatalogFilter) where(q *gorm.DB, col string) *gorm.DB {
 	if f.Name != "" {
-		q = q.Where(col+"name LIKE ? ESCAPE '\\'", likeContains(f.Name))
+		// '!' escapes: a backslash is itself an escape in MySQL's string literals, not in SQLite's.
+		q = q.Where(col+"name LIKE ? ESCAPE '!'", likeContains(f.Name))
 	}
 	if f.Enabled != nil {
 		q = q.Where(col+"enabled = ?", *f.Enabled)

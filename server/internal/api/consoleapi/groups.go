@@ -242,10 +242,9 @@ func (a *API) rotateGroupToken(ctx context.Context, in *RotateTokenInput, ch *Ch
 	return &GroupTokenOutput{Body: GroupWithToken{Group: groupOut(g), Token: token}}, nil
 }
 
-// snippetInput names a group and carries the request's host, for the server's URL.
+// snippetInput names a group; the server's URL in the snippet is the one the request was sent to.
 type snippetInput struct {
 	ID    int64  `path:"id" minimum:"1"`
-	Host  string `header:"Host"`
 	Proto string `header:"X-Forwarded-Proto" doc:"https when a proxy ends TLS in front of the server"`
 }
 
@@ -271,7 +270,7 @@ if err != nil {
 	log.Fatal(err)
 }
 defer client.Shutdown(context.Background())
-`, scheme+"://"+in.Host, g.Namespace, g.Name)
+`, scheme+"://"+info(ctx).host, g.Namespace, g.Name)
 	return out, nil
 }
 
