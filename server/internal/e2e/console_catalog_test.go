@@ -10,6 +10,7 @@ import (
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 	"github.com/retryhub/retryhub/server/internal/api/consoleapi"
 	"github.com/retryhub/retryhub/server/internal/app"
+	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
 	"github.com/retryhub/retryhub/server/internal/testkit"
 )
@@ -140,5 +141,29 @@ func TestSceneEditFromConsoleReachesTheOtherNode(t *testing.T) {
 			}
 		}
 		t.Fatalf("node B's clients get %s, want max_attempts 9", body)
+	})
+}
+
+// An instance that still holds the old token during a rotation's grace period gets its
+// replays: the server signs with the new token, and when the instance refuses that (401) it
+// sends the call again signed with the old one.
+func TestReplaysReachAnInstanceWithTheOldTokenDuringGrace(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		_, b, w, admin := consoleTwoNodes(t, target)
+		inst := testkit.NewInstance(t, testToken, testkit.Succeed)
+		w.register("old-token", inst.URL(), 4)
+		rotated := time.Now()
+		if _, until := rotate(t, b, admin, w.group.ID, "1h"); until.IsZero() {
+			t.Fatal("no grace")
+		}
+		ttlPassed(t, rotated)
+		res := w.report(item(w.scene.Name, "during-grace"))
+		tk := w.waitTask(res[0].TaskID, 20*time.Second, "succeeded", func(tk retry.Task) bool { return tk.State.Ended() })
+		if tk.State != retry.Succeeded || tk.Attempts != 1 {
+			t.Fatalf("task %+v, want succeeded at the first replay", tk)
+		}
+		if inst.Forged() == 0 {
+			t.Fatal("the instance never saw the new token's signature: the test proves nothing")
+		}
 	})
 }
