@@ -34,6 +34,8 @@ CREATE TABLE rh_group (
   token              VARCHAR(128) NOT NULL,
   enabled            TINYINT(1)   NOT NULL,
   auto_create_scenes TINYINT(1)   NOT NULL DEFAULT 0,
+  prev_token         VARCHAR(128) NOT NULL DEFAULT '',
+  prev_token_until   DATETIME(3)  NULL,
   created_at         DATETIME(3)  NOT NULL,
   updated_at         DATETIME(3)  NOT NULL,
   PRIMARY KEY (id),

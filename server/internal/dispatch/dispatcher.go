@@ -725,18 +725,19 @@ const maxAnswer = 64 << 10
 func (d *Dispatcher) call(in retry.Instance, group retry.Group, body []byte, timeout time.Duration) (retry.Result, verdict) {
 	ctx, cancel := context.WithTimeout(d.ctx, timeout+Grace)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.ExecutorURL, bytes.NewReader(body))
-	if err != nil {
-		return retry.Result{Outcome: retry.OutcomeFailed, Error: "bad executor URL: " + err.Error()}, callUnreachable
+	tokens := group.Tokens(time.Now())
+	resp, err := d.post(ctx, in, group, tokens[0], body)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && len(tokens) > 1 {
+		// During a token rotation's grace period an instance may still hold the previous
+		// token: it refused the call without running it, so the call goes again signed with
+		// that one.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
+		resp.Body.Close()
+		resp, err = d.post(ctx, in, group, tokens[1], body)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	// The signature covers the group and the instance the call is meant for, so a captured
-	// call cannot be sent to another instance or another group's executor.
-	req.Header.Set(protocol.HeaderNamespace, group.Namespace)
-	req.Header.Set(protocol.HeaderGroup, group.Name)
-	req.Header.Set(protocol.HeaderInstance, in.ID)
-	protocol.SignRequest(req, group.Token, body, time.Now())
-	resp, err := d.client.Do(req)
+	if errors.Is(err, errBadURL) {
+		return retry.Result{Outcome: retry.OutcomeFailed, Error: err.Error()}, callUnreachable
+	}
 	if err != nil {
 		switch {
 		case d.ctx.Err() != nil:
@@ -779,6 +780,25 @@ func (d *Dispatcher) call(in retry.Instance, group retry.Group, body []byte, tim
 		msg = eb.Error.Code + ": " + eb.Error.Message
 	}
 	return retry.Result{Outcome: retry.OutcomeFailed, Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callAnswered
+}
+
+// errBadURL is an executor URL a request cannot be made for.
+var errBadURL = errors.New("bad executor URL")
+
+// post POSTs body to the instance's executor signed with token.
+func (d *Dispatcher) post(ctx context.Context, in retry.Instance, group retry.Group, token string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.ExecutorURL, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadURL, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	// The signature covers the group and the instance the call is meant for, so a captured
+	// call cannot be sent to another instance or another group's executor.
+	req.Header.Set(protocol.HeaderNamespace, group.Namespace)
+	req.Header.Set(protocol.HeaderGroup, group.Name)
+	req.Header.Set(protocol.HeaderInstance, in.ID)
+	protocol.SignRequest(req, token, body, time.Now())
+	return d.client.Do(req)
 }
 
 func isDialError(err error) bool {

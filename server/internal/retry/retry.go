@@ -50,7 +50,11 @@ type Group struct {
 	Name        string
 	Description string
 	Token       string
-	Enabled     bool
+	// PrevToken is the token before the last rotation, still accepted until PrevTokenUntil
+	// (empty or nil: none).
+	PrevToken      string
+	PrevTokenUntil *time.Time
+	Enabled        bool
 	// NamespaceEnabled is whether the group's namespace is enabled.
 	NamespaceEnabled bool
 	// AutoCreateScenes lets reports for unknown scenes create them with the default policy.
@@ -62,6 +66,15 @@ type Group struct {
 // Active reports whether the group and its namespace are both enabled: only then are its clients
 // served and its tasks dispatched.
 func (g Group) Active() bool { return g.Enabled && g.NamespaceEnabled }
+
+// Tokens returns the tokens a client of the group may sign with at now: the current one, then
+// the previous one while its grace period lasts.
+func (g Group) Tokens(now time.Time) []string {
+	if g.PrevToken != "" && g.PrevTokenUntil != nil && now.Before(*g.PrevTokenUntil) {
+		return []string{g.Token, g.PrevToken}
+	}
+	return []string{g.Token}
+}
 
 // Task is one failed call kept for remote retry.
 type Task struct {

@@ -114,6 +114,13 @@ func (s *Scene) Compile() (Policies, error) {
 	return Policies{Replay: r, Callback: c}, nil
 }
 
+// NextReplay is when a task's next replay is due after its replays-th replay failed at
+// failedAt. The report itself was the first failure, which the first replay's wait followed
+// (FirstDue); the n-th failed replay is failure n+1.
+func NextReplay(replay *backoff.Backoff, replays int, failedAt time.Time) time.Time {
+	return Truncate(replay.Next(replays+1, failedAt))
+}
+
 // SettleReplay decides what a replay's result does to its task: success ends it; a failure
 // schedules the next replay by the scene's back-off (the report took its first step, so the
 // n-th failed replay waits its (n+1)-th), or exhausts the task when the failure is
@@ -127,9 +134,7 @@ func SettleReplay(c *Claim, sc *Scene, p Policies, res Result, att *Attempt, now
 		s.State = Succeeded
 	} else {
 		s.LastError = TruncateError(res.Error)
-		// The report itself was the first failure, which the first replay's wait followed; the
-		// n-th failed replay is failure n+1.
-		next := Truncate(p.Replay.Next(s.Attempts+1, now))
+		next := NextReplay(p.Replay, s.Attempts, now)
 		switch {
 		case res.Permanent, s.Attempts >= sc.MaxAttempts:
 			s.State = Exhausted

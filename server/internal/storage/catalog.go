@@ -74,7 +74,8 @@ func (s *Store) UpdateNamespace(ctx context.Context, ns retry.Namespace) error {
 func (r *groupRow) domain(namespace string, namespaceEnabled bool) retry.Group {
 	return retry.Group{ID: r.ID, NamespaceID: r.NamespaceID, Namespace: namespace, Name: r.Name,
 		Description: r.Description, Token: r.Token, Enabled: r.Enabled, NamespaceEnabled: namespaceEnabled,
-		AutoCreateScenes: r.AutoCreateScenes, CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
+		AutoCreateScenes: r.AutoCreateScenes, PrevToken: r.PrevToken, PrevTokenUntil: r.PrevTokenUntil.Ptr(),
+		CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
 }
 
 // groupJoined is a group row read with its namespace's name and state.

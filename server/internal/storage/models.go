@@ -104,8 +104,11 @@ type groupRow struct {
 	Token            string `gorm:"type:varchar(128);not null"`
 	Enabled          bool   `gorm:"not null"`
 	AutoCreateScenes bool   `gorm:"not null;default:false"`
-	CreatedAt        Time   `gorm:"not null"`
-	UpdatedAt        Time   `gorm:"not null"`
+	// PrevToken is the token before the last rotation, accepted until PrevTokenUntil.
+	PrevToken      string `gorm:"type:varchar(128);not null;default:''"`
+	PrevTokenUntil *Time
+	CreatedAt      Time `gorm:"not null"`
+	UpdatedAt      Time `gorm:"not null"`
 }
 
 func (groupRow) TableName() string { return "rh_group" }

@@ -92,6 +92,22 @@ const (
 	ctxSigned = "retryhub.signed"
 )
 
+// verifyAny checks the signature against each token a group accepts (the current one, and the
+// one before a rotation during its grace period); the error is the current token's.
+func verifyAny(tokens []string, stamp protocol.Stamp, body []byte) error {
+	var first error
+	for _, tok := range tokens {
+		err := protocol.Verify(tok, stamp, body)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // authenticate admits a request, cheapest check first, so that a request that is refused costs
 // the server no body read and leaves nothing behind:
 //   - 401 when the request names no group, or its stamp (protocol version, signature, nonce,
@@ -100,7 +116,8 @@ const (
 //     body is over the limit: before the body is read;
 //   - 503 busy (with Retry-After) when the bodies being read and held across all requests leave
 //     no room for this one within a short wait;
-//   - 401 when the signature does not match the body and headers, 413 when the body turns out
+//   - 401 when the signature does not match the body and headers under the group's token (or
+//     its previous token, during the grace period of a rotation), 413 when the body turns out
 //     over the limit;
 //   - 403 for a disabled group or namespace;
 //   - 409 replayed_request when the nonce was accepted before, on any node.
@@ -162,7 +179,7 @@ func (a *API) authenticate(c *gin.Context) {
 		return
 	}
 	c.Writer.Header().Del("Connection")
-	if err := protocol.Verify(group.Token, stamp, body); err != nil {
+	if err := verifyAny(group.Tokens(time.Now()), stamp, body); err != nil {
 		refuseSignature(c, err)
 		return
 	}

@@ -81,6 +81,7 @@ func (a *API) Mount(r *gin.Engine) {
 	a.registerUsers()
 	a.registerTokens()
 	a.registerAudit()
+	a.registerCatalog()
 	fixValidationStatus(a.api.OpenAPI())
 	r.GET(DocsPath, a.docs)
 }
@@ -98,6 +99,7 @@ const publicOp = "public"
 type reqInfo struct {
 	remote string
 	tls    bool
+	host   string // the Host the request was sent to
 }
 
 type reqInfoKey struct{}
@@ -115,7 +117,7 @@ func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
 	if gc := humagin.Unwrap(ctx); gc != nil {
 		remote = gc.RemoteIP() // the peer itself: a forwarded-for header is the caller's to forge
 	}
-	ctx = huma.WithValue(ctx, reqInfoKey{}, reqInfo{remote: remote, tls: ctx.TLS() != nil})
+	ctx = huma.WithValue(ctx, reqInfoKey{}, reqInfo{remote: remote, tls: ctx.TLS() != nil, host: ctx.Host()})
 	if op := ctx.Operation(); op != nil && op.Metadata[publicOp] == true {
 		next(ctx)
 		return
