@@ -18,7 +18,8 @@ import (
 // task is still running under the same claim token (and, for a take-back of a lapsed claim,
 // while the claim's deadline has still passed); the claims given back without an attempt
 // (retry.Settlement.Released) take one more UPDATE that writes only their state, next trigger
-// time and claim. A settlement that comes too late (the sweeper took the task back, an operator
+// time and claim; the results whose claim holds are counted in the minute's summary
+// (summary.go) before they are applied. A settlement that comes too late (the sweeper took the task back, an operator
 // cancelled it, the dispatcher extended the lapsed claim) changes nothing and records nothing.
 // It returns how many tasks changed.
 //
@@ -66,11 +67,15 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 					n, err = s.settleReleased(ctx, tx, p.kind, chunk, now)
 				case p.kind == retry.KindCallback:
 					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						n, err = s.settleCallbacks(ctx, tx, chunk, now)
+						if err = addSettleSummary(ctx, s.d, tx, p.kind, chunk, now); err == nil {
+							n, err = s.settleCallbacks(ctx, tx, chunk, now)
+						}
 					}
 				default:
 					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						n, err = s.settleReplays(ctx, tx, chunk, now)
+						if err = addSettleSummary(ctx, s.d, tx, p.kind, chunk, now); err == nil {
+							n, err = s.settleReplays(ctx, tx, chunk, now)
+						}
 					}
 				}
 				if err != nil {

@@ -1,0 +1,196 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/retry"
+)
+
+// summaryRow counts what happened to a scene's tasks in one minute. The rows are written in
+// the transactions that make the events (ingest, settlements), by upserts that add a batch's
+// counts per scene, never by counting rh_task. The key (minute, scene_id) serves the
+// dashboard's reads of a time range.
+type summaryRow struct {
+	Minute      Time  `gorm:"primaryKey;autoIncrement:false"`
+	SceneID     int64 `gorm:"primaryKey;autoIncrement:false"`
+	Reported    int64 `gorm:"not null;default:0"`
+	Merged      int64 `gorm:"not null;default:0"`
+	Replayed    int64 `gorm:"not null;default:0"`
+	Succeeded   int64 `gorm:"not null;default:0"`
+	Failed      int64 `gorm:"not null;default:0"`
+	Exhausted   int64 `gorm:"not null;default:0"`
+	CbSucceeded int64 `gorm:"column:cb_succeeded;not null;default:0"`
+	CbFailed    int64 `gorm:"column:cb_failed;not null;default:0"`
+}
+
+func (summaryRow) TableName() string { return "rh_summary_minute" }
+
+// summaryCols are the counters of a summary row, in the order of SummaryCounts' fields.
+var summaryCols = []string{"reported", "merged", "replayed", "succeeded", "failed", "exhausted", "cb_succeeded", "cb_failed"}
+
+// summaryUpsert ends an INSERT into rh_summary_minute: a row that exists adds the new counts.
+func summaryUpsert(d dialect) string {
+	set := make([]assign, len(summaryCols))
+	for i, c := range summaryCols {
+		set[i] = assign{c, c + " + {new}" + c}
+	}
+	return d.upsert([]string{"minute", "scene_id"}, set)
+}
+
+// minuteOf is the summary minute of t.
+func minuteOf(t time.Time) Time { return T(t.UTC().Truncate(time.Minute)) }
+
+// addIngestSummary counts a batch of reports in the summary of its minute: per scene, every
+// report, and those merged into an active task. One statement, its rows in key order.
+func addIngestSummary(ctx context.Context, d dialect, tx *sql.Tx, now Time, tasks []NewTask, results []IngestResult) error {
+	type counts struct{ reported, merged int64 }
+	per := map[int64]*counts{}
+	for i := range tasks {
+		c := per[tasks[i].SceneID]
+		if c == nil {
+			c = &counts{}
+			per[tasks[i].SceneID] = c
+		}
+		c.reported++
+		if results[i].Merged {
+			c.merged++
+		}
+	}
+	scenes := make([]int64, 0, len(per))
+	for id := range per {
+		scenes = append(scenes, id)
+	}
+	slices.Sort(scenes)
+	minute := minuteOf(now.Time)
+	var q strings.Builder
+	q.WriteString("INSERT INTO rh_summary_minute (minute, scene_id, " + strings.Join(summaryCols, ", ") + ") VALUES ")
+	args := make([]any, 0, len(scenes)*4)
+	for i, id := range scenes {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(?,?,?,?,0,0,0,0,0,0)")
+		args = append(args, minute, id, per[id].reported, per[id].merged)
+	}
+	q.WriteString(summaryUpsert(d))
+	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("count reports in the summary: %w", err)
+	}
+	return nil
+}
+
+// settleSummaryCols are the per-settlement flags a settlement chunk passes to its summary.
+var settleSummaryCols = []string{"id", "tok", "lap", "rp", "ok", "fl", "ex", "cok", "cfl"}
+
+// addSettleSummary counts, in the summary of now's minute, the settlements of a chunk whose
+// claim still holds (the same join that records their attempts, made before the UPDATE that
+// applies them): per scene, replays run, succeeded, failed (timed-out included) and ending
+// exhausted, and callbacks succeeded and failed. One INSERT … SELECT … GROUP BY in scene order.
+// Settlements given back without an attempt count nothing.
+func addSettleSummary(ctx context.Context, d dialect, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement, now Time) error {
+	args := make([]any, 0, len(batch)*len(settleSummaryCols))
+	rows := 0
+	for _, st := range batch {
+		a := st.Attempt
+		if a == nil {
+			continue
+		}
+		ok, failed := b2i(a.Outcome == retry.OutcomeSucceeded), b2i(a.Outcome != retry.OutcomeSucceeded)
+		if kind == retry.KindCallback {
+			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 0, 0, 0, 0, ok, failed)
+		} else {
+			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 1, ok, failed, b2i(st.State == retry.Exhausted), 0, 0)
+		}
+		rows++
+	}
+	if rows == 0 {
+		return nil
+	}
+	q := "INSERT INTO rh_summary_minute (minute, scene_id, " + strings.Join(summaryCols, ", ") + ") " +
+		"SELECT ?, t.scene_id, 0, 0, SUM(v.rp), SUM(v.ok), SUM(v.fl), SUM(v.ex), SUM(v.cok), SUM(v.cfl) " +
+		"FROM (" + values(settleSummaryCols, rows) + ") v JOIN rh_task t ON " + qualify(claimHolds+" AND "+running(kind), "t.") +
+		" WHERE 1 = 1 GROUP BY t.scene_id ORDER BY t.scene_id" + summaryUpsert(d)
+	if _, err := tx.ExecContext(ctx, q, append([]any{minuteOf(now.Time)}, args...)...); err != nil {
+		return fmt.Errorf("count %d %s results in the summary: %w", rows, kind, err)
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// SummaryCounts are the counts of one scene in one minute.
+type SummaryCounts struct {
+	Reported, Merged, Replayed, Succeeded, Failed, Exhausted, CallbacksSucceeded, CallbacksFailed int64
+}
+
+// SummaryPoint is a scene's counts in the minute starting at Minute.
+type SummaryPoint struct {
+	Minute  time.Time
+	SceneID int64
+	SummaryCounts
+}
+
+// SummaryFilter selects the summary rows the dashboard reads.
+type SummaryFilter struct {
+	// NamespaceIDs limits them to these namespaces' scenes; nil means every namespace, an
+	// empty non-nil slice none.
+	NamespaceIDs []int64
+	// SceneID, when not 0, narrows them to one scene.
+	SceneID int64
+	// From and Until bound the minutes: From <= minute < Until.
+	From, Until time.Time
+}
+
+// Summary returns the per-minute counts the filter selects, by minute then scene. Minutes in
+// which a scene had no event have no point.
+func (s *Store) Summary(ctx context.Context, f SummaryFilter, limit int) ([]SummaryPoint, error) {
+	if f.NamespaceIDs != nil && len(f.NamespaceIDs) == 0 {
+		return nil, nil
+	}
+	q := "SELECT m.minute, m.scene_id, m." + strings.Join(summaryCols, ", m.") + " FROM rh_summary_minute m " +
+		"JOIN rh_scene sc ON sc.id = m.scene_id JOIN rh_group g ON g.id = sc.group_id WHERE m.minute >= ? AND m.minute < ?"
+	args := []any{T(f.From), T(f.Until)}
+	if f.NamespaceIDs != nil {
+		q += " AND g.namespace_id IN (" + placeholders(len(f.NamespaceIDs)) + ")"
+		for _, id := range f.NamespaceIDs {
+			args = append(args, id)
+		}
+	}
+	if f.SceneID != 0 {
+		q += " AND m.scene_id = ?"
+		args = append(args, f.SceneID)
+	}
+	q += " ORDER BY m.minute, m.scene_id LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.sql.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read summary: %w", err)
+	}
+	defer rows.Close()
+	var out []SummaryPoint
+	for rows.Next() {
+		var p SummaryPoint
+		var m Time
+		c := &p.SummaryCounts
+		if err := rows.Scan(&m, &p.SceneID, &c.Reported, &c.Merged, &c.Replayed, &c.Succeeded, &c.Failed, &c.Exhausted,
+			&c.CallbacksSucceeded, &c.CallbacksFailed); err != nil {
+			return nil, fmt.Errorf("read summary: %w", err)
+		}
+		p.Minute = m.Time
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read summary: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,80 @@
+package storage_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/retryhub/retryhub/server/internal/retry"
+	"github.com/retryhub/retryhub/server/internal/storage"
+	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
+)
+
+// sumSummary adds up the scene's summary points in [from, until).
+func sumSummary(t *testing.T, s *storage.Store, sceneID int64, from, until time.Time) storage.SummaryCounts {
+	t.Helper()
+	points, err := s.Summary(context.Background(), storage.SummaryFilter{SceneID: sceneID, From: from, Until: until}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c storage.SummaryCounts
+	for _, p := range points {
+		if !p.Minute.Equal(p.Minute.Truncate(time.Minute)) || p.SceneID != sceneID {
+			t.Fatalf("point %+v", p)
+		}
+		c.Reported += p.Reported
+		c.Merged += p.Merged
+		c.Replayed += p.Replayed
+		c.Succeeded += p.Succeeded
+		c.Failed += p.Failed
+		c.Exhausted += p.Exhausted
+		c.CallbacksSucceeded += p.CallbacksSucceeded
+		c.CallbacksFailed += p.CallbacksFailed
+	}
+	return c
+}
+
+// The minute summary counts what ingest and settlement did, in their own transactions: every
+// report and the merged ones, and per result whose claim held, the replay, its outcome and an
+// exhaustion; a result that comes after its claim was lost counts nothing.
+func TestSummaryCountsReportsAndResults(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := setup(t, s)
+		now := time.Now()
+		from, until := now.Add(-time.Hour), now.Add(time.Hour)
+		ingest(t, s, f.task("a", now), f.task("b", now), f.task("c", now), f.task("a", now))
+		ingest(t, s, f.task("b", now))
+		if got := sumSummary(t, s, f.scene.ID, from, until); got != (storage.SummaryCounts{Reported: 5, Merged: 2}) {
+			t.Fatalf("after ingest: %+v", got)
+		}
+		claims := claim(t, s, storage.ClaimParams{Kind: retry.KindReplay, Buckets: testkit.AllBuckets(), DueBy: now,
+			PerBucket: 10, Token: 7, Node: "n", Deadline: now.Add(time.Minute)})
+		if len(claims) != 3 {
+			t.Fatalf("claimed %d", len(claims))
+		}
+		var batch []retry.Settlement
+		for i, c := range claims {
+			st := retry.Settlement{Kind: retry.KindReplay, TaskID: c.TaskID, Token: c.Token, Attempts: 1, NextAt: now.Add(time.Hour),
+				Attempt: &retry.Attempt{Kind: retry.KindReplay, Number: 1, NodeID: "n", StartedAt: now, Outcome: retry.OutcomeFailed, Error: "x"}}
+			switch i {
+			case 0:
+				st.State, st.EndedAt, st.Attempt.Outcome = retry.Succeeded, &now, retry.OutcomeSucceeded
+			case 1:
+				st.State = retry.Waiting
+			case 2:
+				st.State, st.EndedAt, st.Attempt.Outcome = retry.Exhausted, &now, retry.OutcomeTimedOut
+			}
+			batch = append(batch, st)
+		}
+		settle(t, s, batch, 3)
+		settle(t, s, batch[1:2], 0) // late: the claim is gone
+		want := storage.SummaryCounts{Reported: 5, Merged: 2, Replayed: 3, Succeeded: 1, Failed: 2, Exhausted: 1}
+		if got := sumSummary(t, s, f.scene.ID, from, until); got != want {
+			t.Fatalf("after settling: %+v, want %+v", got, want)
+		}
+		if got := sumSummary(t, s, f.scene.ID, until, until.Add(time.Hour)); got != (storage.SummaryCounts{}) {
+			t.Fatalf("a later range: %+v", got)
+		}
+	})
+}
