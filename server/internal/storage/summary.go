@@ -135,8 +135,12 @@ type SummaryCounts struct {
 
 // SummaryPoint is a scene's counts in the minute starting at Minute.
 type SummaryPoint struct {
-	Minute  time.Time
-	SceneID int64
+	Minute      time.Time
+	SceneID     int64
+	Scene       string
+	GroupID     int64
+	Group       string
+	NamespaceID int64
 	SummaryCounts
 }
 
@@ -157,7 +161,7 @@ func (s *Store) Summary(ctx context.Context, f SummaryFilter, limit int) ([]Summ
 	if f.NamespaceIDs != nil && len(f.NamespaceIDs) == 0 {
 		return nil, nil
 	}
-	q := "SELECT m.minute, m.scene_id, m." + strings.Join(summaryCols, ", m.") + " FROM rh_summary_minute m " +
+	q := "SELECT m.minute, m.scene_id, sc.name, g.id, g.name, g.namespace_id, m." + strings.Join(summaryCols, ", m.") + " FROM rh_summary_minute m " +
 		"JOIN rh_scene sc ON sc.id = m.scene_id JOIN rh_group g ON g.id = sc.group_id WHERE m.minute >= ? AND m.minute < ?"
 	args := []any{T(f.From), T(f.Until)}
 	if f.NamespaceIDs != nil {
@@ -182,7 +186,7 @@ func (s *Store) Summary(ctx context.Context, f SummaryFilter, limit int) ([]Summ
 		var p SummaryPoint
 		var m Time
 		c := &p.SummaryCounts
-		if err := rows.Scan(&m, &p.SceneID, &c.Reported, &c.Merged, &c.Replayed, &c.Succeeded, &c.Failed, &c.Exhausted,
+		if err := rows.Scan(&m, &p.SceneID, &p.Scene, &p.GroupID, &p.Group, &p.NamespaceID, &c.Reported, &c.Merged, &c.Replayed, &c.Succeeded, &c.Failed, &c.Exhausted,
 			&c.CallbacksSucceeded, &c.CallbacksFailed); err != nil {
 			return nil, fmt.Errorf("read summary: %w", err)
 		}

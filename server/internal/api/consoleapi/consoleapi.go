@@ -91,6 +91,7 @@ func (a *API) Mount(r *gin.Engine) {
 	a.registerTokens()
 	a.registerAudit()
 	a.registerCluster()
+	a.registerDashboard()
 	fixValidationStatus(a.api.OpenAPI())
 	r.GET(DocsPath, a.docs)
 }

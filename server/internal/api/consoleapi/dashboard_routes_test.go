@@ -20,5 +20,8 @@ func dashboardRoutes() map[string]routeCase {
 			return fmt.Sprintf("%s/instances?namespace_id=%d", p, e.nsA.ID), nil
 		}, viewersOfA(http.StatusOK)},
 		"nodes-list": {fixed(p+"/nodes", nil), signedIn(http.StatusOK)},
+		"dashboard": {func(e *env, _ string) (string, any) {
+			return fmt.Sprintf("%s/dashboard?namespace_id=%d", p, e.nsA.ID), nil
+		}, viewersOfA(http.StatusOK)},
 	}
 }
