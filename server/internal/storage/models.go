@@ -237,4 +237,4 @@ func obsoleteIndexes() []obsoleteIndex {
 var allModels = []any{&metaRow{}, &namespaceRow{}, &groupRow{}, &sceneRow{}, &taskRow{},
 	&attemptRow{}, &instanceRow{}, &nodeRow{}, &leaseRow{}, &nonceRow{}, &leaderRow{},
 	&userRow{}, &userRoleRow{}, &apiTokenRow{}, &auditRow{},
-	&summaryRow{}}
+	&summaryRow{}, &summaryHourRow{}}

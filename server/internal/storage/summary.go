@@ -30,16 +30,41 @@ type summaryRow struct {
 
 func (summaryRow) TableName() string { return "rh_summary_minute" }
 
+// summaryHourRow holds the counts of a scene in one hour, rolled up from its minute rows once
+// they are older than SummaryMinuteAge (RollUpSummary).
+type summaryHourRow struct {
+	Hour        Time  `gorm:"primaryKey;autoIncrement:false"`
+	SceneID     int64 `gorm:"primaryKey;autoIncrement:false"`
+	Reported    int64 `gorm:"not null;default:0"`
+	Merged      int64 `gorm:"not null;default:0"`
+	Replayed    int64 `gorm:"not null;default:0"`
+	Succeeded   int64 `gorm:"not null;default:0"`
+	Failed      int64 `gorm:"not null;default:0"`
+	Exhausted   int64 `gorm:"not null;default:0"`
+	CbSucceeded int64 `gorm:"column:cb_succeeded;not null;default:0"`
+	CbFailed    int64 `gorm:"column:cb_failed;not null;default:0"`
+}
+
+func (summaryHourRow) TableName() string { return "rh_summary_hour" }
+
+// SummaryMinuteAge is how long minute rows are kept before they are rolled up into hours.
+const SummaryMinuteAge = 30 * 24 * time.Hour
+
 // summaryCols are the counters of a summary row, in the order of SummaryCounts' fields.
 var summaryCols = []string{"reported", "merged", "replayed", "succeeded", "failed", "exhausted", "cb_succeeded", "cb_failed"}
 
 // summaryUpsert ends an INSERT into rh_summary_minute: a row that exists adds the new counts.
 func summaryUpsert(d dialect) string {
+	return d.upsert([]string{"minute", "scene_id"}, summaryAdd())
+}
+
+// summaryAdd adds an upsert's counts to the row's.
+func summaryAdd() []assign {
 	set := make([]assign, len(summaryCols))
 	for i, c := range summaryCols {
 		set[i] = assign{c, c + " + {new}" + c}
 	}
-	return d.upsert([]string{"minute", "scene_id"}, set)
+	return set
 }
 
 // minuteOf is the summary minute of t.
@@ -153,6 +178,9 @@ type SummaryFilter struct {
 	SceneID int64
 	// From and Until bound the minutes: From <= minute < Until.
 	From, Until time.Time
+	// Hourly asks for one point per hour (the minute rows added up, and the rows already
+	// rolled up); Minute is then the start of the hour.
+	Hourly bool
 }
 
 // Summary returns the per-minute counts the filter selects, by minute then scene. Minutes in
@@ -161,9 +189,24 @@ func (s *Store) Summary(ctx context.Context, f SummaryFilter, limit int) ([]Summ
 	if f.NamespaceIDs != nil && len(f.NamespaceIDs) == 0 {
 		return nil, nil
 	}
-	q := "SELECT m.minute, m.scene_id, sc.name, g.id, g.name, g.namespace_id, m." + strings.Join(summaryCols, ", m.") + " FROM rh_summary_minute m " +
-		"JOIN rh_scene sc ON sc.id = m.scene_id JOIN rh_group g ON g.id = sc.group_id WHERE m.minute >= ? AND m.minute < ?"
+	src := "rh_summary_minute"
+	where := " WHERE m.minute >= ? AND m.minute < ?"
 	args := []any{T(f.From), T(f.Until)}
+	if f.Hourly {
+		// The range applies inside: the hour expression's text need not compare with a bound time.
+		where = " WHERE 1 = 1"
+		sums := make([]string, len(summaryCols))
+		for i, c := range summaryCols {
+			sums[i] = "SUM(" + c + ") AS " + c
+		}
+		cols := strings.Join(summaryCols, ", ")
+		src = "(SELECT " + s.d.hourOf("minute") + " AS minute, scene_id, " + strings.Join(sums, ", ") +
+			" FROM rh_summary_minute WHERE minute >= ? AND minute < ? GROUP BY " + s.d.hourOf("minute") + ", scene_id" +
+			" UNION ALL SELECT hour AS minute, scene_id, " + cols + " FROM rh_summary_hour WHERE hour >= ? AND hour < ?)"
+		args = append(args, T(f.From), T(f.Until))
+	}
+	q := "SELECT m.minute, m.scene_id, sc.name, g.id, g.name, g.namespace_id, m." + strings.Join(summaryCols, ", m.") + " FROM " + src + " m " +
+		"JOIN rh_scene sc ON sc.id = m.scene_id JOIN rh_group g ON g.id = sc.group_id" + where
 	if f.NamespaceIDs != nil {
 		q += " AND g.namespace_id IN (" + placeholders(len(f.NamespaceIDs)) + ")"
 		for _, id := range f.NamespaceIDs {
@@ -197,4 +240,44 @@ func (s *Store) Summary(ctx context.Context, f SummaryFilter, limit int) ([]Summ
 		return nil, fmt.Errorf("read summary: %w", err)
 	}
 	return out, nil
+}
+
+// RollUpSummary adds the minute rows older than before (from the start of its hour back) into
+// hour rows and deletes them, an hour at a time, each hour in one transaction: a pass cut off
+// or run twice (by two leaders in turn) counts every minute once. It stops after maxHours hours
+// and returns how many it rolled up.
+func (s *Store) RollUpSummary(ctx context.Context, before time.Time, maxHours int) (int, error) {
+	cutoff := T(before.UTC().Truncate(time.Hour))
+	cols := strings.Join(summaryCols, ", ")
+	sums := make([]string, len(summaryCols))
+	for i, c := range summaryCols {
+		sums[i] = "SUM(" + c + ")"
+	}
+	ins := "INSERT INTO rh_summary_hour (hour, scene_id, " + cols + ") SELECT ?, scene_id, " + strings.Join(sums, ", ") +
+		" FROM rh_summary_minute WHERE minute >= ? AND minute < ? GROUP BY scene_id ORDER BY scene_id" +
+		s.d.upsert([]string{"hour", "scene_id"}, summaryAdd())
+	done := 0
+	for done < maxHours {
+		var oldest *Time
+		if err := s.sql.QueryRowContext(ctx, "SELECT MIN(minute) FROM rh_summary_minute WHERE minute < ?", cutoff).Scan(&oldest); err != nil {
+			return done, fmt.Errorf("roll up summary: %w", err)
+		}
+		if oldest == nil || oldest.IsZero() {
+			return done, nil
+		}
+		hour := T(oldest.Truncate(time.Hour))
+		end := T(hour.Add(time.Hour))
+		err := s.retryTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, ins, hour, hour, end); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, "DELETE FROM rh_summary_minute WHERE minute >= ? AND minute < ?", hour, end)
+			return err
+		})
+		if err != nil {
+			return done, fmt.Errorf("roll up the summary of %s: %w", hour.Format(time.RFC3339), err)
+		}
+		done++
+	}
+	return done, nil
 }

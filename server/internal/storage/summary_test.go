@@ -78,3 +78,48 @@ func TestSummaryCountsReportsAndResults(t *testing.T) {
 		}
 	})
 }
+
+// Minute rows older than the cut-off are rolled up into hour rows and deleted; a second pass
+// changes nothing; the hourly read adds up minute and hour rows alike.
+func TestSummaryRollUpToHoursOnce(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		base := time.Now().UTC().Truncate(time.Hour).Add(-40 * 24 * time.Hour)
+		for i, at := range []time.Time{base, base.Add(time.Minute), base.Add(59 * time.Minute), base.Add(time.Hour + 5*time.Minute),
+			base.Add(20 * 24 * time.Hour)} {
+			if err := s.AddSummaryAt(ctx, at, f.scene.ID, i+1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		hourly := func(from, until time.Time) []storage.SummaryPoint {
+			t.Helper()
+			p, err := s.Summary(ctx, storage.SummaryFilter{SceneID: f.scene.ID, From: from, Until: until, Hourly: true}, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		check := func(when string) {
+			t.Helper()
+			p := hourly(base.Add(-time.Hour), base.Add(30*24*time.Hour))
+			if len(p) != 3 || !p[0].Minute.Equal(base) || p[0].Reported != 1+2+3 || !p[1].Minute.Equal(base.Add(time.Hour)) ||
+				p[1].Reported != 4 || p[2].Reported != 5 {
+				t.Fatalf("%s: hourly points %+v", when, p)
+			}
+		}
+		check("before the roll-up")
+		cut := base.Add(storage.SummaryMinuteAge / 3) // between the second hour and the last row
+		for pass, want := range []int{2, 0} {
+			n, err := s.RollUpSummary(ctx, cut, 100)
+			if err != nil || n != want {
+				t.Fatalf("pass %d rolled up %d hours (%v), want %d", pass, n, err, want)
+			}
+			check("after the roll-up")
+		}
+		minutes, err := s.Summary(ctx, storage.SummaryFilter{SceneID: f.scene.ID, From: base.Add(-time.Hour), Until: base.Add(30 * 24 * time.Hour)}, 100)
+		if err != nil || len(minutes) != 1 || minutes[0].Reported != 5 {
+			t.Fatalf("minute rows left: %+v (%v)", minutes, err)
+		}
+	})
+}

@@ -15,7 +15,8 @@ import (
 // Bounds of the dashboard's series.
 const (
 	defaultDashboardRange = time.Hour
-	maxDashboardRange     = 24 * time.Hour
+	minuteDashboardRange  = 24 * time.Hour      // longer ranges are answered by the hour
+	maxDashboardRange     = 90 * 24 * time.Hour // the longest range
 	maxDashboardPoints    = 50000
 )
 
@@ -31,9 +32,9 @@ type SummaryCounts struct {
 	CallbacksFailed    int64 `json:"callbacks_failed" doc:"callback attempts that failed or timed out"`
 }
 
-// SummaryPoint is a scene's counts in the minute starting at Minute.
+// SummaryPoint is a scene's counts in the minute (or hour) starting at Minute.
 type SummaryPoint struct {
-	Minute time.Time `json:"minute"`
+	Minute time.Time `json:"minute" doc:"the start of the minute, or of the hour when the resolution is hour"`
 	SummaryCounts
 }
 
@@ -53,23 +54,24 @@ type DashboardInput struct {
 	NamespaceID int64     `query:"namespace_id" minimum:"0" doc:"only this namespace (default: every namespace the caller may read)"`
 	SceneID     int64     `query:"scene_id" minimum:"0" doc:"only this scene"`
 	From        time.Time `query:"from" doc:"start of the range (RFC 3339; default: an hour before until)"`
-	Until       time.Time `query:"until" doc:"end of the range (RFC 3339; default: now); at most a day after from"`
+	Until       time.Time `query:"until" doc:"end of the range (RFC 3339; default: now); at most 90 days after from. Ranges over a day are answered by the hour"`
 }
 
 // Dashboard is the per-minute activity of the scenes.
 type Dashboard struct {
 	Body struct {
-		From      time.Time     `json:"from" doc:"the range's start, at a whole minute"`
-		Until     time.Time     `json:"until"`
-		Series    []SceneSeries `json:"series" doc:"one per scene with events in the range, by scene id"`
-		Truncated bool          `json:"truncated" doc:"true when the range held more points than one answer carries (50,000): narrow it"`
+		From       time.Time     `json:"from" doc:"the range's start, at a whole minute (hour)"`
+		Until      time.Time     `json:"until"`
+		Resolution string        `json:"resolution" enum:"minute,hour" doc:"minute for ranges up to a day, hour beyond"`
+		Series     []SceneSeries `json:"series" doc:"one per scene with events in the range, by scene id"`
+		Truncated  bool          `json:"truncated" doc:"true when the range held more points than one answer carries (50,000): narrow it"`
 	}
 }
 
 func (a *API) registerDashboard() {
 	query(a, huma.Operation{OperationID: "dashboard", Method: http.MethodGet, Path: Prefix + "/dashboard",
 		Summary: "Per-minute activity per scene", Description: "Reports, replays and their outcomes, exhaustions and callbacks " +
-			"per scene and minute, from the summaries the server writes as it ingests and settles (never a count of the tasks). " +
+			"per scene and minute (per hour for ranges over a day), from the summaries the server writes as it ingests and settles (never a count of the tasks). " +
 			"Needs viewer of the namespace; without namespace_id, every namespace the caller may read.",
 		Tags: []string{"dashboard"}, Security: security, Errors: []int{400, 401, 403}}, a.dashboard)
 }
@@ -87,20 +89,28 @@ func (a *API) dashboard(ctx context.Context, in *DashboardInput) (*Dashboard, er
 	if from.IsZero() {
 		from = until.Add(-defaultDashboardRange)
 	}
-	from = from.UTC().Truncate(time.Minute)
 	if !until.After(from) {
 		return nil, queryField("until", "must be after from")
 	}
 	if until.Sub(from) > maxDashboardRange {
-		return nil, queryField("from", "the range is at most a day")
+		return nil, queryField("from", "the range is at most 90 days")
 	}
-	points, err := a.store.Summary(ctx, storage.SummaryFilter{NamespaceIDs: ns, SceneID: in.SceneID, From: from, Until: until},
-		maxDashboardPoints+1)
+	hourly := until.Sub(from) > minuteDashboardRange
+	if hourly {
+		from = from.UTC().Truncate(time.Hour)
+	} else {
+		from = from.UTC().Truncate(time.Minute)
+	}
+	points, err := a.store.Summary(ctx, storage.SummaryFilter{NamespaceIDs: ns, SceneID: in.SceneID, From: from, Until: until,
+		Hourly: hourly}, maxDashboardPoints+1)
 	if err != nil {
 		return nil, err
 	}
 	out := &Dashboard{}
-	out.Body.From, out.Body.Until = from, until.UTC()
+	out.Body.From, out.Body.Until, out.Body.Resolution = from, until.UTC(), "minute"
+	if hourly {
+		out.Body.Resolution = "hour"
+	}
 	if len(points) > maxDashboardPoints {
 		points, out.Body.Truncated = points[:maxDashboardPoints], true
 	}

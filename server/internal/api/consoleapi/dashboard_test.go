@@ -16,10 +16,11 @@ import (
 )
 
 type dashboardBody struct {
-	From      time.Time                `json:"from"`
-	Until     time.Time                `json:"until"`
-	Series    []consoleapi.SceneSeries `json:"series"`
-	Truncated bool                     `json:"truncated"`
+	Resolution string                   `json:"resolution"`
+	From       time.Time                `json:"from"`
+	Until      time.Time                `json:"until"`
+	Series     []consoleapi.SceneSeries `json:"series"`
+	Truncated  bool                     `json:"truncated"`
 }
 
 // addScene creates a scene with the default policy in the group.
@@ -47,7 +48,7 @@ func (e *env) report(sc retry.Scene, keys ...string) {
 
 // TestDashboardSeriesPerSceneFromSummaries: reports and results show in their scene's series;
 // a viewer of A sees only A's scenes, a global admin every one; a range after the events is
-// empty, and a range over a day or ending before it starts is a 400 naming the parameter.
+// empty, a week is answered by the hour, and a range over 90 days or ending before it starts is a 400 naming the parameter.
 func TestDashboardSeriesPerSceneFromSummaries(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
 		e := newEnv(t, target, false)
@@ -103,11 +104,16 @@ func TestDashboardSeriesPerSceneFromSummaries(t *testing.T) {
 		}
 		later := now.Add(2 * time.Hour)
 		q := "?from=" + url.QueryEscape(later.Format(time.RFC3339)) + "&until=" + url.QueryEscape(later.Add(time.Hour).Format(time.RFC3339))
-		if empty := get(global, q); len(empty.Series) != 0 {
-			t.Errorf("a later range: %+v", empty.Series)
+		if empty := get(global, q); len(empty.Series) != 0 || empty.Resolution != "minute" {
+			t.Errorf("a later range: %s %+v", empty.Resolution, empty.Series)
+		}
+		week := get(viewerA, "?from="+url.QueryEscape(now.Add(-7*24*time.Hour).Format(time.RFC3339)))
+		if week.Resolution != "hour" || len(week.Series) != 1 || week.Series[0].Totals != want || week.From.Minute() != 0 ||
+			!week.Series[0].Points[0].Minute.Equal(week.Series[0].Points[0].Minute.Truncate(time.Hour)) {
+			t.Errorf("a week by the hour: %+v", week)
 		}
 		for query, field := range map[string]string{
-			"?from=" + url.QueryEscape(now.Add(-48*time.Hour).Format(time.RFC3339)):                                                        "from",
+			"?from=" + url.QueryEscape(now.Add(-91*24*time.Hour).Format(time.RFC3339)):                                                     "from",
 			"?until=" + url.QueryEscape(now.Add(-2*time.Hour).Format(time.RFC3339)) + "&from=" + url.QueryEscape(now.Format(time.RFC3339)): "until",
 		} {
 			status, body := e.as(global, http.MethodGet, consoleapi.Prefix+"/dashboard"+query, nil)
