@@ -123,3 +123,38 @@ func TestSummaryRollUpToHoursOnce(t *testing.T) {
 		}
 	})
 }
+
+// Callback results whose claim holds are counted as callbacks succeeded or failed.
+func TestSummaryCountsCallbacks(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		tf := testkit.NewFixture(t, s, "shop", "0123456789abcdef0123", func(sc *retry.Scene) { sc.Callback.Enabled = true })
+		f := fixture{s: s, group: tf.Group, scene: tf.Scene}
+		pol := compile(t, f.scene)
+		now := time.Now()
+		ingest(t, s, f.task("a", now), f.task("b", now))
+		all := func(kind retry.AttemptKind, token int64, dueBy time.Time) []retry.Claim {
+			return claim(t, s, storage.ClaimParams{Kind: kind, Buckets: testkit.AllBuckets(), DueBy: dueBy,
+				PerBucket: 10, Token: token, Node: "n", Deadline: now.Add(time.Minute)})
+		}
+		var batch []retry.Settlement
+		for _, c := range all(retry.KindReplay, 1, now) {
+			batch = append(batch, retry.SettleReplay(&c, &f.scene, pol, retry.Result{Outcome: retry.OutcomeSucceeded},
+				&retry.Attempt{Kind: retry.KindReplay, Number: 1, NodeID: "n", StartedAt: now, Outcome: retry.OutcomeSucceeded}, now))
+		}
+		settle(t, s, batch, 2)
+		batch = nil
+		for i, c := range all(retry.KindCallback, 2, now.Add(time.Hour)) {
+			out := retry.OutcomeSucceeded
+			if i == 1 {
+				out = retry.OutcomeFailed
+			}
+			batch = append(batch, retry.SettleCallback(&c, &f.scene, pol, retry.Result{Outcome: out, Error: "cb"},
+				&retry.Attempt{Kind: retry.KindCallback, Number: 1, NodeID: "n", StartedAt: now, Outcome: out}, now))
+		}
+		settle(t, s, batch, 2)
+		want := storage.SummaryCounts{Reported: 2, Replayed: 2, Succeeded: 2, CallbacksSucceeded: 1, CallbacksFailed: 1}
+		if got := sumSummary(t, s, f.scene.ID, now.Add(-time.Hour), now.Add(time.Hour)); got != want {
+			t.Fatalf("%+v, want %+v", got, want)
+		}
+	})
+}
