@@ -176,7 +176,7 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 			r.Merged = r.Merged || first[k] != i
 			results[i] = r
 		}
-		return addIngestSummary(ctx, s.d, tx, now, tasks, results)
+		return writeSummary(ctx, s.d, tx, now, ingestCounts(tasks, results))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest %d reports: %w", len(tasks), err)

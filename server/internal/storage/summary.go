@@ -70,54 +70,72 @@ func summaryAdd() []assign {
 // minuteOf is the summary minute of t.
 func minuteOf(t time.Time) Time { return T(t.UTC().Truncate(time.Minute)) }
 
-// addIngestSummary counts a batch of reports in the summary of its minute: per scene, every
-// report, and those merged into an active task. One statement, its rows in key order.
-func addIngestSummary(ctx context.Context, d dialect, tx *sql.Tx, now Time, tasks []NewTask, results []IngestResult) error {
-	type counts struct{ reported, merged int64 }
-	per := map[int64]*counts{}
-	for i := range tasks {
-		c := per[tasks[i].SceneID]
-		if c == nil {
-			c = &counts{}
-			per[tasks[i].SceneID] = c
-		}
-		c.reported++
-		if results[i].Merged {
-			c.merged++
-		}
+// sceneCounts are a batch's summary counts per scene.
+type sceneCounts map[int64]*SummaryCounts
+
+func (m sceneCounts) of(scene int64) *SummaryCounts {
+	c := m[scene]
+	if c == nil {
+		c = &SummaryCounts{}
+		m[scene] = c
 	}
-	scenes := make([]int64, 0, len(per))
-	for id := range per {
+	return c
+}
+
+// writeSummary adds a batch's counts to the summary of now's minute: one upsert, its rows in
+// scene order, so that transactions counting the same scenes lock their rows in one order. The
+// callers make it the last statement of their transaction, so the rows stay locked briefly.
+func writeSummary(ctx context.Context, d dialect, tx *sql.Tx, now Time, counts sceneCounts) error {
+	if len(counts) == 0 {
+		return nil
+	}
+	scenes := make([]int64, 0, len(counts))
+	for id := range counts {
 		scenes = append(scenes, id)
 	}
 	slices.Sort(scenes)
 	minute := minuteOf(now.Time)
 	var q strings.Builder
 	q.WriteString("INSERT INTO rh_summary_minute (minute, scene_id, " + strings.Join(summaryCols, ", ") + ") VALUES ")
-	args := make([]any, 0, len(scenes)*4)
+	args := make([]any, 0, len(scenes)*(2+len(summaryCols)))
 	for i, id := range scenes {
 		if i > 0 {
 			q.WriteByte(',')
 		}
-		q.WriteString("(?,?,?,?,0,0,0,0,0,0)")
-		args = append(args, minute, id, per[id].reported, per[id].merged)
+		q.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+		c := counts[id]
+		args = append(args, minute, id, c.Reported, c.Merged, c.Replayed, c.Succeeded, c.Failed, c.Exhausted,
+			c.CallbacksSucceeded, c.CallbacksFailed)
 	}
 	q.WriteString(summaryUpsert(d))
 	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-		return fmt.Errorf("count reports in the summary: %w", err)
+		return fmt.Errorf("write the summary of %d scenes: %w", len(scenes), err)
 	}
 	return nil
 }
 
-// settleSummaryCols are the per-settlement flags a settlement chunk passes to its summary.
+// ingestCounts are a batch of reports' summary counts: per scene, every report, and those
+// merged into an active task.
+func ingestCounts(tasks []NewTask, results []IngestResult) sceneCounts {
+	counts := sceneCounts{}
+	for i := range tasks {
+		c := counts.of(tasks[i].SceneID)
+		c.Reported++
+		if results[i].Merged {
+			c.Merged++
+		}
+	}
+	return counts
+}
+
+// settleSummaryCols are the per-settlement flags a settlement chunk passes to its count.
 var settleSummaryCols = []string{"id", "tok", "lap", "rp", "ok", "fl", "ex", "cok", "cfl"}
 
-// addSettleSummary counts, in the summary of now's minute, the settlements of a chunk whose
-// claim still holds (the same join that records their attempts, made before the UPDATE that
-// applies them): per scene, replays run, succeeded, failed (timed-out included) and ending
-// exhausted, and callbacks succeeded and failed. One INSERT … SELECT … GROUP BY in scene order.
-// Settlements given back without an attempt count nothing.
-func addSettleSummary(ctx context.Context, d dialect, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement, now Time) error {
+// countSettled adds to counts the settlements of a chunk whose claim still holds (the join that
+// records their attempts, read before the UPDATE that applies them): per scene, replays run,
+// succeeded, failed (timed-out included) and ending exhausted, and callbacks succeeded and
+// failed. Settlements given back without an attempt count nothing.
+func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement, counts sceneCounts) error {
 	args := make([]any, 0, len(batch)*len(settleSummaryCols))
 	rows := 0
 	for _, st := range batch {
@@ -136,12 +154,29 @@ func addSettleSummary(ctx context.Context, d dialect, tx *sql.Tx, kind retry.Att
 	if rows == 0 {
 		return nil
 	}
-	q := "INSERT INTO rh_summary_minute (minute, scene_id, " + strings.Join(summaryCols, ", ") + ") " +
-		"SELECT ?, t.scene_id, 0, 0, SUM(v.rp), SUM(v.ok), SUM(v.fl), SUM(v.ex), SUM(v.cok), SUM(v.cfl) " +
+	q := "SELECT t.scene_id, SUM(v.rp), SUM(v.ok), SUM(v.fl), SUM(v.ex), SUM(v.cok), SUM(v.cfl) " +
 		"FROM (" + values(settleSummaryCols, rows) + ") v JOIN rh_task t ON " + qualify(claimHolds+" AND "+running(kind), "t.") +
-		" WHERE 1 = 1 GROUP BY t.scene_id ORDER BY t.scene_id" + summaryUpsert(d)
-	if _, err := tx.ExecContext(ctx, q, append([]any{minuteOf(now.Time)}, args...)...); err != nil {
-		return fmt.Errorf("count %d %s results in the summary: %w", rows, kind, err)
+		" GROUP BY t.scene_id"
+	res, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("count %d %s results: %w", rows, kind, err)
+	}
+	defer res.Close()
+	for res.Next() {
+		var scene, rp, ok, fl, ex, cok, cfl int64
+		if err := res.Scan(&scene, &rp, &ok, &fl, &ex, &cok, &cfl); err != nil {
+			return fmt.Errorf("count %d %s results: %w", rows, kind, err)
+		}
+		c := counts.of(scene)
+		c.Replayed += rp
+		c.Succeeded += ok
+		c.Failed += fl
+		c.Exhausted += ex
+		c.CallbacksSucceeded += cok
+		c.CallbacksFailed += cfl
+	}
+	if err := res.Err(); err != nil {
+		return fmt.Errorf("count %d %s results: %w", rows, kind, err)
 	}
 	return nil
 }
