@@ -12,9 +12,8 @@ type InstanceFilter struct {
 	// NamespaceIDs limits the list to these namespaces; nil means every namespace, an empty
 	// non-nil slice none.
 	NamespaceIDs []int64
-	// NamespaceID and GroupID, when not 0, narrow it to one namespace or group.
-	NamespaceID int64
-	GroupID     int64
+	// GroupID, when not 0, narrows it to one group.
+	GroupID int64
 }
 
 // InstanceInfo is a client instance with its group and namespace.
@@ -47,10 +46,6 @@ func (s *Store) ListInstances(ctx context.Context, f InstanceFilter, after strin
 		for _, id := range f.NamespaceIDs {
 			args = append(args, id)
 		}
-	}
-	if f.NamespaceID != 0 {
-		q += " AND g.namespace_id = ?"
-		args = append(args, f.NamespaceID)
 	}
 	if f.GroupID != 0 {
 		q += " AND i.group_id = ?"
