@@ -248,3 +248,35 @@ CREATE TABLE rh_audit (
   KEY idx_audit_actor (actor, id),
   KEY idx_audit_action (action, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- What happened to each scene's tasks per minute, for the dashboard: written by upserts in the
+-- transactions that ingest reports and settle results, never counted from rh_task.
+CREATE TABLE rh_summary_minute (
+  minute       DATETIME(3) NOT NULL,
+  scene_id     BIGINT      NOT NULL,
+  reported     BIGINT      NOT NULL DEFAULT 0,
+  merged       BIGINT      NOT NULL DEFAULT 0,
+  replayed     BIGINT      NOT NULL DEFAULT 0,
+  succeeded    BIGINT      NOT NULL DEFAULT 0,
+  failed       BIGINT      NOT NULL DEFAULT 0,
+  exhausted    BIGINT      NOT NULL DEFAULT 0,
+  cb_succeeded BIGINT      NOT NULL DEFAULT 0,
+  cb_failed    BIGINT      NOT NULL DEFAULT 0,
+  PRIMARY KEY (minute, scene_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- The same counts per hour: minute rows older than 30 days are rolled up into these by the
+-- leader (and deleted), an hour per transaction.
+CREATE TABLE rh_summary_hour (
+  hour         DATETIME(3) NOT NULL,
+  scene_id     BIGINT      NOT NULL,
+  reported     BIGINT      NOT NULL DEFAULT 0,
+  merged       BIGINT      NOT NULL DEFAULT 0,
+  replayed     BIGINT      NOT NULL DEFAULT 0,
+  succeeded    BIGINT      NOT NULL DEFAULT 0,
+  failed       BIGINT      NOT NULL DEFAULT 0,
+  exhausted    BIGINT      NOT NULL DEFAULT 0,
+  cb_succeeded BIGINT      NOT NULL DEFAULT 0,
+  cb_failed    BIGINT      NOT NULL DEFAULT 0,
+  PRIMARY KEY (hour, scene_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

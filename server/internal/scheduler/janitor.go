@@ -28,8 +28,9 @@ type JanitorParams struct {
 }
 
 // Janitor applies retention: on the leader, on the retention schedule, it deletes, in batches,
-// ended tasks and attempt records older than the configured ages, and forgets client instances
-// and server nodes long gone. Every deletion is logged with its count. Dead letters are kept
+// ended tasks and attempt records older than the configured ages, forgets client instances
+// and server nodes long gone, and rolls the per-minute summaries older than 30 days up into
+// hour rows. Every deletion is logged with its count. Dead letters are kept
 // until an operator acts on them unless retention.dead_letters is set. Stop cancels a pass
 // under way; what it deleted stays deleted, and the next pass goes on from there.
 type Janitor struct {
@@ -100,6 +101,8 @@ type Swept struct {
 	DeadLetters int64
 	Attempts    int64
 	Instances   int64
+	// SummaryHours is how many hours of minute summaries were rolled up into hour rows.
+	SummaryHours int
 }
 
 // Exec runs one retention pass.
@@ -136,6 +139,19 @@ func (j *Janitor) Exec(ctx context.Context) (Swept, error) {
 	}
 	if err := j.store.DeleteNodesBefore(ctx, now.Add(-j.forgetAfter)); err != nil {
 		return sw, err
+	}
+	for ctx.Err() == nil { // minute summaries past their age become hour rows, a day's hours per call
+		n, err := j.store.RollUpSummary(ctx, now.Add(-storage.SummaryMinuteAge), 24)
+		sw.SummaryHours += n
+		if err != nil {
+			return sw, err
+		}
+		if n < 24 {
+			break
+		}
+	}
+	if sw.SummaryHours > 0 {
+		j.log.Info("retention: rolled up minute summaries", "hours", sw.SummaryHours)
 	}
 	return sw, nil
 }

@@ -60,6 +60,9 @@ type dialect interface {
 	deleteLimit(table, where string, limit int) string
 	// claimInTx reports whether a claim of that many statements runs in a transaction.
 	claimInTx(statements int) bool
+	// hourOf is an expression of the start of the hour of the time column col, as text the
+	// Time column type reads.
+	hourOf(col string) string
 	// isDuplicate reports whether err is a unique-key violation.
 	isDuplicate(err error) bool
 	// isTransient reports whether err broke a transaction off that may simply run again: a
@@ -177,6 +180,8 @@ func (mysqlDialect) deleteLimit(table, where string, limit int) string {
 // claimInTx: always; a claim that fails part way, or whose read fails, then stamps nothing.
 func (mysqlDialect) claimInTx(int) bool { return true }
 
+func (mysqlDialect) hourOf(col string) string { return "DATE_FORMAT(" + col + ", '%Y-%m-%d %H:00:00')" }
+
 func (mysqlDialect) isDuplicate(err error) bool {
 	return mysqlErrorIs(err, 1062) || errors.Is(err, gorm.ErrDuplicatedKey)
 }
@@ -259,6 +264,8 @@ func (sqliteDialect) deleteLimit(table, where string, limit int) string {
 // buckets). One statement and its read on the one local connection go without: a transaction
 // costs SQLite's due-time lag dearly.
 func (sqliteDialect) claimInTx(statements int) bool { return statements > 1 }
+
+func (sqliteDialect) hourOf(col string) string { return "strftime('%Y-%m-%d %H:00:00', " + col + ")" }
 
 func (sqliteDialect) isDuplicate(err error) bool {
 	return err != nil && (errors.Is(err, gorm.ErrDuplicatedKey) || strings.Contains(err.Error(), "UNIQUE constraint failed"))

@@ -55,7 +55,8 @@ func ingestUpsert(d dialect) string {
 // Ingest stores a batch of reports in one transaction: one multi-row insert in which a key
 // already active in its scene merges into the existing task (counting the merge and keeping the
 // newest error), then one read of the stored rows for their ids. Nothing is read before it is
-// written. Results are in the order of tasks; a key repeated inside the batch merges too.
+// written. Results are in the order of tasks; a key repeated inside the batch merges too. The
+// same transaction adds the batch to the minute's summary (summary.go).
 //
 // The rows are inserted in the order of the unique key they merge on, so that batches sent at
 // once with keys in common (a retry storm across a fleet) lock those keys in the same order
@@ -165,13 +166,17 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 		}
 		// Every report must be accounted for before the batch commits: a caller told the batch
 		// failed sends it again, and must not find it half stored.
+		results := make([]IngestResult, len(tasks))
 		for i := range tasks {
 			k := sk{tasks[i].SceneID, tasks[i].Key}
-			if _, ok := stored[k]; !ok {
+			r, ok := stored[k]
+			if !ok {
 				return fmt.Errorf("task for scene %d key %q not found after insert", k.scene, k.key)
 			}
+			r.Merged = r.Merged || first[k] != i
+			results[i] = r
 		}
-		return nil
+		return writeSummary(ctx, s.d, tx, now, ingestCounts(tasks, results))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest %d reports: %w", len(tasks), err)

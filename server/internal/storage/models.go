@@ -239,4 +239,5 @@ func obsoleteIndexes() []obsoleteIndex {
 // allModels are migrated in this order.
 var allModels = []any{&metaRow{}, &namespaceRow{}, &groupRow{}, &sceneRow{}, &taskRow{},
 	&attemptRow{}, &instanceRow{}, &nodeRow{}, &leaseRow{}, &nonceRow{}, &leaderRow{},
-	&userRow{}, &userRoleRow{}, &apiTokenRow{}, &auditRow{}}
+	&userRow{}, &userRoleRow{}, &apiTokenRow{}, &auditRow{},
+	&summaryRow{}, &summaryHourRow{}}

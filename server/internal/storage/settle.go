@@ -18,7 +18,8 @@ import (
 // task is still running under the same claim token (and, for a take-back of a lapsed claim,
 // while the claim's deadline has still passed); the claims given back without an attempt
 // (retry.Settlement.Released) take one more UPDATE that writes only their state, next trigger
-// time and claim. A settlement that comes too late (the sweeper took the task back, an operator
+// time and claim. The results whose claim holds are counted (summary.go) before they are
+// applied, and the counts are added to the minute's summary as the transaction's last statement. A settlement that comes too late (the sweeper took the task back, an operator
 // cancelled it, the dispatcher extended the lapsed claim) changes nothing and records nothing.
 // It returns how many tasks changed.
 //
@@ -54,6 +55,7 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 	var changed int64
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		changed = 0
+		counts := sceneCounts{}
 		for _, p := range parts {
 			for start := 0; start < len(p.batch); start += maxCompound {
 				chunk := p.batch[start:min(start+maxCompound, len(p.batch))]
@@ -66,11 +68,15 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 					n, err = s.settleReleased(ctx, tx, p.kind, chunk, now)
 				case p.kind == retry.KindCallback:
 					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						n, err = s.settleCallbacks(ctx, tx, chunk, now)
+						if err = countSettled(ctx, tx, p.kind, chunk, counts); err == nil {
+							n, err = s.settleCallbacks(ctx, tx, chunk, now)
+						}
 					}
 				default:
 					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						n, err = s.settleReplays(ctx, tx, chunk, now)
+						if err = countSettled(ctx, tx, p.kind, chunk, counts); err == nil {
+							n, err = s.settleReplays(ctx, tx, chunk, now)
+						}
 					}
 				}
 				if err != nil {
@@ -79,7 +85,7 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 				changed += n
 			}
 		}
-		return nil
+		return writeSummary(ctx, s.d, tx, now, counts)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("settle %d tasks: %w", len(batch), err)

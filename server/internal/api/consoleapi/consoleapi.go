@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humagin"
@@ -42,6 +43,11 @@ type Params struct {
 	Auth    *auth.Service
 	Version string
 	Log     *slog.Logger
+
+	// Dashboard, instances and nodes: the liveness windows shown (0: the defaults,
+	// dispatch.instance_ttl 30s and scheduler.node_ttl 10s).
+	InstanceTTL time.Duration
+	NodeTTL     time.Duration
 }
 
 // API is the console API.
@@ -51,6 +57,8 @@ type API struct {
 	log   *slog.Logger
 	ver   string
 	api   huma.API
+
+	instanceTTL, nodeTTL time.Duration
 }
 
 // New builds the API; Mount serves it.
@@ -58,7 +66,8 @@ func New(p Params) *API {
 	if p.Log == nil {
 		p.Log = slog.Default()
 	}
-	return &API{store: p.Store, auth: p.Auth, log: p.Log, ver: p.Version}
+	return &API{store: p.Store, auth: p.Auth, log: p.Log, ver: p.Version,
+		instanceTTL: cmp.Or(p.InstanceTTL, defaultInstanceTTL), nodeTTL: cmp.Or(p.NodeTTL, defaultNodeTTL)}
 }
 
 // Mount registers the console's operations, the OpenAPI document and the reference page on r.
@@ -82,6 +91,8 @@ func (a *API) Mount(r *gin.Engine) {
 	a.registerTokens()
 	a.registerAudit()
 	a.registerCatalog()
+	a.registerCluster()
+	a.registerDashboard()
 	fixValidationStatus(a.api.OpenAPI())
 	r.GET(DocsPath, a.docs)
 }

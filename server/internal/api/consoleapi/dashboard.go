@@ -1,0 +1,151 @@
+package consoleapi
+
+import (
+	"cmp"
+	"context"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/retryhub/retryhub/server/internal/storage"
+)
+
+// Bounds of the dashboard's series.
+const (
+	defaultDashboardRange = time.Hour
+	minuteDashboardRange  = 24 * time.Hour      // longer ranges are answered by the hour
+	maxDashboardRange     = 90 * 24 * time.Hour // the longest range
+	maxDashboardPoints    = 50000
+)
+
+// SummaryCounts are what happened to a scene's tasks in one minute.
+type SummaryCounts struct {
+	Reported           int64 `json:"reported" doc:"reports received, merged ones included"`
+	Merged             int64 `json:"merged" doc:"reports merged into an active task of the same key"`
+	Replayed           int64 `json:"replayed" doc:"replay attempts whose result was recorded"`
+	Succeeded          int64 `json:"succeeded" doc:"replay attempts that succeeded"`
+	Failed             int64 `json:"failed" doc:"replay attempts that failed or timed out"`
+	Exhausted          int64 `json:"exhausted" doc:"tasks that became dead letters through a replay's result"`
+	CallbacksSucceeded int64 `json:"callbacks_succeeded"`
+	CallbacksFailed    int64 `json:"callbacks_failed" doc:"callback attempts that failed or timed out"`
+}
+
+// SummaryPoint is a scene's counts in the minute (or hour) starting at Minute.
+type SummaryPoint struct {
+	Minute time.Time `json:"minute" doc:"the start of the minute, or of the hour when the resolution is hour"`
+	SummaryCounts
+}
+
+// SceneSeries is one scene's minutes with events, oldest first.
+type SceneSeries struct {
+	SceneID     int64          `json:"scene_id"`
+	Scene       string         `json:"scene"`
+	GroupID     int64          `json:"group_id"`
+	Group       string         `json:"group"`
+	NamespaceID int64          `json:"namespace_id"`
+	Totals      SummaryCounts  `json:"totals" doc:"the sum of the points"`
+	Points      []SummaryPoint `json:"points" doc:"minutes without events are left out"`
+}
+
+// DashboardInput selects the dashboard's scenes and time range.
+type DashboardInput struct {
+	NamespaceID int64     `query:"namespace_id" minimum:"0" doc:"only this namespace (default: every namespace the caller may read)"`
+	SceneID     int64     `query:"scene_id" minimum:"0" doc:"only this scene"`
+	From        time.Time `query:"from" doc:"start of the range (RFC 3339; default: an hour before until)"`
+	Until       time.Time `query:"until" doc:"end of the range (RFC 3339; default: now); at most 90 days after from. Ranges over a day are answered by the hour"`
+}
+
+// Dashboard is the per-minute activity of the scenes.
+type Dashboard struct {
+	Body struct {
+		From       time.Time     `json:"from" doc:"the range's start, at a whole minute (hour)"`
+		Until      time.Time     `json:"until"`
+		Resolution string        `json:"resolution" enum:"minute,hour" doc:"minute for ranges up to a day, hour beyond"`
+		Series     []SceneSeries `json:"series" doc:"one per scene with events in the range, by scene id"`
+		Truncated  bool          `json:"truncated" doc:"true when the range held more points than one answer carries (50,000): narrow it"`
+	}
+}
+
+func (a *API) registerDashboard() {
+	query(a, huma.Operation{OperationID: "dashboard", Method: http.MethodGet, Path: Prefix + "/dashboard",
+		Summary: "Per-minute activity per scene", Description: "Reports, replays and their outcomes, exhaustions and callbacks " +
+			"per scene and minute (per hour for ranges over a day), from the summaries the server writes as it ingests and settles (never a count of the tasks). " +
+			"Needs viewer of the namespace; without namespace_id, every namespace the caller may read.",
+		Tags: []string{"dashboard"}, Security: security, Errors: []int{400, 401, 403}}, a.dashboard)
+}
+
+func (a *API) dashboard(ctx context.Context, in *DashboardInput) (*Dashboard, error) {
+	ns, err := readable(ctx, in.NamespaceID)
+	if err != nil {
+		return nil, err
+	}
+	until := in.Until
+	if until.IsZero() {
+		until = time.Now()
+	}
+	from := in.From
+	if from.IsZero() {
+		from = until.Add(-defaultDashboardRange)
+	}
+	if !until.After(from) {
+		return nil, queryField("until", "must be after from")
+	}
+	if until.Sub(from) > maxDashboardRange {
+		return nil, queryField("from", "the range is at most 90 days")
+	}
+	hourly := until.Sub(from) > minuteDashboardRange
+	if hourly {
+		from = from.UTC().Truncate(time.Hour)
+	} else {
+		from = from.UTC().Truncate(time.Minute)
+	}
+	points, err := a.store.Summary(ctx, storage.SummaryFilter{NamespaceIDs: ns, SceneID: in.SceneID, From: from, Until: until,
+		Hourly: hourly}, maxDashboardPoints+1)
+	if err != nil {
+		return nil, err
+	}
+	out := &Dashboard{}
+	out.Body.From, out.Body.Until, out.Body.Resolution = from, until.UTC(), "minute"
+	if hourly {
+		out.Body.Resolution = "hour"
+	}
+	if len(points) > maxDashboardPoints {
+		points, out.Body.Truncated = points[:maxDashboardPoints], true
+	}
+	index := map[int64]int{}
+	out.Body.Series = []SceneSeries{}
+	for _, p := range points {
+		i, ok := index[p.SceneID]
+		if !ok {
+			i = len(out.Body.Series)
+			index[p.SceneID] = i
+			out.Body.Series = append(out.Body.Series, SceneSeries{SceneID: p.SceneID, Scene: p.Scene, GroupID: p.GroupID,
+				Group: p.Group, NamespaceID: p.NamespaceID})
+		}
+		c := SummaryCounts(p.SummaryCounts)
+		sr := &out.Body.Series[i]
+		sr.Points = append(sr.Points, SummaryPoint{Minute: p.Minute, SummaryCounts: c})
+		t := &sr.Totals
+		t.Reported += c.Reported
+		t.Merged += c.Merged
+		t.Replayed += c.Replayed
+		t.Succeeded += c.Succeeded
+		t.Failed += c.Failed
+		t.Exhausted += c.Exhausted
+		t.CallbacksSucceeded += c.CallbacksSucceeded
+		t.CallbacksFailed += c.CallbacksFailed
+	}
+	sortSeries(out.Body.Series)
+	return out, nil
+}
+
+func sortSeries(s []SceneSeries) {
+	slices.SortFunc(s, func(a, b SceneSeries) int { return cmp.Compare(a.SceneID, b.SceneID) })
+}
+
+// queryField is a 400 naming a query parameter.
+func queryField(field, reason string) error {
+	return huma.NewError(http.StatusBadRequest, field+": "+reason, &huma.ErrorDetail{Location: "query." + field, Message: reason})
+}
