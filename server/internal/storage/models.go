@@ -141,11 +141,11 @@ func (sceneRow) TableName() string { return "rh_scene" }
 // read-back scans the few running callbacks of the node's buckets; one active task per key and
 // merging (scene_id, active_key), where active_key holds the key only while the task is active;
 // listing a scene's tasks by state (scene_id, state, id); retention (state, ended_at), so a
-// retention batch reads only what it deletes, never the dead letters it keeps. Every index is
+// retention batch reads only what it deletes, never the dead letters it keeps; the console's list by due time (next_at, id). Every index is
 // rewritten when a column of it changes, and a replay changes state, claim_token and next_at
 // twice (claim, settle): only the indexes that need them hold those columns.
 type taskRow struct {
-	ID            int64   `gorm:"primaryKey;autoIncrement;index:idx_task_scene,priority:3"`
+	ID            int64   `gorm:"primaryKey;autoIncrement;index:idx_task_scene,priority:3;index:idx_task_next,priority:2"`
 	GroupID       int64   `gorm:"not null"`
 	SceneID       int64   `gorm:"not null;uniqueIndex:uk_task_active,priority:1;index:idx_task_scene,priority:1"`
 	Bucket        int     `gorm:"size:32;not null;index:idx_task_due,priority:1;index:idx_task_cb_next,priority:1"`
@@ -156,7 +156,7 @@ type taskRow struct {
 	Attempts      int     `gorm:"size:32;not null;default:0"`
 	LocalAttempts int     `gorm:"size:32;not null;default:0"`
 	Merges        int     `gorm:"size:32;not null;default:0"`
-	NextAt        Time    `gorm:"not null;index:idx_task_due,priority:4"`
+	NextAt        Time    `gorm:"not null;index:idx_task_due,priority:4;index:idx_task_next,priority:1"`
 	DeadlineAt    *Time
 	ClaimToken    int64 `gorm:"not null;default:0;index:idx_task_due,priority:3"`
 	RunDeadline   *Time

@@ -42,6 +42,11 @@ type Params struct {
 	Auth    *auth.Service
 	Version string
 	Log     *slog.Logger
+
+	// Tasks.
+	// MaxPayloadBytes bounds the arguments an operator gives a task (client_api.max_payload_bytes;
+	// 0: 256 KiB).
+	MaxPayloadBytes int64
 }
 
 // API is the console API.
@@ -51,6 +56,8 @@ type API struct {
 	log   *slog.Logger
 	ver   string
 	api   huma.API
+
+	maxPayloadBytes int64
 }
 
 // New builds the API; Mount serves it.
@@ -58,7 +65,7 @@ func New(p Params) *API {
 	if p.Log == nil {
 		p.Log = slog.Default()
 	}
-	return &API{store: p.Store, auth: p.Auth, log: p.Log, ver: p.Version}
+	return &API{store: p.Store, auth: p.Auth, log: p.Log, ver: p.Version, maxPayloadBytes: p.MaxPayloadBytes}
 }
 
 // Mount registers the console's operations, the OpenAPI document and the reference page on r.
@@ -81,6 +88,7 @@ func (a *API) Mount(r *gin.Engine) {
 	a.registerUsers()
 	a.registerTokens()
 	a.registerAudit()
+	a.registerTasks()
 	fixValidationStatus(a.api.OpenAPI())
 	r.GET(DocsPath, a.docs)
 }
