@@ -29,7 +29,8 @@ func taskRoutes() map[string]routeCase {
 	p := consoleapi.Prefix
 	waiting := func(e *env) int64 { return e.taskIn(retry.Waiting) }
 	return map[string]routeCase{
-		"tasks-list": {fixed(p+"/tasks?namespace=ns-a", nil), readerOfA(http.StatusOK)},
+		"tasks-list":  {fixed(p+"/tasks?namespace=ns-a", nil), readerOfA(http.StatusOK)},
+		"tasks-count": {fixed(p+"/tasks/count?namespace=ns-a&state=waiting", nil), readerOfA(http.StatusOK)},
 		"tasks-get": {func(e *env, _ string) (string, any) {
 			return fmt.Sprintf("%s/tasks/%d", p, waiting(e)), nil
 		}, readerOfA(http.StatusOK)},

@@ -103,6 +103,13 @@ type TaskList struct {
 	}
 }
 
+// TaskCount is how many tasks a filter matches.
+type TaskCount struct {
+	Body struct {
+		Count int64 `json:"count"`
+	}
+}
+
 // TaskIDInput names a task.
 type TaskIDInput struct {
 	ID int64 `path:"id" minimum:"1"`
@@ -168,9 +175,13 @@ func (a *API) registerTasks() {
 		Description: "Filtered on the server, paged by an opaque cursor (never an offset), newest first or by due time. " +
 			"Arguments are cut at 256 bytes; read one task for all of them. Needs viewer.",
 		Tags: tags, Security: security, Errors: []int{400, 401, 403}}, a.listTasks)
-	query(a, huma.Operation{OperationID: "tasks-get", Method: http.MethodGet, Path: p + "/{id}", Summary: "Read a task",
-		Description: "With its full arguments, every attempt and its callback's state. Needs viewer.",
-		Tags:        tags, Security: security, Errors: []int{401, 403, 404}}, a.getTask)
+	query(a, huma.Operation{OperationID: "tasks-get", Method: http.MethodGet, Path: p + "/{id}",
+		Summary: "Read a task", Description: "With its full arguments, every attempt and its callback's state. Needs viewer.",
+		Tags: tags, Security: security, Errors: []int{401, 403, 404}}, a.getTask)
+	query(a, huma.Operation{OperationID: "tasks-count", Method: http.MethodGet, Path: p + "/count",
+		Summary: "Count the tasks a filter matches", Description: "The list's filter parameters; what a bulk action over the filter would go through, " +
+			"for an operator to confirm; it counts the rows, so it costs what the filter reads. Needs viewer.",
+		Tags: tags, Security: security, Errors: []int{400, 401, 403}}, a.countTasks)
 	mutation(a, huma.Operation{OperationID: "tasks-act", Method: http.MethodPost, Path: p + "/{id}/{action}",
 		Summary: "Act on a task", Description: "trigger (waiting, held, paused → due now), pause (waiting, held), resume (paused), " +
 			"cancel (waiting, held, running, paused), replay (a dead letter, with fresh attempts), discard (a dead letter). " +
@@ -290,6 +301,20 @@ func (a *API) listTasks(ctx context.Context, in *ListTasksInput) (*TaskList, err
 	if page.Next != nil {
 		out.Body.NextCursor = page.Next.String()
 	}
+	return out, nil
+}
+
+func (a *API) countTasks(ctx context.Context, in *TaskFilterInput) (*TaskCount, error) {
+	f, _, err := a.taskFilter(ctx, in, auth.Viewer)
+	if err != nil {
+		return nil, err
+	}
+	n, err := a.store.CountTasks(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := &TaskCount{}
+	out.Body.Count = n
 	return out, nil
 }
 

@@ -200,6 +200,13 @@ func TestTaskListFilters(t *testing.T) {
 				t.Errorf("%q: %v, want %v", c.query, got, c.want)
 			}
 		}
+		// The count of a filter is the length of its list.
+		for _, c := range cases {
+			status, body := e.as(viewerA, http.MethodGet, consoleapi.Prefix+"/tasks/count?"+c.query, nil)
+			if n := decode[map[string]int64](t, body)["count"]; status != http.StatusOK || n != int64(len(c.want)) {
+				t.Errorf("count %q: %d %s, want %d", c.query, status, body, len(c.want))
+			}
+		}
 		if got := e.list(adminB, "", 50); !sameIDs(got, []int64{b1}) {
 			t.Errorf("admin of B sees %v, want only %d", got, b1)
 		}
