@@ -121,7 +121,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, err
 	}
 	a.ConsoleAPI = consoleapi.New(consoleapi.Params{Store: store, Auth: a.Auth, Version: Version, Log: log,
-		InstanceTTL: cfg.Dispatch.InstanceTTL, NodeTTL: cfg.Scheduler.NodeTTL}) // dashboard: liveness windows
+		InstanceTTL: cfg.Dispatch.InstanceTTL, NodeTTL: cfg.Scheduler.NodeTTL, // dashboard: liveness windows
+		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes})
 	// The HTTP server's own complaints (a failed TLS handshake, a client that hung up) go to
 	// the node's log at info level: they are the clients' problems, not the node's.
 	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,

@@ -126,3 +126,8 @@ func Unhold() Transition { return transition([]State{Held}, Waiting, DueKept, 0)
 func MayWaitAgain(sceneEnabled bool, g Group, liveExecutors int) bool {
 	return sceneEnabled && g.Active() && liveExecutors > 0
 }
+
+// ArgsEditableStates lists the states in which an operator may edit a task's arguments: those
+// in which no replay of it is under way and it may still run (waiting, held, paused) or be
+// replayed (a dead letter).
+func ArgsEditableStates() []State { return []State{Waiting, Held, Paused, Exhausted} }

@@ -201,9 +201,20 @@ type TaskFilter struct {
 	ErrorContains string
 	CreatedFrom   *time.Time
 	CreatedTo     *time.Time
+	// NamespaceIDs limits to the tasks of these namespaces' groups; nil selects every
+	// namespace, an empty non-nil list none.
+	NamespaceIDs []int64
+	// NextFrom and NextTo bound the next trigger time (from inclusive, to exclusive).
+	NextFrom *time.Time
+	NextTo   *time.Time
+	// Arg matches a value inside the arguments.
+	Arg *ArgMatch
 }
 
-func (f *TaskFilter) where() (string, []any) {
+// where is the filter's condition on rh_task and its arguments.
+func (s *Store) where(f *TaskFilter) (string, []any) { return f.where(s.d) }
+
+func (f *TaskFilter) where(d dialect) (string, []any) {
 	var (
 		conds []string
 		args  []any
@@ -241,6 +252,30 @@ func (f *TaskFilter) where() (string, []any) {
 		conds = append(conds, "created_at < ?")
 		args = append(args, T(*f.CreatedTo))
 	}
+	if f.NamespaceIDs != nil {
+		if len(f.NamespaceIDs) == 0 {
+			conds = append(conds, "1 = 0")
+		} else {
+			// Served by the scene index, like the group's condition.
+			conds = append(conds, "scene_id IN (SELECT s.id FROM rh_scene s JOIN rh_group g ON g.id = s.group_id WHERE g.namespace_id IN ("+
+				placeholders(len(f.NamespaceIDs))+"))")
+			for _, id := range f.NamespaceIDs {
+				args = append(args, id)
+			}
+		}
+	}
+	if f.NextFrom != nil {
+		conds = append(conds, "next_at >= ?")
+		args = append(args, T(*f.NextFrom))
+	}
+	if f.NextTo != nil {
+		conds = append(conds, "next_at < ?")
+		args = append(args, T(*f.NextTo))
+	}
+	if f.Arg != nil {
+		conds = append(conds, d.jsonTextAt("args")+" = ?")
+		args = append(args, "$."+f.Arg.Path, f.Arg.Value)
+	}
 	if len(conds) == 0 {
 		return "1 = 1", nil
 	}
@@ -255,7 +290,7 @@ func likeEscape(s string) string {
 // ListTasks returns up to limit tasks matching f with ids above afterID, by id: pages follow
 // the key, not an offset.
 func (s *Store) ListTasks(ctx context.Context, f TaskFilter, afterID int64, limit int) ([]retry.Task, error) {
-	where, args := f.where()
+	where, args := s.where(&f)
 	var rows []taskRow
 	err := s.db.WithContext(ctx).Where(where, args...).Where("id > ?", afterID).Order("id").Limit(limit).Find(&rows).Error
 	if err != nil {
@@ -270,7 +305,7 @@ func (s *Store) ListTasks(ctx context.Context, f TaskFilter, afterID int64, limi
 
 // TaskIDs returns up to limit ids of tasks matching f above afterID, by id.
 func (s *Store) TaskIDs(ctx context.Context, f TaskFilter, afterID int64, limit int) ([]int64, error) {
-	where, args := f.where()
+	where, args := s.where(&f)
 	var ids []int64
 	err := s.db.WithContext(ctx).Model(&taskRow{}).Where(where, args...).Where("id > ?", afterID).
 		Order("id").Limit(limit).Pluck("id", &ids).Error

@@ -63,6 +63,10 @@ type dialect interface {
 	// hourOf is an expression of the start of the hour of the time column col, as text the
 	// Time column type reads.
 	hourOf(col string) string
+	// jsonTextAt returns an expression for the value found in the JSON text column col at the
+	// path bound to its one placeholder ($.a.b[0]), as text (a number as its digits, a string
+	// unquoted); NULL where there is none or col holds no valid JSON.
+	jsonTextAt(col string) string
 	// isDuplicate reports whether err is a unique-key violation.
 	isDuplicate(err error) bool
 	// isTransient reports whether err broke a transaction off that may simply run again: a
@@ -182,6 +186,12 @@ func (mysqlDialect) claimInTx(int) bool { return true }
 
 func (mysqlDialect) hourOf(col string) string { return "DATE_FORMAT(" + col + ", '%Y-%m-%d %H:00:00')" }
 
+// jsonTextAt: JSON_EXTRACT fails the statement on a document that is not JSON, so the CASE
+// reads only valid ones.
+func (mysqlDialect) jsonTextAt(col string) string {
+	return "CASE WHEN JSON_VALID(" + col + ") THEN JSON_UNQUOTE(JSON_EXTRACT(" + col + ", ?)) END"
+}
+
 func (mysqlDialect) isDuplicate(err error) bool {
 	return mysqlErrorIs(err, 1062) || errors.Is(err, gorm.ErrDuplicatedKey)
 }
@@ -266,6 +276,12 @@ func (sqliteDialect) deleteLimit(table, where string, limit int) string {
 func (sqliteDialect) claimInTx(statements int) bool { return statements > 1 }
 
 func (sqliteDialect) hourOf(col string) string { return "strftime('%Y-%m-%d %H:00:00', " + col + ")" }
+
+// jsonTextAt: json_extract fails the statement on malformed JSON, so the CASE reads only valid
+// documents; a number comes back as a number, made text by the CAST.
+func (sqliteDialect) jsonTextAt(col string) string {
+	return "CASE WHEN json_valid(" + col + ") THEN CAST(json_extract(" + col + ", ?) AS TEXT) END"
+}
 
 func (sqliteDialect) isDuplicate(err error) bool {
 	return err != nil && (errors.Is(err, gorm.ErrDuplicatedKey) || strings.Contains(err.Error(), "UNIQUE constraint failed"))

@@ -146,7 +146,9 @@ func (sceneRow) TableName() string { return "rh_scene" }
 // listing a scene's tasks by state (scene_id, state, id); retention (state, ended_at), so a
 // retention batch reads only what it deletes, never the dead letters it keeps. Every index is
 // rewritten when a column of it changes, and a replay changes state, claim_token and next_at
-// twice (claim, settle): only the indexes that need them hold those columns.
+// twice (claim, settle): only the indexes that need them hold those columns. (So the console's
+// list by due time has no index of its own: a (next_at, id) index would be rewritten by every
+// replay; it reads through the filter's index and sorts what matches.)
 type taskRow struct {
 	ID            int64   `gorm:"primaryKey;autoIncrement;index:idx_task_scene,priority:3"`
 	GroupID       int64   `gorm:"not null"`

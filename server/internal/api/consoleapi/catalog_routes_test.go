@@ -16,13 +16,6 @@ func viewerOfA(status int) map[string]int {
 	return m
 }
 
-// operatorOfA is for what an operator of namespace A may do there.
-func operatorOfA(status int) map[string]int {
-	m := adminOfA(status)
-	m[operatorA] = status
-	return m
-}
-
 // groupInA stores a new group in namespace A.
 func (e *env) groupInA() retry.Group {
 	e.t.Helper()

@@ -48,6 +48,11 @@ type Params struct {
 	// dispatch.instance_ttl 30s and scheduler.node_ttl 10s).
 	InstanceTTL time.Duration
 	NodeTTL     time.Duration
+
+	// Tasks.
+	// MaxPayloadBytes bounds the arguments an operator gives a task (client_api.max_payload_bytes;
+	// 0: 256 KiB).
+	MaxPayloadBytes int64
 }
 
 // API is the console API.
@@ -59,6 +64,7 @@ type API struct {
 	api   huma.API
 
 	instanceTTL, nodeTTL time.Duration
+	maxPayloadBytes      int64
 }
 
 // New builds the API; Mount serves it.
@@ -67,7 +73,8 @@ func New(p Params) *API {
 		p.Log = slog.Default()
 	}
 	return &API{store: p.Store, auth: p.Auth, log: p.Log, ver: p.Version,
-		instanceTTL: cmp.Or(p.InstanceTTL, defaultInstanceTTL), nodeTTL: cmp.Or(p.NodeTTL, defaultNodeTTL)}
+		instanceTTL: cmp.Or(p.InstanceTTL, defaultInstanceTTL), nodeTTL: cmp.Or(p.NodeTTL, defaultNodeTTL),
+		maxPayloadBytes: p.MaxPayloadBytes}
 }
 
 // Mount registers the console's operations, the OpenAPI document and the reference page on r.
@@ -93,6 +100,7 @@ func (a *API) Mount(r *gin.Engine) {
 	a.registerCatalog()
 	a.registerCluster()
 	a.registerDashboard()
+	a.registerTasks()
 	fixValidationStatus(a.api.OpenAPI())
 	r.GET(DocsPath, a.docs)
 }

@@ -37,6 +37,13 @@ func signedIn(status int) map[string]int {
 	return m
 }
 
+// operatorOfA: operators and admins of namespace A, and global admins.
+func operatorOfA(status int) map[string]int {
+	m := adminOfA(status)
+	m[operatorA] = status
+	return m
+}
+
 func globalAdmin(status int) map[string]int {
 	m := signedIn(http.StatusForbidden)
 	m[global] = status
