@@ -134,6 +134,20 @@ type SceneDeclaration struct {
 	Timeout       backoff.Duration `json:"timeout,omitempty"`
 	// Callback says the code registered a callback: the created scene has its callback on.
 	Callback bool `json:"callback,omitempty"`
+	// Remote is the server-side policy the code declares as the scene's default: used when
+	// the server creates the scene, ignored after (an operator's edits win).
+	Remote *RemotePolicy `json:"remote,omitempty"`
+}
+
+// RemotePolicy is a declared default of the server's side of a scene; a zero field leaves the
+// server's default.
+type RemotePolicy struct {
+	// MaxAttempts and Backoff govern the server's replays.
+	MaxAttempts int             `json:"max_attempts,omitempty"`
+	Backoff     *backoff.Policy `json:"backoff,omitempty"`
+	// CallbackMaxAttempts and CallbackBackoff govern the callback's runs.
+	CallbackMaxAttempts int             `json:"callback_max_attempts,omitempty"`
+	CallbackBackoff     *backoff.Policy `json:"callback_backoff,omitempty"`
 }
 
 // RegisterResponse tells the instance how to stay listed and what the server accepts.

@@ -53,6 +53,7 @@ type sceneConfig struct {
 	timeout  time.Duration
 	key      any // func(T) string
 	callback any // func(context.Context, CallbackEvent[T]) error
+	remote   *protocol.RemotePolicy
 	errs     []string
 }
 
@@ -87,6 +88,30 @@ func WithLocalBackoff(p backoff.Policy) Option {
 			return
 		}
 		c.backoff = p
+	}
+}
+
+// WithRemotePolicy declares the scene's server-side policy (remote attempts and back-off, the
+// callback's attempts and back-off) as the default the server uses when it creates the scene on
+// this instance's registration. It changes nothing on a scene the server has already: from its
+// creation on, operators edit the policy in the console, and their edits win. A zero field
+// leaves the server's default.
+func WithRemotePolicy(p protocol.RemotePolicy) Option {
+	return func(c *sceneConfig) {
+		if p.MaxAttempts < 0 || p.CallbackMaxAttempts < 0 {
+			c.errs = append(c.errs, fmt.Sprintf("WithRemotePolicy: attempts %d and %d: want >= 0", p.MaxAttempts, p.CallbackMaxAttempts))
+			return
+		}
+		for what, b := range map[string]*backoff.Policy{"Backoff": p.Backoff, "CallbackBackoff": p.CallbackBackoff} {
+			if b == nil {
+				continue
+			}
+			if _, err := b.Compile(); err != nil {
+				c.errs = append(c.errs, fmt.Sprintf("WithRemotePolicy: %s: %v", what, err))
+				return
+			}
+		}
+		c.remote = &p
 	}
 }
 

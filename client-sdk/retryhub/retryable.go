@@ -39,6 +39,8 @@ type scene struct {
 	replay func(ctx context.Context, args json.RawMessage) (decodeErr, err error)
 	// callback runs the scene's callback; nil when the scene has none.
 	callback func(ctx context.Context, req *protocol.ExecuteRequest) (decodeErr, err error)
+	// remote is the declared default of the server's policy (WithRemotePolicy), or nil.
+	remote *protocol.RemotePolicy
 }
 
 // registry holds the scenes one Client serves.
@@ -93,7 +95,7 @@ func (r *registry) declarations() []protocol.SceneDeclaration {
 	out := make([]protocol.SceneDeclaration, 0, len(r.scenes))
 	for _, s := range r.scenes {
 		d := protocol.SceneDeclaration{Name: s.name, Mode: s.code.mode, LocalAttempts: s.code.attempts,
-			Timeout: backoff.Duration(s.code.timeout), Callback: s.callback != nil}
+			Timeout: backoff.Duration(s.code.timeout), Callback: s.callback != nil, Remote: s.remote}
 		if s.code.backoff != nil {
 			d.LocalBackoff = s.code.backoff.Policy()
 		}
@@ -234,6 +236,7 @@ func declare[T any](reg *registry, name string, fn func(context.Context, T) erro
 			timeout:  cfg.timeout,
 		},
 	}
+	s.remote = cfg.remote
 	s.pol.Store(s.code)
 	w.s = s
 	s.replay = w.replay

@@ -498,7 +498,13 @@ func TestSDKDeclaredScenesAreCreatedAsDeclared(t *testing.T) {
 		noop := func(context.Context, Order) error { return nil }
 		retryhub.RetryableOn(c, "declared", noop, retryhub.WithMode(retryhub.Remote), retryhub.WithLocalAttempts(1),
 			retryhub.WithCallback(func(context.Context, retryhub.CallbackEvent[Order]) error { return nil }))
-		retryhub.RetryableOn(c, "existing", noop, retryhub.WithMode(retryhub.Remote))
+		// Its server-side policy declared too: taken on creation only.
+		fixed := backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(42 * time.Second)}
+		ladder := backoff.Policy{Strategy: backoff.Levels, Levels: []backoff.Duration{backoff.Duration(time.Second), backoff.Duration(time.Minute)}}
+		retryhub.RetryableOn(c, "declared-remote", noop, retryhub.WithRemotePolicy(protocol.RemotePolicy{MaxAttempts: 7,
+			Backoff: &fixed, CallbackMaxAttempts: 4, CallbackBackoff: &ladder}))
+		retryhub.RetryableOn(c, "existing", noop, retryhub.WithMode(retryhub.Remote),
+			retryhub.WithRemotePolicy(protocol.RemotePolicy{MaxAttempts: 9}))
 		start(t, c)
 		ctx := context.Background()
 		sc, err := w.store.SceneByName(ctx, g.ID, "declared")
@@ -508,8 +514,16 @@ func TestSDKDeclaredScenesAreCreatedAsDeclared(t *testing.T) {
 		if sc.Mode != protocol.Remote || sc.LocalAttempts != 1 || !sc.Callback.Enabled || sc.MaxAttempts != retry.DefaultScene(0, "x").MaxAttempts {
 			t.Fatalf("declared scene: %+v", sc)
 		}
-		if ex, _ := w.store.SceneByName(ctx, g.ID, "existing"); ex.Mode != protocol.Local {
-			t.Fatalf("an existing scene was changed by a declaration: %s", ex.Mode)
+		rs, err := w.store.SceneByName(ctx, g.ID, "declared-remote")
+		if err != nil {
+			t.Fatalf("the scene declared with a remote policy was not created: %v", err)
+		}
+		if rs.MaxAttempts != 7 || rs.Backoff.Strategy != backoff.Fixed || rs.Backoff.Interval != fixed.Interval ||
+			rs.Callback.MaxAttempts != 4 || rs.Callback.Backoff.Strategy != backoff.Levels || len(rs.Callback.Backoff.Levels) != 2 {
+			t.Fatalf("declared remote policy not taken: max %d backoff %+v callback %+v", rs.MaxAttempts, rs.Backoff, rs.Callback)
+		}
+		if ex, _ := w.store.SceneByName(ctx, g.ID, "existing"); ex.Mode != protocol.Local || ex.MaxAttempts == 9 {
+			t.Fatalf("an existing scene was changed by a declaration: %s, %d attempts", ex.Mode, ex.MaxAttempts)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/retryhub/retryhub/client-sdk/backoff"
+	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
 
 func TestFirstDueAndDeadlineCountFromTheFailure(t *testing.T) {
@@ -80,6 +81,36 @@ func TestFailureTimeUsesTheClientsOwnClock(t *testing.T) {
 	for _, c := range cases {
 		if got := FailureTime(c.failedAt, signed, now); !got.Equal(c.want) {
 			t.Errorf("%s: got %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+// A declared remote policy is taken field by field where it passes the scene's rules, and left
+// at the server's defaults where it does not.
+func TestFromDeclarationTakesTheRemotePolicy(t *testing.T) {
+	def := DefaultScene(1, "s")
+	fixed := backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Minute)}
+	broken := backoff.Policy{Strategy: "sometimes"}
+	cases := []struct {
+		name       string
+		remote     *protocol.RemotePolicy
+		attempts   int
+		backoff    backoff.Strategy
+		cbAttempts int
+	}{
+		{"none", nil, def.MaxAttempts, def.Backoff.Strategy, def.Callback.MaxAttempts},
+		{"all valid", &protocol.RemotePolicy{MaxAttempts: 5, Backoff: &fixed, CallbackMaxAttempts: 2}, 5, backoff.Fixed, 2},
+		{"out of range and broken", &protocol.RemotePolicy{MaxAttempts: MaxRemoteAttempts + 1, Backoff: &broken,
+			CallbackMaxAttempts: -1}, def.MaxAttempts, def.Backoff.Strategy, def.Callback.MaxAttempts},
+	}
+	for _, c := range cases {
+		sc := FromDeclaration(1, protocol.SceneDeclaration{Name: "s", Remote: c.remote})
+		if sc.MaxAttempts != c.attempts || sc.Backoff.Strategy != c.backoff || sc.Callback.MaxAttempts != c.cbAttempts {
+			t.Errorf("%s: max %d backoff %s callback max %d, want %d %s %d", c.name, sc.MaxAttempts, sc.Backoff.Strategy,
+				sc.Callback.MaxAttempts, c.attempts, c.backoff, c.cbAttempts)
+		}
+		if err := sc.Validate(); err != nil {
+			t.Errorf("%s: the scene made from the declaration is invalid: %v", c.name, err)
 		}
 	}
 }

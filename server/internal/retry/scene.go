@@ -90,6 +90,26 @@ func FromDeclaration(groupID int64, d protocol.SceneDeclaration) Scene {
 		sc.Timeout = t
 	}
 	sc.Callback.Enabled = d.Callback
+	if r := d.Remote; r != nil {
+		// Each declared value is taken when it passes the scene's rules, and left at the
+		// server's default when not, as the local fields are.
+		if r.MaxAttempts >= 1 && r.MaxAttempts <= MaxRemoteAttempts {
+			sc.MaxAttempts = r.MaxAttempts
+		}
+		if r.Backoff != nil {
+			if _, err := r.Backoff.Compile(); err == nil {
+				sc.Backoff = *r.Backoff
+			}
+		}
+		if r.CallbackMaxAttempts >= 1 && r.CallbackMaxAttempts <= MaxCallbackAttempts {
+			sc.Callback.MaxAttempts = r.CallbackMaxAttempts
+		}
+		if r.CallbackBackoff != nil {
+			if _, err := r.CallbackBackoff.Compile(); err == nil {
+				sc.Callback.Backoff = *r.CallbackBackoff
+			}
+		}
+	}
 	return sc
 }
 
