@@ -142,39 +142,32 @@ type ScenePolicy struct {
 	} `json:"callback,omitempty"`
 }
 
+// setField sets *dst to *v and records name when the request gave v.
+func setField[T any](set *[]string, name string, dst, v *T) {
+	if v != nil {
+		*dst = *v
+		*set = append(*set, name)
+	}
+}
+
 // apply sets the fields present on sc and checks the result by the scene's own rules; the
 // error is a 400 naming the field. It returns the names of the fields it set.
 func (p *ScenePolicy) apply(sc *retry.Scene) ([]string, error) {
 	var set []string
 	mark := func(name string) { set = append(set, name) }
-	if p.Description != nil {
-		sc.Description = *p.Description
-		mark("description")
-	}
-	if p.Enabled != nil {
-		sc.Enabled = *p.Enabled
-		mark("enabled")
-	}
+	setField(&set, "description", &sc.Description, p.Description)
+	setField(&set, "enabled", &sc.Enabled, p.Enabled)
 	if p.Mode != nil {
 		sc.Mode = protocol.Mode(*p.Mode)
 		mark("mode")
 	}
-	if p.LocalAttempts != nil {
-		sc.LocalAttempts = *p.LocalAttempts
-		mark("local_attempts")
-	}
-	if p.MaxAttempts != nil {
-		sc.MaxAttempts = *p.MaxAttempts
-		mark("max_attempts")
-	}
+	setField(&set, "local_attempts", &sc.LocalAttempts, p.LocalAttempts)
+	setField(&set, "max_attempts", &sc.MaxAttempts, p.MaxAttempts)
 	if p.Routing != nil {
 		sc.Routing = retry.Routing(*p.Routing)
 		mark("routing")
 	}
-	if p.RateLimit != nil {
-		sc.RateLimit = *p.RateLimit
-		mark("rate_limit")
-	}
+	setField(&set, "rate_limit", &sc.RateLimit, p.RateLimit)
 	for _, d := range []struct {
 		name string
 		v    *string
