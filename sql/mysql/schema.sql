@@ -115,7 +115,9 @@ CREATE TABLE rh_task (
   KEY idx_task_scene (scene_id, state, id),
   KEY idx_task_due (bucket, state, claim_token, next_at),
   KEY idx_task_cb_next (bucket, cb_state, cb_next_at),
-  KEY idx_task_ended (state, ended_at)
+  KEY idx_task_ended (state, ended_at),
+  KEY idx_task_key (idem_key),                              -- the console's search by key
+  KEY idx_task_created (created_at)                         -- and by creation time
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Every replay and callback call made for a task.

@@ -7,11 +7,42 @@ import (
 	"gorm.io/gorm"
 )
 
-// ExplainTaskPage runs EXPLAIN on the SELECT of ListTaskPage and returns its rows as maps of
-// column to text.
+// SetScanWindow makes the task list's scan window n ids.
+func (s *Store) SetScanWindow(n int) { s.scanWindow = n }
+
+// ExplainTaskPage runs EXPLAIN on the SELECT of ListTaskPage, and on the lookups of the id
+// bounds of a created-time range, and returns their rows as maps of column to text.
 func (s *Store) ExplainTaskPage(ctx context.Context, f TaskFilter, o TaskOrder, after *TaskCursor, limit int) ([]map[string]string, error) {
 	var rows []taskRow
-	stmt := s.taskPageQuery(s.db.WithContext(ctx).Session(&gorm.Session{DryRun: true}), f, o, after, limit).Find(&rows).Statement
+	plan, err := s.taskPagePlan(ctx, s.db.WithContext(ctx).Session(&gorm.Session{DryRun: true}), f, o, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	if plan.empty {
+		return nil, nil
+	}
+	dry := s.db.WithContext(ctx).Session(&gorm.Session{DryRun: true})
+	stmts := []*gorm.Statement{plan.q.Find(&rows).Statement}
+	var ids []int64
+	if f.CreatedTo != nil && o == NewestFirst {
+		stmts = append(stmts, createdBound(dry, &f, true).Pluck("id", &ids).Statement)
+	}
+	if f.CreatedFrom != nil && o == NewestFirst {
+		stmts = append(stmts, createdBound(dry, &f, false).Pluck("id", &ids).Statement)
+	}
+	var out []map[string]string
+	for _, stmt := range stmts {
+		rows, err := s.explain(ctx, stmt)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+	}
+	return out, nil
+}
+
+// explain runs EXPLAIN on a statement built in a dry run.
+func (s *Store) explain(ctx context.Context, stmt *gorm.Statement) ([]map[string]string, error) {
 	r, err := s.sql.QueryContext(ctx, "EXPLAIN "+stmt.SQL.String(), stmt.Vars...)
 	if err != nil {
 		return nil, fmt.Errorf("explain: %w", err)

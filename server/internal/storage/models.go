@@ -144,17 +144,18 @@ func (sceneRow) TableName() string { return "rh_scene" }
 // read-back scans the few running callbacks of the node's buckets; one active task per key and
 // merging (scene_id, active_key), where active_key holds the key only while the task is active;
 // listing a scene's tasks by state (scene_id, state, id); retention (state, ended_at), so a
-// retention batch reads only what it deletes, never the dead letters it keeps. Every index is
+// retention batch reads only what it deletes, never the dead letters it keeps; the console's
+// search by key (idem_key) and by creation time (created_at), columns no replay changes. Every index is
 // rewritten when a column of it changes, and a replay changes state, claim_token and next_at
 // twice (claim, settle): only the indexes that need them hold those columns. (So the console's
 // list by due time has no index of its own: a (next_at, id) index would be rewritten by every
-// replay; it reads through the filter's index and sorts what matches.)
+// replay; it merges the runs of idx_task_due of every bucket, see ListTaskPage.)
 type taskRow struct {
 	ID            int64   `gorm:"primaryKey;autoIncrement;index:idx_task_scene,priority:3"`
 	GroupID       int64   `gorm:"not null"`
 	SceneID       int64   `gorm:"not null;uniqueIndex:uk_task_active,priority:1;index:idx_task_scene,priority:1"`
 	Bucket        int     `gorm:"size:32;not null;index:idx_task_due,priority:1;index:idx_task_cb_next,priority:1"`
-	IdemKey       string  `gorm:"type:varchar(191);not null"`
+	IdemKey       string  `gorm:"type:varchar(191);not null;index:idx_task_key"`
 	ActiveKey     *string `gorm:"type:varchar(191);uniqueIndex:uk_task_active,priority:2"`
 	Args          string  `gorm:"type:mediumtext;not null"`
 	State         int8    `gorm:"type:tinyint;not null;index:idx_task_due,priority:2;index:idx_task_scene,priority:2;index:idx_task_ended,priority:1"`
@@ -172,7 +173,7 @@ type taskRow struct {
 	CbNextAt      *Time  `gorm:"index:idx_task_cb_next,priority:3"`
 	CbError       string `gorm:"type:text;not null"`
 	ReportID      int64  `gorm:"not null;default:0"`
-	CreatedAt     Time   `gorm:"not null"`
+	CreatedAt     Time   `gorm:"not null;index:idx_task_created"`
 	UpdatedAt     Time   `gorm:"not null"`
 	EndedAt       *Time  `gorm:"index:idx_task_ended,priority:2"`
 }

@@ -37,6 +37,8 @@ type Store struct {
 	sql *sql.DB
 	d   dialect
 	log *slog.Logger
+
+	scanWindow int // the task list's scan window; 0: ScanWindow (tests make it small)
 }
 
 // Options tune the connection pool.

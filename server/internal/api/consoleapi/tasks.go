@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,7 +91,7 @@ type TaskFilterInput struct {
 // ListTasksInput is a page of a task list.
 type ListTasksInput struct {
 	TaskFilterInput
-	Order  string `query:"order" enum:"newest,due" default:"newest" doc:"newest first (by id), or by next trigger time"`
+	Order  string `query:"order" enum:"newest,due" default:"newest" doc:"newest first (by id), or by next trigger time: then the waiting tasks, or the waiting, held or paused ones the state parameter names"`
 	Cursor string `query:"cursor" maxLength:"100" doc:"the next_cursor of the page before"`
 	Limit  int    `query:"limit" minimum:"1" maximum:"500" default:"50"`
 }
@@ -100,6 +101,7 @@ type TaskList struct {
 	Body struct {
 		Items      []Task `json:"items"`
 		NextCursor string `json:"next_cursor" doc:"pass as cursor for the next page; empty on the last one"`
+		Partial    bool   `json:"partial,omitempty" doc:"true when the page is a search that stopped after 10,000 task ids examined before it was full (it may even be empty): next_cursor goes on with the older tasks"`
 	}
 }
 
@@ -173,7 +175,14 @@ func (a *API) registerTasks() {
 	p := Prefix + "/tasks"
 	query(a, huma.Operation{OperationID: "tasks-list", Method: http.MethodGet, Path: p, Summary: "List tasks",
 		Description: "Filtered on the server, paged by an opaque cursor (never an offset), newest first or by due time. " +
-			"Arguments are cut at 256 bytes; read one task for all of them. Needs viewer.",
+			"Arguments are cut at 256 bytes; read one task for all of them. Needs viewer.\n\n" +
+			"Every page costs the same on a table of any size. A key, scenes (a scene, a group, a namespace) and states " +
+			"are served by indexes and give full pages. A part of the error text, a value in the arguments and the next " +
+			"trigger time cannot be: such a search examines at most 10,000 task ids per page, newest first below the cursor, " +
+			"and answers what it found there with partial=true and a next_cursor to search on; a created_from/created_to range " +
+			"narrows the ids examined to the tasks created in it, so combine them to search far back. " +
+			"By due time (order=due) lists the waiting tasks (or the waiting, held or paused ones state names) soonest first; " +
+			"alone it reads the due index of every bucket, with another filter it sorts the tasks that filter selects in those states.",
 		Tags: tags, Security: security, Errors: []int{400, 401, 403}}, a.listTasks)
 	query(a, huma.Operation{OperationID: "tasks-get", Method: http.MethodGet, Path: p + "/{id}",
 		Summary: "Read a task", Description: "With its full arguments, every attempt and its callback's state. Needs viewer.",
@@ -280,6 +289,11 @@ func (a *API) listTasks(ctx context.Context, in *ListTasksInput) (*TaskList, err
 	order := storage.NewestFirst
 	if in.Order == "due" {
 		order = storage.ByDue
+		for _, st := range f.States {
+			if !slices.Contains(storage.DueStates(), st) {
+				return nil, badQuery("state", fmt.Sprintf("a list by due time holds waiting, held or paused tasks, not %s ones", st))
+			}
+		}
 	}
 	var after *storage.TaskCursor
 	if in.Cursor != "" {
@@ -301,6 +315,7 @@ func (a *API) listTasks(ctx context.Context, in *ListTasksInput) (*TaskList, err
 	if page.Next != nil {
 		out.Body.NextCursor = page.Next.String()
 	}
+	out.Body.Partial = page.Partial
 	return out, nil
 }
 
