@@ -33,7 +33,8 @@ demo:
 
 ## bench: the benchmarks (numbers that matter are measured here, never asserted in tests):
 ##        the SDK's call overhead, then the server's ingest, replay and due-lag runs on SQLite and
-##        MariaDB (RETRYHUB_BENCH_TASKS sets their size)
+##        MariaDB (RETRYHUB_BENCH_TASKS sets their size), then every console list read over a million
+##        tasks on MariaDB (RETRYHUB_BENCH_LIST_TASKS)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./client-sdk/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./server/internal/bench/

@@ -26,7 +26,8 @@ type TaskOrder int8
 const (
 	// NewestFirst lists by id, newest first (the primary key serves it).
 	NewestFirst TaskOrder = iota
-	// ByDue lists by next trigger time, soonest first, then by id (sorted after the filter's index: no index holds next_at alone, which every replay would rewrite).
+	// ByDue lists by next trigger time, soonest first, then by id: the waiting, held or paused
+	// tasks (see ListTaskPage; no index holds next_at alone, which every replay would rewrite).
 	ByDue
 )
 
@@ -107,14 +108,16 @@ type TaskPage struct {
 // ScanWindow bounds the rows a page of a list reads when no index serves its filter (a part of
 // the error text, a value in the arguments, the next trigger time, or more scenes than
 // maxMergeRuns): the page examines the tasks of at most ScanWindow consecutive ids below its
-// cursor, newest first, and ends there, full or not, with a cursor to go on. A search of a
-// million tasks is so a few dozen pages the operator asks for, each answered at once, rather
-// than one request that reads the whole table.
+// cursor, newest first, and ends there, full or not, with a cursor to go on. A search through a
+// million tasks is so pages the operator asks for one by one, each answered at once, rather
+// than one request that reads the whole table; a created-time range takes it straight to the
+// ids of its days.
 const ScanWindow = 10000
 
-// maxMergeRuns bounds the index runs a list merges (one per scene and state, or per bucket for
-// the due order); past it the list is read as a scan window.
-const maxMergeRuns = 64
+// maxMergeRuns bounds the runs of idx_task_scene a list merges (one per scene and state); past
+// it the list is read as a scan window. maxBucketRuns bounds the runs of idx_task_due a list by
+// due time merges (one per bucket and state: 128 buckets by default); past it the list sorts.
+const maxMergeRuns, maxBucketRuns = 64, 256
 
 // createdSlack is how far apart in time a task's creation stamp and the order of its id may
 // be: ingest stamps created_at before the INSERT gives the id, so a task stamped just before
@@ -217,7 +220,7 @@ func (s *Store) taskPagePlan(ctx context.Context, db *gorm.DB, f TaskFilter, o T
 		if len(scenes) == 0 {
 			return taskPage{empty: true}, nil
 		}
-		states := f.States
+		states := distinct(f.States)
 		if len(states) == 0 {
 			states = allStates
 		}
@@ -243,6 +246,13 @@ func (s *Store) taskPagePlan(ctx context.Context, db *gorm.DB, f TaskFilter, o T
 // allStates are every task state, for a merge over idx_task_scene when the filter names none.
 var allStates = []retry.State{retry.Waiting, retry.Running, retry.Succeeded, retry.Exhausted, retry.Paused,
 	retry.Cancelled, retry.Held}
+
+// distinct returns the states without repeats (a merge reads each once).
+func distinct(states []retry.State) []retry.State {
+	out := slices.Clone(states)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
 
 // onlyScenesAndStates reports whether f selects by scene (scene, group, namespace) and state
 // alone, which idx_task_scene serves.
@@ -377,8 +387,8 @@ func (s *Store) duePagePlan(ctx context.Context, db *gorm.DB, f TaskFilter, afte
 		if err != nil {
 			return taskPage{}, err
 		}
-		if buckets*len(f.States) <= maxMergeRuns*4 {
-			return taskPage{q: mergeBuckets(db, buckets, f.States, after, limit)}, nil
+		if states := distinct(f.States); buckets*len(states) <= maxBucketRuns {
+			return taskPage{q: mergeBuckets(db, buckets, states, after, limit)}, nil
 		}
 	}
 	where, args := s.where(&f)
