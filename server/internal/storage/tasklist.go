@@ -106,18 +106,19 @@ type TaskPage struct {
 }
 
 // ScanWindow bounds the rows a page of a list reads when no index serves its filter (a part of
-// the error text, a value in the arguments, the next trigger time, or more scenes than
-// maxMergeRuns): the page examines the tasks of at most ScanWindow consecutive ids below its
+// the error text, a value in the arguments, the next trigger time, or scenes and states past
+// mergeBudget): the page examines the tasks of at most ScanWindow consecutive ids below its
 // cursor, newest first, and ends there, full or not, with a cursor to go on. A search through a
 // million tasks is so pages the operator asks for one by one, each answered at once, rather
 // than one request that reads the whole table; a created-time range takes it straight to the
 // ids of its days.
 const ScanWindow = 10000
 
-// maxMergeRuns bounds the runs of idx_task_scene a list merges (one per scene and state); past
-// it the list is read as a scan window. maxBucketRuns bounds the runs of idx_task_due a list by
-// due time merges (one per bucket and state: 128 buckets by default); past it the list sorts.
-const maxMergeRuns, maxBucketRuns = 64, 256
+// mergeBudget bounds the index entries a merge of idx_task_scene runs reads (one run per scene
+// and state, each of up to a page and one): past it the list is read as a scan window, which
+// costs about as much. maxBucketRuns bounds the runs of idx_task_due a list by due time merges
+// (one per bucket and state: 128 buckets by default); past it the list sorts.
+const mergeBudget, maxBucketRuns = 16384, 256
 
 // createdSlack is how far apart in time a task's creation stamp and the order of its id may
 // be: ingest stamps created_at before the INSERT gives the id, so a task stamped just before
@@ -142,7 +143,7 @@ func DueStates() []retry.State { return []retry.State{retry.Waiting, retry.Held,
 // Every page reads a bounded number of rows, whatever the table holds:
 //   - newest first with no filter, or a key: the primary key, idx_task_key;
 //   - scenes (a scene, a group's or namespaces' scenes) and states: one run of idx_task_scene
-//     per scene and state, merged (up to maxMergeRuns runs);
+//     per scene and state, merged (up to mergeBudget entries);
 //   - by due time: the waiting, held or paused tasks (waiting when f names no state), one run of
 //     idx_task_due per bucket and state, merged; with any other filter, the tasks of the
 //     filter in those states, sorted (what the filter's index reads);
@@ -224,7 +225,7 @@ func (s *Store) taskPagePlan(ctx context.Context, db *gorm.DB, f TaskFilter, o T
 		if len(states) == 0 {
 			states = allStates
 		}
-		if len(scenes)*len(states) <= maxMergeRuns {
+		if len(scenes)*len(states)*(limit+1) <= mergeBudget {
 			return taskPage{q: mergeScenes(db, scenes, states, after, limit)}, nil
 		}
 	}
