@@ -145,9 +145,10 @@ func (sceneRow) TableName() string { return "rh_scene" }
 // merging (scene_id, active_key), where active_key holds the key only while the task is active;
 // listing a scene's tasks by state (scene_id, state, id); retention (state, ended_at), so a
 // retention batch reads only what it deletes, never the dead letters it keeps; the console's
-// search by key (idem_key) and by creation time (created_at), columns no replay changes. Every index is
-// rewritten when a column of it changes, and a replay changes state, claim_token and next_at
-// twice (claim, settle): only the indexes that need them hold those columns. (So the console's
+// search by key (idem_key) and by creation time (created_at), columns no replay changes.
+// Every index is rewritten when a column of it changes, and a replay changes state,
+// claim_token and next_at twice (claim, settle): only the indexes that need them hold those
+// columns. (So the console's
 // list by due time has no index of its own: a (next_at, id) index would be rewritten by every
 // replay; it merges the runs of idx_task_due of every bucket, see ListTaskPage.)
 type taskRow struct {

@@ -217,7 +217,7 @@ func TestTaskListFilters(t *testing.T) {
 			t.Errorf("admin of B lists A: %d %s", status, body)
 		}
 		for _, q := range []string{"state=lost", "arg=orderId", "arg=a%20b%3D1", "cursor=zz", "order=due&cursor=" +
-			url.QueryEscape(storage.TaskCursor{ID: 5}.String()), "namespace=nope"} {
+			url.QueryEscape(storage.TaskCursor{ID: 5}.String()), "namespace=nope", "order=due&state=exhausted"} {
 			status, body := e.as(viewerA, http.MethodGet, consoleapi.Prefix+"/tasks?"+q, nil)
 			if status != http.StatusBadRequest {
 				t.Errorf("%s: %d %s", q, status, body)
