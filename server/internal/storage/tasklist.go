@@ -115,10 +115,11 @@ type TaskPage struct {
 const ScanWindow = 10000
 
 // mergeBudget bounds the index entries a merge of idx_task_scene runs reads (one run per scene
-// and state, each of up to a page and one): past it the list is read as a scan window, which
-// costs about as much. maxBucketRuns bounds the runs of idx_task_due a list by due time merges
+// and state, each of up to a page and one, each a derived table the server builds): past it
+// the list is read as a scan window, cheaper for the many scenes of a namespace, which hold
+// enough of the table to fill a page from a window. maxBucketRuns bounds the runs of idx_task_due a list by due time merges
 // (one per bucket and state: 128 buckets by default); past it the list sorts.
-const mergeBudget, maxBucketRuns = 16384, 256
+const mergeBudget, maxBucketRuns = 4096, 256
 
 // createdSlack is how far apart in time a task's creation stamp and the order of its id may
 // be: ingest stamps created_at before the INSERT gives the id, so a task stamped just before
