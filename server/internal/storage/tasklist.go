@@ -393,9 +393,12 @@ func (s *Store) duePagePlan(ctx context.Context, db *gorm.DB, f TaskFilter, afte
 			return taskPage{q: mergeBuckets(db, buckets, states, after, limit)}, nil
 		}
 	}
+	// Sorted: the sort holds the due time and id alone, the page's rows are read after it.
 	where, args := s.where(&f)
-	c, cargs := cursor("t.")
-	q := db.Table("rh_task t").Select(listCols).Where(where+c, append(args, cargs...)...).Order("t.next_at, t.id").Limit(limit + 1)
+	c, cargs := cursor("d.")
+	n := strconv.Itoa(limit + 1)
+	q := db.Raw("SELECT "+listCols+" FROM (SELECT d.id, d.next_at FROM rh_task d WHERE "+where+c+" ORDER BY d.next_at, d.id LIMIT "+n+
+		") p JOIN rh_task t ON t.id = p.id ORDER BY p.next_at, p.id", append(args, cargs...)...)
 	return taskPage{q: q}, nil
 }
 
