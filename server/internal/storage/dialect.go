@@ -198,7 +198,9 @@ func (mysqlDialect) jsonTextAt(col string) string {
 // snapshotTx: under REPEATABLE READ every plain read of the transaction sees the snapshot its
 // first one made (the connections' own level is READ COMMITTED, where each statement makes its
 // own).
-func (mysqlDialect) snapshotTx() *sql.TxOptions { return &sql.TxOptions{Isolation: sql.LevelRepeatableRead} }
+func (mysqlDialect) snapshotTx() *sql.TxOptions {
+	return &sql.TxOptions{Isolation: sql.LevelRepeatableRead}
+}
 
 func (mysqlDialect) isDuplicate(err error) bool {
 	return mysqlErrorIs(err, 1062) || errors.Is(err, gorm.ErrDuplicatedKey)
