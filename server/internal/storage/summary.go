@@ -217,6 +217,8 @@ type SummaryFilter struct {
 	// NamespaceIDs limits them to these namespaces' scenes; nil means every namespace, an
 	// empty non-nil slice none.
 	NamespaceIDs []int64
+	// GroupID, when not 0, narrows them to one group's scenes.
+	GroupID int64
 	// SceneID, when not 0, narrows them to one scene.
 	SceneID int64
 	// From and Until bound the minutes: From <= minute < Until.
@@ -255,6 +257,10 @@ func (s *Store) Summary(ctx context.Context, f SummaryFilter, limit int) ([]Summ
 		for _, id := range f.NamespaceIDs {
 			args = append(args, id)
 		}
+	}
+	if f.GroupID != 0 {
+		q += " AND g.id = ?"
+		args = append(args, f.GroupID)
 	}
 	if f.SceneID != 0 {
 		q += " AND m.scene_id = ?"
