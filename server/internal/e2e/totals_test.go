@@ -142,7 +142,7 @@ func TestTaskTotalsEqualACountAfterAMixedRun(t *testing.T) {
 			t.Helper()
 			j, err := scheduler.NewJanitor(scheduler.JanitorParams{Store: w.store, ForgetAfter: time.Hour, Log: testkit.Logger(t),
 				Retention: config.Retention{Succeeded: time.Millisecond, DeadLetters: deadLetters, Attempts: time.Millisecond, Batch: 5},
-				Now: func() time.Time { return time.Now().Add(time.Second) }})
+				Now:       func() time.Time { return time.Now().Add(time.Second) }})
 			if err != nil {
 				t.Fatal(err)
 			}
