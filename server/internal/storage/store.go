@@ -7,8 +7,9 @@
 // Its files follow a task's life: ingest.go stores reports, claim.go claims due tasks,
 // settle.go writes results, sweep.go takes back stuck claims, brings held tasks back and
 // deletes what retention lets go, actions.go carries out operators' actions and reads tasks
-// for them; catalog.go keeps namespaces, groups and scenes, cluster.go client instances,
-// server nodes and bucket leases. What differs between the databases is in dialect.go; the
+// for them; statetotals.go keeps every scene's number of tasks per state, which each of these
+// stages moves in its own transactions; catalog.go keeps namespaces, groups and scenes,
+// cluster.go client instances, server nodes and bucket leases. What differs between the databases is in dialect.go; the
 // rules the statements apply (which states an action applies to, what ending a task clears)
 // are retry's.
 package storage
