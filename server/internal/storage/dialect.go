@@ -58,7 +58,8 @@ type dialect interface {
 	lockRows() string
 	// deleteLimit returns a DELETE of up to limit rows of table that match where.
 	deleteLimit(table, where string, limit int) string
-	// claimInTx reports whether a claim of that many statements runs in a transaction.
+	// claimInTx reports whether a callback claim of that many statements runs in a
+	// transaction (a replay claim always does: it moves its tasks in the state totals).
 	claimInTx(statements int) bool
 	// hourOf is an expression of the start of the hour of the time column col, as text the
 	// Time column type reads.
@@ -282,7 +283,8 @@ func (sqliteDialect) deleteLimit(table, where string, limit int) string {
 
 // claimInTx: only when it takes more than one statement (a node holding more than 250
 // buckets). One statement and its read on the one local connection go without: a transaction
-// costs SQLite's due-time lag dearly.
+// was measured to raise SQLite's due-time lag (replay claims, which change the state totals,
+// take one all the same).
 func (sqliteDialect) claimInTx(statements int) bool { return statements > 1 }
 
 func (sqliteDialect) hourOf(col string) string { return "strftime('%Y-%m-%d %H:00:00', " + col + ")" }

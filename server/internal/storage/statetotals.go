@@ -268,6 +268,15 @@ func (s *Store) RecountStateTotals(ctx context.Context) error {
 // starting at once on a database one recounts and the others find the row. It returns how many
 // (scene, state) totals it corrected.
 func (s *Store) recountStateTotals(ctx context.Context, once bool) (int, error) {
+	if once {
+		var kept int
+		if err := s.sql.QueryRowContext(ctx, "SELECT COUNT(*) FROM rh_meta WHERE name = ?", metaStateTotals).Scan(&kept); err != nil {
+			return 0, fmt.Errorf("recount state totals: %w", err)
+		}
+		if kept > 0 {
+			return 0, nil
+		}
+	}
 	var corrected int
 	err := s.retry(ctx, func() error {
 		tx, err := s.sql.BeginTx(ctx, s.d.snapshotTx())
