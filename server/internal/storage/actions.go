@@ -183,8 +183,8 @@ func (s *Store) transition(ctx context.Context, tx *sql.Tx, tr retry.Transition,
 		return 0, err
 	}
 	if n != int64(len(found)) {
-		// The rows are locked as read: this is a bug, and totals written now would be wrong.
-		return 0, fmt.Errorf("changed %d of the %d tasks read and locked", n, len(found))
+		// The rows are locked as read: totals written now would be wrong.
+		return 0, fmt.Errorf("changed %d of the %d tasks read and locked: %w", n, len(found), errChangedMeanwhile)
 	}
 	return n, s.applyStateDeltas(ctx, tx, deltas)
 }

@@ -63,30 +63,36 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 			for start := 0; start < len(p.batch); start += maxCompound {
 				chunk := p.batch[start:min(start+maxCompound, len(p.batch))]
 				var (
-					n   int64
-					err error
+					n, moved, more int64
+					err            error
 				)
 				switch {
 				case p.released && p.kind == retry.KindReplay:
-					if err = s.moveClaimed(ctx, tx, chunk, deltas); err == nil {
+					if moved, err = s.moveClaimed(ctx, tx, chunk, deltas); err == nil {
 						n, err = s.settleReleased(ctx, tx, p.kind, chunk, now)
 					}
 				case p.released:
 					n, err = s.settleReleased(ctx, tx, p.kind, chunk, now)
 				case p.kind == retry.KindCallback:
 					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						if err = countSettled(ctx, tx, p.kind, chunk, counts, deltas); err == nil {
+						if _, err = countSettled(ctx, tx, p.kind, chunk, counts, deltas); err == nil {
 							n, err = s.settleCallbacks(ctx, tx, chunk, now)
 						}
 					}
 				default:
 					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						if err = countSettled(ctx, tx, p.kind, chunk, counts, deltas); err == nil {
-							if err = s.moveClaimed(ctx, tx, withoutAttempt(chunk), deltas); err == nil {
+						if moved, err = countSettled(ctx, tx, p.kind, chunk, counts, deltas); err == nil {
+							if more, err = s.moveClaimed(ctx, tx, withoutAttempt(chunk), deltas); err == nil {
+								moved += more
 								n, err = s.settleReplays(ctx, tx, chunk, now)
 							}
 						}
 					}
+				}
+				if err == nil && p.kind == retry.KindReplay && n != moved {
+					// The tasks counted are locked as read (but for a claim's deadline moved back
+					// meanwhile): totals written now would be wrong, so the batch is tried anew.
+					err = fmt.Errorf("settled %d replays of the %d counted: %w", n, moved, errChangedMeanwhile)
 				}
 				if err != nil {
 					return err
@@ -256,11 +262,12 @@ func withoutAttempt(batch []*retry.Settlement) []*retry.Settlement {
 
 // moveClaimed counts in deltas the moves of replay settlements that record no attempt (claims
 // given back, mostly): it locks the tasks whose claim still holds (lockRows), which the UPDATE
-// that follows then changes, and moves each from running to its settlement's state. (The
-// settlements with an attempt are counted by countSettled, on the tasks insertAttempts locked.)
-func (s *Store) moveClaimed(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, deltas stateDeltas) error {
+// that follows then changes, and moves each from running to its settlement's state; it returns
+// how many. (The settlements with an attempt are counted by countSettled, on the tasks
+// insertAttempts locked.)
+func (s *Store) moveClaimed(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, deltas stateDeltas) (int64, error) {
 	if len(batch) == 0 {
-		return nil
+		return 0, nil
 	}
 	cols := []string{"id", "tok", "lap"}
 	args := make([]any, 0, len(batch)*len(cols))
@@ -273,18 +280,20 @@ func (s *Store) moveClaimed(ctx context.Context, tx *sql.Tx, batch []*retry.Sett
 		qualify(claimHolds+" AND "+running(retry.KindReplay), "t.") + " ORDER BY t.id" + s.d.lockRows()
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
-		return fmt.Errorf("read %d claims given back: %w", len(batch), err)
+		return 0, fmt.Errorf("read %d claims given back: %w", len(batch), err)
 	}
 	defer rows.Close()
+	var moved int64
 	for rows.Next() {
 		var id, scene int64
 		if err := rows.Scan(&id, &scene); err != nil {
-			return fmt.Errorf("read %d claims given back: %w", len(batch), err)
+			return 0, fmt.Errorf("read %d claims given back: %w", len(batch), err)
 		}
 		deltas.move(scene, retry.Running, to[id], 1)
+		moved++
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read %d claims given back: %w", len(batch), err)
+		return 0, fmt.Errorf("read %d claims given back: %w", len(batch), err)
 	}
-	return nil
+	return moved, nil
 }

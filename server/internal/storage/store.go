@@ -259,12 +259,16 @@ func (s *Store) retryTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return s.retry(ctx, func() error { return s.tx(ctx, fn) })
 }
 
+// errChangedMeanwhile breaks off a transaction that found rows changed between its read of
+// them and its write; like a deadlock, it passes, and the transaction is tried again.
+var errChangedMeanwhile = errors.New("tasks changed while the transaction ran")
+
 // retry runs fn again while it fails for a reason that passes, as retryTx does.
 func (s *Store) retry(ctx context.Context, fn func() error) error {
 	wait := txBackoff
 	for try := 1; ; try++ {
 		err := fn()
-		if err == nil || !s.d.isTransient(err) {
+		if err == nil || !(s.d.isTransient(err) || errors.Is(err, errChangedMeanwhile)) {
 			return err
 		}
 		if try == txTries {

@@ -136,8 +136,9 @@ var settleSummaryCols = []string{"id", "tok", "lap", "rp", "ok", "fl", "ex", "co
 // records their attempts, read before the UPDATE that applies them): per scene, replays run,
 // succeeded, failed (timed-out included) and ending exhausted, and callbacks succeeded and
 // failed; and to deltas the replays' tasks moving from running to the settlements' states (a
-// callback moves none). Settlements given back without an attempt count nothing here.
-func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement, counts sceneCounts, deltas stateDeltas) error {
+// callback moves none). It returns how many settlements it counted. Settlements given back
+// without an attempt count nothing here.
+func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement, counts sceneCounts, deltas stateDeltas) (int64, error) {
 	args := make([]any, 0, len(batch)*len(settleSummaryCols))
 	rows := 0
 	for _, st := range batch {
@@ -154,27 +155,29 @@ func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch
 		rows++
 	}
 	if rows == 0 {
-		return nil
+		return 0, nil
 	}
 	q := "SELECT t.scene_id, v.st, COUNT(*), SUM(v.rp), SUM(v.ok), SUM(v.fl), SUM(v.ex), SUM(v.cok), SUM(v.cfl) " +
 		"FROM (" + values(settleSummaryCols, rows) + ") v JOIN rh_task t ON " + qualify(claimHolds+" AND "+running(kind), "t.") +
 		" GROUP BY t.scene_id, v.st"
 	res, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
-		return fmt.Errorf("count %d %s results: %w", rows, kind, err)
+		return 0, fmt.Errorf("count %d %s results: %w", rows, kind, err)
 	}
 	defer res.Close()
+	var matched int64
 	for res.Next() {
 		var (
 			scene, n, rp, ok, fl, ex, cok, cfl int64
 			to                                 int8
 		)
 		if err := res.Scan(&scene, &to, &n, &rp, &ok, &fl, &ex, &cok, &cfl); err != nil {
-			return fmt.Errorf("count %d %s results: %w", rows, kind, err)
+			return 0, fmt.Errorf("count %d %s results: %w", rows, kind, err)
 		}
 		if kind == retry.KindReplay {
 			deltas.move(scene, retry.Running, retry.State(to), n)
 		}
+		matched += n
 		c := counts.of(scene)
 		c.Replayed += rp
 		c.Succeeded += ok
@@ -184,9 +187,9 @@ func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch
 		c.CallbacksFailed += cfl
 	}
 	if err := res.Err(); err != nil {
-		return fmt.Errorf("count %d %s results: %w", rows, kind, err)
+		return 0, fmt.Errorf("count %d %s results: %w", rows, kind, err)
 	}
-	return nil
+	return matched, nil
 }
 
 func b2i(b bool) int {

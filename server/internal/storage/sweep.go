@@ -140,8 +140,8 @@ func (s *Store) DeleteEndedTasks(ctx context.Context, states []retry.State, befo
 			return err
 		}
 		if deleted != int64(len(ids)) {
-			// The rows are locked as read: this is a bug, and totals written now would be wrong.
-			return fmt.Errorf("deleted %d of the %d tasks read and locked", deleted, len(ids))
+			// The rows are locked as read: totals written now would be wrong.
+			return fmt.Errorf("deleted %d of the %d tasks read and locked: %w", deleted, len(ids), errChangedMeanwhile)
 		}
 		return s.applyStateDeltas(ctx, tx, deltas)
 	})
