@@ -7,8 +7,9 @@
 // Its files follow a task's life: ingest.go stores reports, claim.go claims due tasks,
 // settle.go writes results, sweep.go takes back stuck claims, brings held tasks back and
 // deletes what retention lets go, actions.go carries out operators' actions and reads tasks
-// for them; catalog.go keeps namespaces, groups and scenes, cluster.go client instances,
-// server nodes and bucket leases. What differs between the databases is in dialect.go; the
+// for them; statetotals.go keeps every scene's number of tasks per state, which each of these
+// stages moves in its own transactions; catalog.go keeps namespaces, groups and scenes,
+// cluster.go client instances, server nodes and bucket leases. What differs between the databases is in dialect.go; the
 // rules the statements apply (which states an action applies to, what ending a task clears)
 // are retry's.
 package storage
@@ -22,6 +23,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -39,6 +41,8 @@ type Store struct {
 	log *slog.Logger
 
 	scanWindow int // the task list's scan window; 0: ScanWindow (tests make it small)
+	// shardTurn picks the shard of each transaction's state deltas in turn (stateShard).
+	shardTurn atomic.Uint32
 }
 
 // Options tune the connection pool.
@@ -74,6 +78,7 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	s := &Store{d: d, log: log}
+	s.shardTurn.Store(rand.Uint32())
 	db, err := d.open(ctx, dsn, gcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dsn.Driver, err)
@@ -137,7 +142,18 @@ func (s *Store) Migrate(ctx context.Context, buckets int) error {
 	if err := s.checkBuckets(ctx, buckets); err != nil {
 		return err
 	}
-	return s.ensureLeases(ctx, buckets)
+	if err := s.ensureLeases(ctx, buckets); err != nil {
+		return err
+	}
+	// A database whose tasks were kept by an earlier version has tasks and no totals yet.
+	corrected, err := s.recountStateTotals(ctx, true)
+	if err != nil {
+		return err
+	}
+	if corrected > 0 {
+		s.log.Info("migrate: counted the tasks by scene and state, which earlier versions did not keep", "totals", corrected)
+	}
+	return nil
 }
 
 const metaBuckets = "buckets"
@@ -245,12 +261,16 @@ func (s *Store) retryTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return s.retry(ctx, func() error { return s.tx(ctx, fn) })
 }
 
+// errChangedMeanwhile breaks off a transaction that found rows changed between its read of
+// them and its write; like a deadlock, it passes, and the transaction is tried again.
+var errChangedMeanwhile = errors.New("tasks changed while the transaction ran")
+
 // retry runs fn again while it fails for a reason that passes, as retryTx does.
 func (s *Store) retry(ctx context.Context, fn func() error) error {
 	wait := txBackoff
 	for try := 1; ; try++ {
 		err := fn()
-		if err == nil || !s.d.isTransient(err) {
+		if err == nil || !(s.d.isTransient(err) || errors.Is(err, errChangedMeanwhile)) {
 			return err
 		}
 		if try == txTries {
