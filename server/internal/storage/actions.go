@@ -104,6 +104,13 @@ func inStates(states []retry.State) string {
 // Apply takes an action on the tasks with the given ids, those in a state it applies to; at is
 // the time for SetNextAt.
 func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.Time) (ActionResult, error) {
+	return s.applyThen(ctx, action, ids, at, nil)
+}
+
+// applyThen is Apply with then (when not nil) run in the same transaction after the tasks'
+// update, given what it did: the tasks' changes and what then writes commit together, or
+// neither does when then fails.
+func (s *Store) applyThen(ctx context.Context, action Action, ids []int64, at time.Time, then func(*sql.Tx, ActionResult) error) (ActionResult, error) {
 	var res ActionResult
 	if err := action.Check(at); err != nil {
 		return res, err
@@ -117,24 +124,29 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 	}
 	now := T(time.Now())
 	if tr.Effects.Has(retry.TakeKey) {
-		return s.reopen(ctx, action, tr, ids, now)
+		return s.reopen(ctx, action, tr, ids, now, then)
 	}
 	q, args := transitionSQL(tr, placeholders(len(ids)), now, T(at))
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	err = s.retry(ctx, func() error {
-		r, err := s.sql.ExecContext(ctx, q, args...)
+	err = s.retryTx(ctx, func(tx *sql.Tx) error {
+		r, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}
-		res.Changed, err = r.RowsAffected()
-		return err
+		if res.Changed, err = r.RowsAffected(); err != nil {
+			return err
+		}
+		res.Skipped = int64(len(ids)) - res.Changed
+		if then != nil {
+			return then(tx, res)
+		}
+		return nil
 	})
 	if err != nil {
 		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
 	}
-	res.Skipped = int64(len(ids)) - res.Changed
 	return res, nil
 }
 
@@ -142,7 +154,7 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 // letters) one statement per task, in one transaction: a task whose key is active again in its
 // scene would break the one-active-task-per-key rule, so it is reported as a conflict and left
 // as it is.
-func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, ids []int64, now Time) (ActionResult, error) {
+func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, ids []int64, now Time, then func(*sql.Tx, ActionResult) error) (ActionResult, error) {
 	var res ActionResult
 	q, args := transitionSQL(tr, "?", now, now)
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
@@ -162,12 +174,15 @@ func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, 
 			}
 			res.Changed += n
 		}
+		res.Skipped = int64(len(ids)) - res.Changed - int64(len(res.Conflicts))
+		if then != nil {
+			return then(tx, res)
+		}
 		return nil
 	})
 	if err != nil {
 		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
 	}
-	res.Skipped = int64(len(ids)) - res.Changed - int64(len(res.Conflicts))
 	return res, nil
 }
 
