@@ -45,6 +45,9 @@ type JobRequest struct {
 	IDs []int64 `json:"ids,omitempty"`
 	// Filter selects the tasks, already limited to the namespaces its creator may act in.
 	Filter *TaskFilter `json:"filter,omitempty"`
+	// NamespaceIDs are the namespaces the tasks are in (a list of ids) or may be in (a
+	// filter): who may see and cancel the job. nil for every namespace, an empty list none.
+	NamespaceIDs []int64 `json:"namespace_ids"`
 }
 
 // Job is an operator's action on many tasks, worked through in batches by id on whichever
