@@ -317,16 +317,10 @@ func (r *Runner) next(ctx context.Context, j *storage.Job) ([]int64, bool, error
 	return ids[i:end], end == len(ids), nil
 }
 
-// finish ends the job as done or failed and writes its end to the audit log.
+// finish ends the job as done or failed, with its end in the audit log in its creator's name.
 func (r *Runner) finish(ctx context.Context, j *storage.Job, state storage.JobState, reason string) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	if err := r.p.Store.FinishJob(fctx, j.ID, r.p.NodeID, state, reason); err != nil {
-		r.p.Log.Warn("end a job", "job", j.ID, "state", state, "err", err)
-		return
-	}
-	r.p.Log.Info("job ended", "job", j.ID, "action", j.Action, "state", state, "done", j.Done, "failed", j.Failed,
-		"total", j.Total, "by", j.CreatedBy)
 	e := storage.AuditEntry{At: time.Now(), Actor: j.CreatedBy, ActorKind: "user", Action: JobEndAction,
 		Target: fmt.Sprintf("job %d", j.ID), NamespaceID: j.NamespaceID, Outcome: "ok", Status: 200,
 		Detail: fmt.Sprintf("%s %s on node %s: %d of %d tasks worked through, %d not acted on", j.Action, state,
@@ -337,7 +331,10 @@ func (r *Runner) finish(ctx context.Context, j *storage.Job, state storage.JobSt
 	if state == storage.JobFailed {
 		e.Outcome, e.Status, e.Detail = "failed", 500, e.Detail+": "+reason
 	}
-	if err := r.p.Store.AddAudit(fctx, e); err != nil {
-		r.p.Log.Error("write a job's end to the audit log", "job", j.ID, "err", err)
+	if err := r.p.Store.FinishJob(fctx, j.ID, r.p.NodeID, state, reason, &e); err != nil {
+		r.p.Log.Warn("end a job", "job", j.ID, "state", state, "err", err)
+		return
 	}
+	r.p.Log.Info("job ended", "job", j.ID, "action", j.Action, "state", state, "done", j.Done, "failed", j.Failed,
+		"total", j.Total, "by", j.CreatedBy)
 }

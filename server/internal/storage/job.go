@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/retryhub/retryhub/server/internal/retry"
 )
 
@@ -260,11 +262,33 @@ func (s *Store) ReleaseJob(ctx context.Context, id int64, node string) error {
 	return s.jobUpdate(ctx, id, node, "give back", "owner = '', lease_until = ?", jobNone)
 }
 
-// FinishJob ends node's running job in state (done or failed, with the reason).
-func (s *Store) FinishJob(ctx context.Context, id int64, node string, state JobState, reason string) error {
+// FinishJob ends node's running job in state (done or failed, with the reason), and writes
+// audit (when not nil), the record of its end, in the same transaction: a job ends once, and
+// its end is in the audit log once. ErrJobLost when the job is not the node's.
+func (s *Store) FinishJob(ctx context.Context, id int64, node string, state JobState, reason string, audit *AuditEntry) error {
 	now := T(time.Now())
-	return s.jobUpdate(ctx, id, node, "end", "state = ?, owner = '', lease_until = ?, ended_at = ?, updated_at = ?, error = ?",
-		string(state), jobNone, now, now, reason)
+	err := s.retry(ctx, func() error {
+		return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			r := tx.Exec("UPDATE rh_job SET state = ?, owner = '', lease_until = ?, ended_at = ?, updated_at = ?, error = ? "+
+				"WHERE id = ? AND owner = ? AND state = ?", string(state), jobNone, now, now, clip(reason, 4000), id, node,
+				string(JobRunning))
+			if r.Error != nil {
+				return r.Error
+			}
+			if r.RowsAffected == 0 { // the state changes whenever the row matches
+				return ErrJobLost
+			}
+			if audit == nil {
+				return nil
+			}
+			row := auditRowOf(*audit)
+			return tx.Create(&row).Error
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("end job %d: %w", id, err)
+	}
+	return nil
 }
 
 // jobUpdate sets columns of a running job that node holds; ErrJobLost when it holds none such.

@@ -94,7 +94,7 @@ func TestJobClaimBatchAndTakeOver(t *testing.T) {
 		if err != nil || !ok || c.Done != 6 || c.Failed != 1 {
 			t.Fatalf("claim a job given back: %+v %v %v", c, ok, err)
 		}
-		if err := s.FinishJob(ctx, j.ID, "node-c", storage.JobDone, ""); err != nil {
+		if err := s.FinishJob(ctx, j.ID, "node-c", storage.JobDone, "", nil); err != nil {
 			t.Fatal(err)
 		}
 		end, err := s.Job(ctx, j.ID)
@@ -141,7 +141,7 @@ func TestCancelledJobChangesNothingMore(t *testing.T) {
 		if _, err := s.ApplyJobBatch(ctx, storage.JobBatch{Job: j, Node: "node-a", IDs: ids, LeaseUntil: now.Add(time.Minute)}); !errors.Is(err, storage.ErrJobLost) {
 			t.Fatalf("batch of a cancelled job: %v", err)
 		}
-		if err := s.FinishJob(ctx, j.ID, "node-a", storage.JobDone, ""); !errors.Is(err, storage.ErrJobLost) {
+		if err := s.FinishJob(ctx, j.ID, "node-a", storage.JobDone, "", nil); !errors.Is(err, storage.ErrJobLost) {
 			t.Fatalf("finish a cancelled job: %v", err)
 		}
 		if tk := f.Task(ids[0]); tk.State != retry.Waiting {
