@@ -332,7 +332,11 @@ func (r *Runner) finish(ctx context.Context, j *storage.Job, state storage.JobSt
 		e.Outcome, e.Status, e.Detail = "failed", 500, e.Detail+": "+reason
 	}
 	if err := r.p.Store.FinishJob(fctx, j.ID, r.p.NodeID, state, reason, &e); err != nil {
-		r.p.Log.Warn("end a job", "job", j.ID, "state", state, "err", err)
+		if errors.Is(err, storage.ErrJobLost) {
+			r.p.Log.Info("job cancelled as it ended", "job", j.ID, "done", j.Done, "total", j.Total)
+			return
+		}
+		r.p.Log.Warn("end a job; another node ends it when the lease passes", "job", j.ID, "state", state, "err", err)
 		return
 	}
 	r.p.Log.Info("job ended", "job", j.ID, "action", j.Action, "state", state, "done", j.Done, "failed", j.Failed,
