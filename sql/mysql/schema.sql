@@ -295,3 +295,39 @@ CREATE TABLE rh_scene_state (
   n        BIGINT  NOT NULL DEFAULT 0,
   PRIMARY KEY (scene_id, shard, state)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Bulk jobs: an operator's action on many tasks (a list of ids, or every task a filter matches),
+-- worked through in batches by id on whichever node holds the job's lease.
+--   namespace_id  the one namespace of the job's tasks; 0 when they may be in several (the
+--                 filter in request lists the namespaces its creator may act in)
+--   request       JSON: {"ids":[...]} or {"filter":{...}}, never indexed
+--   state         running, done, cancelled, failed
+--   total         what the request matched when the job was made; done counts the tasks worked
+--                 through, failed those of them the action was not taken on
+--   max_task_id   a filter job acts only on the tasks that existed when it was made
+--   cursor_id     the last task id worked through: the job goes on above it, on any node
+--   owner         the node working on it until lease_until; '' when none (a running job with no
+--                 owner, or whose owner's lease passed, is taken up by the next node that looks)
+CREATE TABLE rh_job (
+  id           BIGINT       NOT NULL AUTO_INCREMENT,
+  namespace_id BIGINT       NOT NULL DEFAULT 0,
+  action       VARCHAR(16)  NOT NULL,
+  request      MEDIUMTEXT   NOT NULL,
+  at           DATETIME(3)  NULL,
+  state        VARCHAR(16)  NOT NULL,
+  total        BIGINT       NOT NULL DEFAULT 0,
+  done         BIGINT       NOT NULL DEFAULT 0,
+  failed       BIGINT       NOT NULL DEFAULT 0,
+  max_task_id  BIGINT       NOT NULL DEFAULT 0,
+  cursor_id    BIGINT       NOT NULL DEFAULT 0,
+  owner        VARCHAR(64)  NOT NULL DEFAULT '',
+  lease_until  DATETIME(3)  NOT NULL,
+  created_by   VARCHAR(128) NOT NULL,
+  created_at   DATETIME(3)  NOT NULL,
+  updated_at   DATETIME(3)  NOT NULL,
+  ended_at     DATETIME(3)  NULL,
+  error        TEXT         NOT NULL,
+  PRIMARY KEY (id),
+  KEY idx_job_state (state, id),
+  KEY idx_job_namespace (namespace_id, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -56,6 +56,8 @@ type App struct {
 	Sweeper    *scheduler.Sweeper
 	Janitor    *scheduler.Janitor
 	Ops        *ops.Service
+	// Jobs works through the operators' bulk jobs.
+	Jobs       *ops.Runner
 	ClientAPI  *clientapi.API
 	Auth       *auth.Service
 	ConsoleAPI *consoleapi.API
@@ -122,7 +124,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a.ConsoleAPI = consoleapi.New(consoleapi.Params{Store: store, Auth: a.Auth, Version: Version, Log: log,
 		InstanceTTL: cfg.Dispatch.InstanceTTL, NodeTTL: cfg.Scheduler.NodeTTL, // dashboard: liveness windows
-		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes})
+		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes, Jobs: a.Jobs})
 	// The HTTP server's own complaints (a failed TLS handshake, a client that hung up) go to
 	// the node's log at info level: they are the clients' problems, not the node's.
 	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
@@ -178,6 +180,8 @@ func (a *App) build() error {
 		return fmt.Errorf("config retention.schedule: %w", err)
 	}
 	a.Ops = ops.New(store, log)
+	a.Jobs = ops.NewRunner(ops.RunnerParams{Store: store, NodeID: nodeID, Rate: cfg.ConsoleAPI.BulkRate,
+		Lease: s.LeaseDuration, Log: log})
 	a.ClientAPI = clientapi.New(clientapi.Params{MaxBodyBytes: cfg.ClientAPI.MaxBodyBytes, MaxInflightBytes: cfg.ClientAPI.MaxInflightBytes,
 		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes, MaxBatch: cfg.ClientAPI.MaxBatch,
 		SignatureWindow: cfg.ClientAPI.SignatureWindow, InstanceHeartbeat: d.InstanceHeartbeat,
@@ -199,6 +203,7 @@ func (a *App) build() error {
 		service.Named{Name: "sweeper", Service: a.Sweeper},
 		service.Named{Name: "janitor", Service: a.Janitor},
 		service.Named{Name: "nonce pruner", Service: a.NoncePruner},
+		service.Named{Name: "job runner", Service: a.Jobs},
 	)
 	return nil
 }

@@ -203,6 +203,8 @@ type Catalog struct {
 type ConsoleAPI struct {
 	// Enabled serves the console at /.
 	Enabled bool `yaml:"enabled"`
+	// BulkRate bounds the tasks per second a node's bulk jobs act on, all its jobs together.
+	BulkRate int `yaml:"bulk_rate"`
 }
 
 // Default returns the configuration used when nothing is set: one node on :8080 with the
@@ -225,7 +227,7 @@ func Default() Config {
 		Bootstrap:  Bootstrap{Namespace: "default", Group: "default"},
 		ClientAPI:  ClientAPI{MaxBodyBytes: 4 << 20, MaxInflightBytes: 64 << 20, MaxPayloadBytes: 256 << 10, MaxBatch: 1000, SignatureWindow: 5 * time.Minute},
 		Catalog:    Catalog{TTL: time.Second, MaxEntries: 10000},
-		ConsoleAPI: ConsoleAPI{Enabled: true},
+		ConsoleAPI: ConsoleAPI{Enabled: true, BulkRate: 5000},
 		Auth:       Auth{TokenTTL: 12 * time.Hour, BcryptCost: 12},
 	}
 }
@@ -511,6 +513,9 @@ func (c *Config) Validate() error {
 	}
 	if d.InstanceHeartbeat > 0 && d.InstanceHeartbeat >= d.InstanceTTL {
 		bad("dispatch.instance_heartbeat", "must be shorter than dispatch.instance_ttl (%s)", d.InstanceTTL)
+	}
+	if c.ConsoleAPI.BulkRate < 1 {
+		bad("console.bulk_rate", "must be at least 1 (tasks per second), got %d", c.ConsoleAPI.BulkRate)
 	}
 	r := c.Retention
 	if err := validCron(r.Schedule); err != nil {

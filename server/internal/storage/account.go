@@ -405,13 +405,17 @@ func (s *Store) TouchAPIToken(ctx context.Context, id int64, now time.Time, ever
 
 // AddAudit writes an audit entry.
 func (s *Store) AddAudit(ctx context.Context, e AuditEntry) error {
-	row := auditRow{At: T(e.At), Actor: clip(e.Actor, 128), ActorKind: e.ActorKind, Action: e.Action,
-		Target: clip(e.Target, 255), NamespaceID: e.NamespaceID, Detail: clip(e.Detail, 4000),
-		Outcome: e.Outcome, Status: e.Status, Remote: clip(e.Remote, 64)}
+	row := auditRowOf(e)
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
 		return fmt.Errorf("write audit entry %s: %w", e.Action, err)
 	}
 	return nil
+}
+
+func auditRowOf(e AuditEntry) auditRow {
+	return auditRow{At: T(e.At), Actor: clip(e.Actor, 128), ActorKind: e.ActorKind, Action: e.Action,
+		Target: clip(e.Target, 255), NamespaceID: e.NamespaceID, Detail: clip(e.Detail, 4000),
+		Outcome: e.Outcome, Status: e.Status, Remote: clip(e.Remote, 64)}
 }
 
 func clip(s string, n int) string {

@@ -105,6 +105,13 @@ func inStates(states []retry.State) string {
 // the time for SetNextAt. An action that changes the state of tasks runs as one transaction
 // that adds their moves to the state totals (statetotals.go).
 func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.Time) (ActionResult, error) {
+	return s.applyThen(ctx, action, ids, at, nil)
+}
+
+// applyThen is Apply with then (when not nil) run in the same transaction after the tasks'
+// update, given what it did: the tasks' changes and what then writes commit together, or
+// neither does when then fails.
+func (s *Store) applyThen(ctx context.Context, action Action, ids []int64, at time.Time, then func(*sql.Tx, ActionResult) error) (ActionResult, error) {
 	var res ActionResult
 	if err := action.Check(at); err != nil {
 		return res, err
@@ -118,46 +125,57 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 	}
 	now := T(time.Now())
 	if tr.Effects.Has(retry.TakeKey) {
-		return s.reopen(ctx, action, tr, ids, now)
+		return s.reopen(ctx, action, tr, ids, now, then)
 	}
 	if tr.To != 0 {
-		return s.move(ctx, action, tr, ids, now, T(at))
+		return s.move(ctx, action, tr, ids, now, T(at), then)
 	}
 	// No state changes (set_next): one statement, no totals to keep.
 	q, args := transitionSQL(tr, placeholders(len(ids)), now, T(at))
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	err = s.retry(ctx, func() error {
-		r, err := s.sql.ExecContext(ctx, q, args...)
+	err = s.retryTx(ctx, func(tx *sql.Tx) error {
+		r, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}
-		res.Changed, err = r.RowsAffected()
-		return err
+		if res.Changed, err = r.RowsAffected(); err != nil {
+			return err
+		}
+		res.Skipped = int64(len(ids)) - res.Changed
+		if then != nil {
+			return then(tx, res)
+		}
+		return nil
 	})
 	if err != nil {
 		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
 	}
-	res.Skipped = int64(len(ids)) - res.Changed
 	return res, nil
 }
 
 // move takes a transition that changes the state of tasks in one transaction: it reads and
 // locks the tasks among ids that the transition applies to (lockInStates), so that it knows
 // the state each leaves, updates them, and adds their moves to the state totals.
-func (s *Store) move(ctx context.Context, action Action, tr retry.Transition, ids []int64, now, at Time) (ActionResult, error) {
+func (s *Store) move(ctx context.Context, action Action, tr retry.Transition, ids []int64, now, at Time, then func(*sql.Tx, ActionResult) error) (ActionResult, error) {
 	var res ActionResult
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		res = ActionResult{}
 		n, err := s.transition(ctx, tx, tr, ids, now, at)
+		if err != nil {
+			return err
+		}
 		res.Changed = n
-		return err
+		res.Skipped = int64(len(ids)) - res.Changed
+		if then != nil {
+			return then(tx, res)
+		}
+		return nil
 	})
 	if err != nil {
 		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
 	}
-	res.Skipped = int64(len(ids)) - res.Changed
 	return res, nil
 }
 
@@ -234,7 +252,7 @@ func (s *Store) lockInStates(ctx context.Context, tx *sql.Tx, ids []int64, state
 // letters) one statement per task, in one transaction: a task whose key is active again in its
 // scene would break the one-active-task-per-key rule, so it is reported as a conflict and left
 // as it is.
-func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, ids []int64, now Time) (ActionResult, error) {
+func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, ids []int64, now Time, then func(*sql.Tx, ActionResult) error) (ActionResult, error) {
 	var res ActionResult
 	q, args := transitionSQL(tr, "?", now, now)
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
@@ -269,12 +287,18 @@ func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, 
 			res.Changed += n
 			deltas.move(t.scene, t.state, tr.To, n)
 		}
-		return s.applyStateDeltas(ctx, tx, deltas)
+		if err := s.applyStateDeltas(ctx, tx, deltas); err != nil {
+			return err
+		}
+		res.Skipped = int64(len(ids)) - res.Changed - int64(len(res.Conflicts))
+		if then != nil {
+			return then(tx, res)
+		}
+		return nil
 	})
 	if err != nil {
 		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
 	}
-	res.Skipped = int64(len(ids)) - res.Changed - int64(len(res.Conflicts))
 	return res, nil
 }
 

@@ -245,4 +245,4 @@ var allModels = []any{&metaRow{}, &namespaceRow{}, &groupRow{}, &sceneRow{}, &ta
 	&attemptRow{}, &instanceRow{}, &nodeRow{}, &leaseRow{}, &nonceRow{}, &leaderRow{},
 	&userRow{}, &userRoleRow{}, &apiTokenRow{}, &auditRow{},
 	&summaryRow{}, &summaryHourRow{},
-	&sceneStateRow{}}
+	&sceneStateRow{}, &jobRow{}}

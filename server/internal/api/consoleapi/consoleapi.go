@@ -53,6 +53,9 @@ type Params struct {
 	// MaxPayloadBytes bounds the arguments an operator gives a task (client_api.max_payload_bytes;
 	// 0: 256 KiB).
 	MaxPayloadBytes int64
+
+	// Jobs is woken when a bulk job is made (nil: the runners find it at their next look).
+	Jobs JobWaker
 }
 
 // API is the console API.
@@ -65,6 +68,7 @@ type API struct {
 
 	instanceTTL, nodeTTL time.Duration
 	maxPayloadBytes      int64
+	jobs                 JobWaker
 }
 
 // New builds the API; Mount serves it.
@@ -74,7 +78,7 @@ func New(p Params) *API {
 	}
 	return &API{store: p.Store, auth: p.Auth, log: p.Log, ver: p.Version,
 		instanceTTL: cmp.Or(p.InstanceTTL, defaultInstanceTTL), nodeTTL: cmp.Or(p.NodeTTL, defaultNodeTTL),
-		maxPayloadBytes: p.MaxPayloadBytes}
+		maxPayloadBytes: p.MaxPayloadBytes, jobs: p.Jobs}
 }
 
 // Mount registers the console's operations, the OpenAPI document and the reference page on r.
@@ -101,6 +105,7 @@ func (a *API) Mount(r *gin.Engine) {
 	a.registerCluster()
 	a.registerDashboard()
 	a.registerTasks()
+	a.registerJobs()
 	fixValidationStatus(a.api.OpenAPI())
 	r.GET(DocsPath, a.docs)
 }
