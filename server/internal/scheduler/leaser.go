@@ -38,7 +38,7 @@ type Leaser struct {
 	log   *slog.Logger
 	loop  loop
 
-	held  atomic.Pointer[[]int]
+	held  atomic.Pointer[heldSet]
 	nodes atomic.Int32
 	// took is set once a pass has taken leases, so that Stop releases them.
 	took atomic.Bool
@@ -46,17 +46,36 @@ type Leaser struct {
 
 var _ service.Killer = (*Leaser)(nil)
 
+// heldSet is the buckets a pass leased, and until when those leases last at the least: the
+// time the pass began plus the lease duration.
+type heldSet struct {
+	buckets []int
+	until   time.Time
+}
+
+var noBuckets = &heldSet{}
+
 // NewLeaser returns a leaser; Start runs it.
 func NewLeaser(p LeaserParams) *Leaser {
 	l := &Leaser{p: p, store: p.Store, log: p.Log}
 	l.loop = loop{interval: p.Interval, exec: l.exec, log: p.Log, finish: passTimeout}
-	l.held.Store(&[]int{})
+	l.held.Store(noBuckets)
 	l.nodes.Store(1)
 	return l
 }
 
 // Held returns the buckets this node holds now, in order. The slice must not be changed.
-func (l *Leaser) Held() []int { return *l.held.Load() }
+// Leases that a pass could not renew in time count as lost once they would have expired,
+// so that a node slowed down past its leases stops claiming in buckets that another node may
+// have taken by then (claims would stay safe, being conditional on the task's state, but two
+// nodes would compete for the same tasks).
+func (l *Leaser) Held() []int {
+	h := l.held.Load()
+	if len(h.buckets) == 0 || time.Now().After(h.until) {
+		return nil
+	}
+	return h.buckets
+}
 
 // Nodes returns how many nodes were live at the last pass.
 func (l *Leaser) Nodes() int { return int(l.nodes.Load()) }
@@ -86,15 +105,16 @@ func (l *Leaser) Exec(ctx context.Context) error {
 	l.nodes.Store(int32(len(ids)))
 	mine := Share(ids, l.p.NodeID, l.p.Buckets)
 	var drop []int
-	for _, b := range l.Held() {
+	prev := l.held.Load()
+	for _, b := range prev.buckets {
 		if _, ok := slices.BinarySearch(mine, b); !ok {
 			drop = append(drop, b)
 		}
 	}
 	if len(drop) > 0 {
 		// Stop claiming them first, then let them go.
-		kept := slices.DeleteFunc(slices.Clone(l.Held()), func(b int) bool { return slices.Contains(drop, b) })
-		l.held.Store(&kept)
+		kept := slices.DeleteFunc(slices.Clone(prev.buckets), func(b int) bool { return slices.Contains(drop, b) })
+		l.held.Store(&heldSet{buckets: kept, until: prev.until})
 		if err := l.store.ReleaseBuckets(ctx, l.p.NodeID, drop); err != nil {
 			return err
 		}
@@ -104,10 +124,10 @@ func (l *Leaser) Exec(ctx context.Context) error {
 		return err
 	}
 	held = slices.DeleteFunc(held, func(b int) bool { _, ok := slices.BinarySearch(mine, b); return !ok })
-	if len(held) != len(l.Held()) {
+	if len(held) != len(prev.buckets) {
 		l.log.Info("bucket leases changed", "held", len(held), "share", len(mine), "nodes", len(ids))
 	}
-	l.held.Store(&held)
+	l.held.Store(&heldSet{buckets: held, until: now.Add(l.p.LeaseDuration)})
 	l.took.Store(true)
 	return nil
 }
@@ -115,9 +135,9 @@ func (l *Leaser) Exec(ctx context.Context) error {
 func (l *Leaser) exec(ctx context.Context) {
 	if err := l.Exec(ctx); err != nil { // stop never cancels a pass: an error is real
 		l.log.Warn("renew bucket leases", "err", err)
-		// Leases we could not renew may expire and pass to other nodes while this one still
-		// counts them as held until a pass succeeds. That is safe: claims, settlements and sweeps
-		// are conditional on the task's state and claim token, never on the lease.
+		// Leases we could not renew count as lost once they would have expired (Held), and
+		// may pass to other nodes. Claims, settlements and sweeps are conditional on the
+		// task's state and claim token, never on the lease, so nothing is done twice either way.
 	}
 }
 
@@ -129,7 +149,7 @@ func (l *Leaser) Stop(ctx context.Context) {
 		return
 	}
 	l.took.Store(false)
-	l.held.Store(&[]int{})
+	l.held.Store(noBuckets)
 	if !ended {
 		l.log.Warn("shutdown: a lease renewal still under way at the deadline; the leases are left to expire")
 		return
@@ -143,7 +163,7 @@ func (l *Leaser) Stop(ctx context.Context) {
 func (l *Leaser) Kill() {
 	l.loop.stop(context.Background())
 	l.took.Store(false)
-	l.held.Store(&[]int{})
+	l.held.Store(noBuckets)
 }
 
 // Share returns, in order, the buckets that node owns among nodes by rendezvous hashing.

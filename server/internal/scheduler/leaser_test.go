@@ -270,3 +270,30 @@ func TestLeaserRenewsWhileRunningAndReleasesOnStop(t *testing.T) {
 		}
 	})
 }
+
+// A node whose leases were not renewed in time stops counting their buckets as held once the
+// leases would have expired, so it does not claim in buckets another node may have taken.
+func TestLeasesNotRenewedCountAsLost(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		beat(t, s, "node-slow")
+		// The first pass leases every bucket; the next would come only after an hour.
+		l := scheduler.NewLeaser(scheduler.LeaserParams{Store: s, Log: testkit.Logger(t), NodeID: "node-slow",
+			Buckets: storagetest.Buckets, Interval: time.Hour, NodeTTL: time.Minute, LeaseDuration: 300 * time.Millisecond})
+		if err := l.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer l.Stop(context.Background())
+		if len(l.Held()) != storagetest.Buckets {
+			t.Fatalf("after its first pass the leaser holds %d buckets, want %d", len(l.Held()), storagetest.Buckets)
+		}
+		testkit.WaitUntil(t, 10*time.Second, "the unrenewed leases to count as lost", func() bool { return len(l.Held()) == 0 })
+		// A pass that renews them gives them back.
+		if err := l.Exec(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if len(l.Held()) != storagetest.Buckets {
+			t.Fatalf("after a renewing pass the leaser holds %d buckets, want %d", len(l.Held()), storagetest.Buckets)
+		}
+	})
+}
