@@ -242,4 +242,5 @@ func obsoleteIndexes() []obsoleteIndex {
 var allModels = []any{&metaRow{}, &namespaceRow{}, &groupRow{}, &sceneRow{}, &taskRow{},
 	&attemptRow{}, &instanceRow{}, &nodeRow{}, &leaseRow{}, &nonceRow{}, &leaderRow{},
 	&userRow{}, &userRoleRow{}, &apiTokenRow{}, &auditRow{},
-	&summaryRow{}, &summaryHourRow{}}
+	&summaryRow{}, &summaryHourRow{},
+	&alertChannelRow{}, &alertRuleRow{}, &alertSilenceRow{}, &alertStateRow{}, &alertMessageRow{}}
