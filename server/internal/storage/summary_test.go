@@ -31,6 +31,7 @@ func sumSummary(t *testing.T, s *storage.Store, sceneID int64, from, until time.
 		c.Exhausted += p.Exhausted
 		c.CallbacksSucceeded += p.CallbacksSucceeded
 		c.CallbacksFailed += p.CallbacksFailed
+		c.CallbacksExhausted += p.CallbacksExhausted
 	}
 	return c
 }
