@@ -346,7 +346,7 @@ func (ps *pass) messages(r storage.AlertRule, nsName, kind string, items []subje
 		return nil, err
 	}
 	row := storage.AlertMessage{NamespaceID: r.NamespaceID, RuleID: r.ID, RuleName: r.Name, Kind: kind,
-		Subject: subjectLine(m), Payload: payload, Status: storage.AlertPending, NextRetryAt: &ps.now, CreatedAt: ps.now}
+		Subject: notify.Subject(m), Payload: payload, Status: storage.AlertPending, NextRetryAt: &ps.now, CreatedAt: ps.now}
 	var out []storage.AlertMessage
 	for _, id := range r.ChannelIDs {
 		ch, ok := ps.channels[id]
@@ -466,7 +466,7 @@ func (e *Evaluator) SendTest(ctx context.Context, ch storage.AlertChannel, names
 		return storage.AlertMessage{}, err
 	}
 	row := storage.AlertMessage{NamespaceID: ch.NamespaceID, RuleName: "test", Kind: notify.Test, ChannelID: ch.ID,
-		Subject: subjectLine(msg), Payload: payload, Attempts: 1, CreatedAt: now}
+		Subject: notify.Subject(msg), Payload: payload, Attempts: 1, CreatedAt: now}
 	if serr := e.sendTo(ctx, ch, msg); serr != nil {
 		row.Status, row.Error = storage.AlertFailed, serr.Error()
 	} else {

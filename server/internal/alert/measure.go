@@ -371,28 +371,6 @@ func (ps *pass) consoleURL(r storage.AlertRule, nsName string) string {
 // num writes a figure without needless decimals.
 func num(v float64) string { return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64) }
 
-// subjectLine is a message's one-line subject for the history: severity, kind, rule,
-// namespace, the first subject and how many there are.
-func subjectLine(m notify.Message) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "[%s] %s: %s · %s", strings.ToUpper(m.Severity), m.Kind, m.Rule, m.Namespace)
-	if len(m.Items) > 0 {
-		it := m.Items[0]
-		name := it.Subject
-		switch {
-		case it.Scene != "":
-			name = it.Group + "/" + it.Scene
-		case it.Group != "":
-			name = "group " + it.Group
-		}
-		b.WriteString(" · " + name)
-		if len(m.Items) > 1 {
-			fmt.Fprintf(&b, " (+%d more)", len(m.Items)-1)
-		}
-	}
-	return b.String()
-}
-
 // shortDuration writes a duration as people say it: 5m, 1h30m, 45s.
 func shortDuration(d time.Duration) string {
 	d = d.Round(time.Second)
