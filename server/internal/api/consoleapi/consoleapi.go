@@ -24,6 +24,7 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humagin"
 	"github.com/gin-gonic/gin"
 
+	"github.com/retryhub/retryhub/server/internal/alert"
 	"github.com/retryhub/retryhub/server/internal/auth"
 	"github.com/retryhub/retryhub/server/internal/storage"
 )
@@ -53,6 +54,11 @@ type Params struct {
 	// MaxPayloadBytes bounds the arguments an operator gives a task (client_api.max_payload_bytes;
 	// 0: 256 KiB).
 	MaxPayloadBytes int64
+
+	// Alerts sends channels' test messages; Channels seals their settings (nil: the alert
+	// channel operations answer 503).
+	Alerts   *alert.Evaluator
+	Channels *alert.Channels
 }
 
 // API is the console API.
@@ -65,6 +71,8 @@ type API struct {
 
 	instanceTTL, nodeTTL time.Duration
 	maxPayloadBytes      int64
+	alerts               *alert.Evaluator
+	alertChannels        *alert.Channels
 }
 
 // New builds the API; Mount serves it.
@@ -74,7 +82,7 @@ func New(p Params) *API {
 	}
 	return &API{store: p.Store, auth: p.Auth, log: p.Log, ver: p.Version,
 		instanceTTL: cmp.Or(p.InstanceTTL, defaultInstanceTTL), nodeTTL: cmp.Or(p.NodeTTL, defaultNodeTTL),
-		maxPayloadBytes: p.MaxPayloadBytes}
+		maxPayloadBytes: p.MaxPayloadBytes, alerts: p.Alerts, alertChannels: p.Channels}
 }
 
 // Mount registers the console's operations, the OpenAPI document and the reference page on r.
@@ -101,6 +109,7 @@ func (a *API) Mount(r *gin.Engine) {
 	a.registerCluster()
 	a.registerDashboard()
 	a.registerTasks()
+	a.registerAlerts()
 	fixValidationStatus(a.api.OpenAPI())
 	r.GET(DocsPath, a.docs)
 }
