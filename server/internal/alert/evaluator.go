@@ -458,9 +458,8 @@ func (e *Evaluator) sendTo(ctx context.Context, ch storage.AlertChannel, msg not
 // or failed with the reason; a test is not tried again). It returns the history row.
 func (e *Evaluator) SendTest(ctx context.Context, ch storage.AlertChannel, namespace, by string) (storage.AlertMessage, error) {
 	now := e.p.Now()
-	msg := notify.Message{Kind: notify.Test, Severity: Info, Rule: "test", RuleKind: "test", Namespace: namespace, At: now,
-		ConsoleURL: e.link("/alerts", map[string]string{"namespace": namespace}),
-		Items: []notify.Item{{Subject: "channel " + ch.Name, Summary: "a test message sent from the console by " + by}}}
+	msg := notify.Message{Kind: notify.Test, Severity: Info, Rule: "test message of channel " + ch.Name + ", sent by " + by,
+		Namespace: namespace, At: now, ConsoleURL: e.link("/alerts", map[string]string{"namespace": namespace})}
 	payload, err := json.Marshal(msg)
 	if err != nil {
 		return storage.AlertMessage{}, err
