@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/retryhub/retryhub/server/internal/config"
 	"github.com/retryhub/retryhub/server/internal/retry"
 )
 
@@ -875,4 +876,43 @@ func (s *Store) RecentTaskErrors(ctx context.Context, sceneID int64, states []re
 		return 0
 	})
 	return out, nil
+}
+
+// Explain returns the database's plan of a read (EXPLAIN on MySQL, EXPLAIN QUERY PLAN on
+// SQLite), a line per row with its columns, for tests and diagnostics.
+func (s *Store) Explain(ctx context.Context, query string, args ...any) (string, error) {
+	prefix := "EXPLAIN "
+	if s.d.name() == config.SQLite {
+		prefix = "EXPLAIN QUERY PLAN "
+	}
+	for i, a := range args {
+		if t, ok := a.(time.Time); ok {
+			args[i] = T(t)
+		}
+	}
+	rows, err := s.sql.QueryContext(ctx, prefix+query, args...)
+	if err != nil {
+		return "", fmt.Errorf("explain: %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return "", fmt.Errorf("explain: %w", err)
+	}
+	var b strings.Builder
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return "", fmt.Errorf("explain: %w", err)
+		}
+		for i, v := range vals {
+			fmt.Fprintf(&b, "%s=%s ", cols[i], v.String)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String(), rows.Err()
 }
