@@ -58,8 +58,8 @@ type App struct {
 	Sweeper    *scheduler.Sweeper
 	Janitor    *scheduler.Janitor
 	// Channels seals the alert channels' settings; Alerts evaluates the rules on the leader.
-	Channels *alert.Channels
-	Alerts   *alert.Evaluator
+	Channels   *alert.Channels
+	Alerts     *alert.Evaluator
 	Ops        *ops.Service
 	ClientAPI  *clientapi.API
 	Auth       *auth.Service
