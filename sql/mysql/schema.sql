@@ -379,3 +379,16 @@ CREATE TABLE rh_alert_message (
   KEY idx_alert_message_due (status, next_retry_at),
   KEY idx_alert_message_created (created_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- How many tasks each scene has in each state, for the dashboard and the alerts: every
+-- statement that inserts a task, changes its state or deletes it adds the change here in its
+-- own transaction, never counted from rh_task. A scene's count of a state is the sum of its
+-- shards: each transaction writes its changes into one shard, so that transactions running at
+-- once do not queue on one row (a shard alone may be below zero).
+CREATE TABLE rh_scene_state (
+  scene_id BIGINT  NOT NULL,
+  shard    INT     NOT NULL,
+  state    TINYINT NOT NULL,
+  n        BIGINT  NOT NULL DEFAULT 0,
+  PRIMARY KEY (scene_id, shard, state)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -92,6 +92,9 @@ func (s CallbackState) Pending() bool { return s == CallbackWaiting || s == Call
 // allStates lists every task state, in their stored order.
 var allStates = [...]State{Waiting, Running, Succeeded, Exhausted, Paused, Cancelled, Held}
 
+// States lists every task state, in their stored order.
+func States() []State { return statesWhere(func(State) bool { return true }) }
+
 // EndedStates lists the final states: a task in one of them has ended.
 func EndedStates() []State { return statesWhere(State.Ended) }
 

@@ -102,7 +102,8 @@ func inStates(states []retry.State) string {
 }
 
 // Apply takes an action on the tasks with the given ids, those in a state it applies to; at is
-// the time for SetNextAt.
+// the time for SetNextAt. An action that changes the state of tasks runs as one transaction
+// that adds their moves to the state totals (statetotals.go).
 func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.Time) (ActionResult, error) {
 	var res ActionResult
 	if err := action.Check(at); err != nil {
@@ -119,6 +120,10 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 	if tr.Effects.Has(retry.TakeKey) {
 		return s.reopen(ctx, action, tr, ids, now)
 	}
+	if tr.To != 0 {
+		return s.move(ctx, action, tr, ids, now, T(at))
+	}
+	// No state changes (set_next): one statement, no totals to keep.
 	q, args := transitionSQL(tr, placeholders(len(ids)), now, T(at))
 	for _, id := range ids {
 		args = append(args, id)
@@ -138,6 +143,93 @@ func (s *Store) Apply(ctx context.Context, action Action, ids []int64, at time.T
 	return res, nil
 }
 
+// move takes a transition that changes the state of tasks in one transaction: it reads and
+// locks the tasks among ids that the transition applies to (lockInStates), so that it knows
+// the state each leaves, updates them, and adds their moves to the state totals.
+func (s *Store) move(ctx context.Context, action Action, tr retry.Transition, ids []int64, now, at Time) (ActionResult, error) {
+	var res ActionResult
+	err := s.retryTx(ctx, func(tx *sql.Tx) error {
+		res = ActionResult{}
+		n, err := s.transition(ctx, tx, tr, ids, now, at)
+		res.Changed = n
+		return err
+	})
+	if err != nil {
+		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)
+	}
+	res.Skipped = int64(len(ids)) - res.Changed
+	return res, nil
+}
+
+// transition applies tr, which changes the state (tr.To is set), to the tasks among ids in one
+// of its states, in tx, with their moves in the state totals; it returns how many it changed.
+func (s *Store) transition(ctx context.Context, tx *sql.Tx, tr retry.Transition, ids []int64, now, at Time) (int64, error) {
+	found, err := s.lockInStates(ctx, tx, ids, tr.From)
+	if err != nil || len(found) == 0 {
+		return 0, err
+	}
+	q, args := transitionSQL(tr, placeholders(len(found)), now, at)
+	deltas := stateDeltas{}
+	for _, t := range found {
+		args = append(args, t.id)
+		deltas.move(t.scene, t.state, tr.To, 1)
+	}
+	r, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	if n != int64(len(found)) {
+		// The rows are locked as read: this is a bug, and totals written now would be wrong.
+		return 0, fmt.Errorf("changed %d of the %d tasks read and locked", n, len(found))
+	}
+	return n, s.applyStateDeltas(ctx, tx, deltas)
+}
+
+// taskState is a task's scene and state, as lockInStates read them.
+type taskState struct {
+	id, scene int64
+	state     retry.State
+}
+
+// lockInStates reads the tasks among ids that are in one of states, in the order of their ids,
+// and locks them until tx ends (lockRows), so that an UPDATE that follows changes exactly these.
+func (s *Store) lockInStates(ctx context.Context, tx *sql.Tx, ids []int64, states []retry.State) ([]taskState, error) {
+	var out []taskState
+	for start := 0; start < len(ids); start += ingestChunk {
+		chunk := ids[start:min(start+ingestChunk, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := tx.QueryContext(ctx, "SELECT id, scene_id, state FROM rh_task WHERE id IN ("+placeholders(len(chunk))+
+			") AND "+inStates(states)+" ORDER BY id"+s.d.lockRows(), args...)
+		if err != nil {
+			return nil, fmt.Errorf("read tasks: %w", err)
+		}
+		for rows.Next() {
+			var (
+				t  taskState
+				st int8
+			)
+			if err := rows.Scan(&t.id, &t.scene, &st); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read tasks: %w", err)
+			}
+			t.state = retry.State(st)
+			out = append(out, t)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read tasks: %w", err)
+		}
+	}
+	return out, nil
+}
+
 // reopen takes a transition that makes ended tasks hold their key again (replaying dead
 // letters) one statement per task, in one transaction: a task whose key is active again in its
 // scene would break the one-active-task-per-key rule, so it is reported as a conflict and left
@@ -147,7 +239,21 @@ func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, 
 	q, args := transitionSQL(tr, "?", now, now)
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		res = ActionResult{}
+		// The tasks it applies to are read and locked first, for the states they leave.
+		found, err := s.lockInStates(ctx, tx, ids, tr.From)
+		if err != nil {
+			return err
+		}
+		from := make(map[int64]taskState, len(found))
+		for _, t := range found {
+			from[t.id] = t
+		}
+		deltas := stateDeltas{}
 		for _, id := range ids {
+			t, ok := from[id]
+			if !ok {
+				continue
+			}
 			r, err := tx.ExecContext(ctx, q, append(args, id)...)
 			if s.d.isDuplicate(err) {
 				res.Conflicts = append(res.Conflicts, id)
@@ -161,8 +267,9 @@ func (s *Store) reopen(ctx context.Context, action Action, tr retry.Transition, 
 				return fmt.Errorf("task %d: %w", id, err)
 			}
 			res.Changed += n
+			deltas.move(t.scene, t.state, tr.To, n)
 		}
-		return nil
+		return s.applyStateDeltas(ctx, tx, deltas)
 	})
 	if err != nil {
 		return ActionResult{}, fmt.Errorf("%s %d tasks: %w", action, len(ids), err)

@@ -58,22 +58,37 @@ const maxCompound = 250
 // index (a task not running has claim token 0, so the token pins the read exactly). No row is
 // read before it is written, and no lock is waited for beyond the rows changed.
 //
-// It runs as one transaction where the dialect says so (claimInTx: on MySQL, and wherever it
-// takes more than one statement, for a node holding more than 250 buckets): a claim that fails
-// part way, or whose read fails, then stamps nothing, where it would leave tasks running under
-// a claim no one holds, for the sweeper to charge each a timed-out attempt.
+// A replay claim moves its tasks from waiting to running: it runs as one transaction that ends
+// by adding the move to the state totals (statetotals.go), one row per scene and state. A
+// callback claim changes no task's state; it runs as one transaction where the dialect says so
+// (claimInTx: on MySQL, and wherever it takes more than one statement, for a node holding more
+// than 250 buckets). Either way a claim that fails part way, or whose read fails, stamps
+// nothing, where it would leave tasks running under a claim no one holds, for the sweeper to
+// charge each a timed-out attempt.
 func (s *Store) Claim(ctx context.Context, p ClaimParams) ([]retry.Claim, error) {
 	if len(p.Buckets) == 0 || p.PerBucket < 1 {
 		return nil, nil
 	}
-	if !s.d.claimInTx((len(p.Buckets) + maxCompound - 1) / maxCompound) {
+	if p.Kind == retry.KindCallback && !s.d.claimInTx((len(p.Buckets)+maxCompound-1)/maxCompound) {
 		return s.claim(ctx, s.sql, p)
 	}
 	var out []retry.Claim
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	// Tried again on a deadlock (retryTx): a claim locks its tasks in the order of their due
+	// time, an operator's action or an ingest's merges in the order of their ids or keys.
+	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		var err error
 		out, err = s.claim(ctx, tx, p)
-		return err
+		if err != nil || p.Kind == retry.KindCallback {
+			return err
+		}
+		deltas := stateDeltas{}
+		for i := range out {
+			deltas.move(out[i].SceneID, retry.Waiting, retry.Running, 1)
+		}
+		if err := s.applyStateDeltas(ctx, tx, deltas); err != nil {
+			return fmt.Errorf("claim %s: %w", p.Kind, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

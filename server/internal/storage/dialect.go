@@ -67,6 +67,9 @@ type dialect interface {
 	// path bound to its one placeholder ($.a.b[0]), as text (a number as its digits, a string
 	// unquoted); NULL where there is none or col holds no valid JSON.
 	jsonTextAt(col string) string
+	// snapshotTx are the options of a transaction whose reads all see the database as of one
+	// moment (RecountStateTotals).
+	snapshotTx() *sql.TxOptions
 	// isDuplicate reports whether err is a unique-key violation.
 	isDuplicate(err error) bool
 	// isTransient reports whether err broke a transaction off that may simply run again: a
@@ -192,6 +195,13 @@ func (mysqlDialect) jsonTextAt(col string) string {
 	return "CASE WHEN JSON_VALID(" + col + ") THEN JSON_UNQUOTE(JSON_EXTRACT(" + col + ", ?)) END"
 }
 
+// snapshotTx: under REPEATABLE READ every plain read of the transaction sees the snapshot its
+// first one made (the connections' own level is READ COMMITTED, where each statement makes its
+// own).
+func (mysqlDialect) snapshotTx() *sql.TxOptions {
+	return &sql.TxOptions{Isolation: sql.LevelRepeatableRead}
+}
+
 func (mysqlDialect) isDuplicate(err error) bool {
 	return mysqlErrorIs(err, 1062) || errors.Is(err, gorm.ErrDuplicatedKey)
 }
@@ -282,6 +292,9 @@ func (sqliteDialect) hourOf(col string) string { return "strftime('%Y-%m-%d %H:0
 func (sqliteDialect) jsonTextAt(col string) string {
 	return "CASE WHEN json_valid(" + col + ") THEN CAST(json_extract(" + col + ", ?) AS TEXT) END"
 }
+
+// snapshotTx: SQLite's write transaction (IMMEDIATE) shuts every other writer out until it ends.
+func (sqliteDialect) snapshotTx() *sql.TxOptions { return nil }
 
 func (sqliteDialect) isDuplicate(err error) bool {
 	return err != nil && (errors.Is(err, gorm.ErrDuplicatedKey) || strings.Contains(err.Error(), "UNIQUE constraint failed"))

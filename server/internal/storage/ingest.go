@@ -56,7 +56,8 @@ func ingestUpsert(d dialect) string {
 // already active in its scene merges into the existing task (counting the merge and keeping the
 // newest error), then one read of the stored rows for their ids. Nothing is read before it is
 // written. Results are in the order of tasks; a key repeated inside the batch merges too. The
-// same transaction adds the batch to the minute's summary (summary.go).
+// same transaction counts the new tasks in their scene's state totals (statetotals.go) and adds
+// the batch to the minute's summary (summary.go).
 //
 // The rows are inserted in the order of the unique key they merge on, so that batches sent at
 // once with keys in common (a retry storm across a fleet) lock those keys in the same order
@@ -167,14 +168,22 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 		// Every report must be accounted for before the batch commits: a caller told the batch
 		// failed sends it again, and must not find it half stored.
 		results := make([]IngestResult, len(tasks))
+		deltas := stateDeltas{}
 		for i := range tasks {
 			k := sk{tasks[i].SceneID, tasks[i].Key}
 			r, ok := stored[k]
 			if !ok {
 				return fmt.Errorf("task for scene %d key %q not found after insert", k.scene, k.key)
 			}
+			if !r.Merged && first[k] == i {
+				// A new task, in the state of its key's first report; a merge changes no state.
+				deltas.add(k.scene, tasks[i].State, 1)
+			}
 			r.Merged = r.Merged || first[k] != i
 			results[i] = r
+		}
+		if err := s.applyStateDeltas(ctx, tx, deltas); err != nil {
+			return err
 		}
 		return writeSummary(ctx, s.d, tx, now, ingestCounts(tasks, results))
 	})

@@ -243,4 +243,5 @@ var allModels = []any{&metaRow{}, &namespaceRow{}, &groupRow{}, &sceneRow{}, &ta
 	&attemptRow{}, &instanceRow{}, &nodeRow{}, &leaseRow{}, &nonceRow{}, &leaderRow{},
 	&userRow{}, &userRoleRow{}, &apiTokenRow{}, &auditRow{},
 	&summaryRow{}, &summaryHourRow{},
-	&alertChannelRow{}, &alertRuleRow{}, &alertSilenceRow{}, &alertStateRow{}, &alertMessageRow{}}
+	&alertChannelRow{}, &alertRuleRow{}, &alertSilenceRow{}, &alertStateRow{}, &alertMessageRow{},
+	&sceneStateRow{}}

@@ -19,8 +19,10 @@ import (
 // while the claim's deadline has still passed); the claims given back without an attempt
 // (retry.Settlement.Released) take one more UPDATE that writes only their state, next trigger
 // time and claim. The results whose claim holds are counted (summary.go) before they are
-// applied, and the counts are added to the minute's summary as the transaction's last statement. A settlement that comes too late (the sweeper took the task back, an operator
-// cancelled it, the dispatcher extended the lapsed claim) changes nothing and records nothing.
+// applied, with the moves of their tasks between states; the transaction ends by adding the
+// moves to the state totals (statetotals.go) and the counts to the minute's summary. A
+// settlement that comes too late (the sweeper took the task back, an operator cancelled it, the
+// dispatcher extended the lapsed claim) changes nothing, records nothing and counts nothing.
 // It returns how many tasks changed.
 //
 // Each statement takes its tasks in the order of their ids, so that two batches written at once
@@ -56,6 +58,7 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		changed = 0
 		counts := sceneCounts{}
+		deltas := stateDeltas{}
 		for _, p := range parts {
 			for start := 0; start < len(p.batch); start += maxCompound {
 				chunk := p.batch[start:min(start+maxCompound, len(p.batch))]
@@ -64,18 +67,24 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 					err error
 				)
 				switch {
+				case p.released && p.kind == retry.KindReplay:
+					if err = s.moveClaimed(ctx, tx, chunk, deltas); err == nil {
+						n, err = s.settleReleased(ctx, tx, p.kind, chunk, now)
+					}
 				case p.released:
 					n, err = s.settleReleased(ctx, tx, p.kind, chunk, now)
 				case p.kind == retry.KindCallback:
 					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						if err = countSettled(ctx, tx, p.kind, chunk, counts); err == nil {
+						if err = countSettled(ctx, tx, p.kind, chunk, counts, deltas); err == nil {
 							n, err = s.settleCallbacks(ctx, tx, chunk, now)
 						}
 					}
 				default:
 					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						if err = countSettled(ctx, tx, p.kind, chunk, counts); err == nil {
-							n, err = s.settleReplays(ctx, tx, chunk, now)
+						if err = countSettled(ctx, tx, p.kind, chunk, counts, deltas); err == nil {
+							if err = s.moveClaimed(ctx, tx, withoutAttempt(chunk), deltas); err == nil {
+								n, err = s.settleReplays(ctx, tx, chunk, now)
+							}
 						}
 					}
 				}
@@ -84,6 +93,9 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 				}
 				changed += n
 			}
+		}
+		if err := s.applyStateDeltas(ctx, tx, deltas); err != nil {
+			return err
 		}
 		return writeSummary(ctx, s.d, tx, now, counts)
 	})
@@ -227,6 +239,52 @@ func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, kind retry.Attem
 		s.d.lockRows()
 	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("record %d attempts: %w", rows, err)
+	}
+	return nil
+}
+
+// withoutAttempt returns the settlements of batch that record no attempt.
+func withoutAttempt(batch []*retry.Settlement) []*retry.Settlement {
+	var out []*retry.Settlement
+	for _, st := range batch {
+		if st.Attempt == nil {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// moveClaimed counts in deltas the moves of replay settlements that record no attempt (claims
+// given back, mostly): it locks the tasks whose claim still holds (lockRows), which the UPDATE
+// that follows then changes, and moves each from running to its settlement's state. (The
+// settlements with an attempt are counted by countSettled, on the tasks insertAttempts locked.)
+func (s *Store) moveClaimed(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, deltas stateDeltas) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	cols := []string{"id", "tok", "lap"}
+	args := make([]any, 0, len(batch)*len(cols))
+	to := make(map[int64]retry.State, len(batch))
+	for _, st := range batch {
+		args = append(args, st.TaskID, st.Token, TP(st.Lapsed))
+		to[st.TaskID] = st.State
+	}
+	q := "SELECT t.id, t.scene_id FROM (" + values(cols, len(batch)) + ") v JOIN rh_task t ON " +
+		qualify(claimHolds+" AND "+running(retry.KindReplay), "t.") + " ORDER BY t.id" + s.d.lockRows()
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("read %d claims given back: %w", len(batch), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, scene int64
+		if err := rows.Scan(&id, &scene); err != nil {
+			return fmt.Errorf("read %d claims given back: %w", len(batch), err)
+		}
+		deltas.move(scene, retry.Running, to[id], 1)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read %d claims given back: %w", len(batch), err)
 	}
 	return nil
 }

@@ -26,6 +26,8 @@ type fixture struct {
 func setup(t *testing.T, s *storage.Store) fixture {
 	t.Helper()
 	f := testkit.NewFixture(t, s, "shop", "0123456789abcdef0123", nil)
+	// Whatever a test does to tasks, the state totals must equal a count of them after it.
+	t.Cleanup(func() { checkTotals(t, s, "at the end of the test") })
 	return fixture{s: s, group: f.Group, scene: f.Scene}
 }
 

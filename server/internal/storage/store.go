@@ -22,6 +22,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -37,6 +38,8 @@ type Store struct {
 	sql *sql.DB
 	d   dialect
 	log *slog.Logger
+	// shardTurn picks the shard of each transaction's state deltas in turn (stateShard).
+	shardTurn atomic.Uint32
 }
 
 // Options tune the connection pool.
@@ -72,6 +75,7 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	s := &Store{d: d, log: log}
+	s.shardTurn.Store(rand.Uint32())
 	db, err := d.open(ctx, dsn, gcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dsn.Driver, err)
@@ -135,7 +139,18 @@ func (s *Store) Migrate(ctx context.Context, buckets int) error {
 	if err := s.checkBuckets(ctx, buckets); err != nil {
 		return err
 	}
-	return s.ensureLeases(ctx, buckets)
+	if err := s.ensureLeases(ctx, buckets); err != nil {
+		return err
+	}
+	// A database whose tasks were kept by an earlier version has tasks and no totals yet.
+	corrected, err := s.recountStateTotals(ctx, true)
+	if err != nil {
+		return err
+	}
+	if corrected > 0 {
+		s.log.Info("migrate: counted the tasks by scene and state, which earlier versions did not keep", "totals", corrected)
+	}
+	return nil
 }
 
 const metaBuckets = "buckets"

@@ -130,15 +130,17 @@ func ingestCounts(tasks []NewTask, results []IngestResult) sceneCounts {
 	return counts
 }
 
-// settleSummaryCols are the per-settlement flags a settlement chunk passes to its count.
-var settleSummaryCols = []string{"id", "tok", "lap", "rp", "ok", "fl", "ex", "cok", "cfl", "cex"}
+// settleSummaryCols are the per-settlement flags a settlement chunk passes to its count, and
+// the state a replay's settlement moves its task to.
+var settleSummaryCols = []string{"id", "tok", "lap", "rp", "ok", "fl", "ex", "cok", "cfl", "cex", "st"}
 
 // countSettled adds to counts the settlements of a chunk whose claim still holds (the join that
 // records their attempts, read before the UPDATE that applies them): per scene, replays run,
 // succeeded, failed (timed-out included) and ending exhausted, and callbacks succeeded and
-// failed, and callbacks that ran out of attempts. Settlements given back without an attempt
-// count nothing.
-func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement, counts sceneCounts) error {
+// failed, and callbacks that ran out of attempts; and to deltas the replays' tasks moving from
+// running to the settlements' states (a callback moves none). Settlements given back without
+// an attempt count nothing here.
+func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement, counts sceneCounts, deltas stateDeltas) error {
 	args := make([]any, 0, len(batch)*len(settleSummaryCols))
 	rows := 0
 	for _, st := range batch {
@@ -148,27 +150,33 @@ func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch
 		}
 		ok, failed := b2i(a.Outcome == retry.OutcomeSucceeded), b2i(a.Outcome != retry.OutcomeSucceeded)
 		if kind == retry.KindCallback {
-			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 0, 0, 0, 0, ok, failed, b2i(st.CallbackState == retry.CallbackExhausted))
+			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 0, 0, 0, 0, ok, failed, b2i(st.CallbackState == retry.CallbackExhausted), 0)
 		} else {
-			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 1, ok, failed, b2i(st.State == retry.Exhausted), 0, 0, 0)
+			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 1, ok, failed, b2i(st.State == retry.Exhausted), 0, 0, 0, int8(st.State))
 		}
 		rows++
 	}
 	if rows == 0 {
 		return nil
 	}
-	q := "SELECT t.scene_id, SUM(v.rp), SUM(v.ok), SUM(v.fl), SUM(v.ex), SUM(v.cok), SUM(v.cfl), SUM(v.cex) " +
+	q := "SELECT t.scene_id, v.st, COUNT(*), SUM(v.rp), SUM(v.ok), SUM(v.fl), SUM(v.ex), SUM(v.cok), SUM(v.cfl), SUM(v.cex) " +
 		"FROM (" + values(settleSummaryCols, rows) + ") v JOIN rh_task t ON " + qualify(claimHolds+" AND "+running(kind), "t.") +
-		" GROUP BY t.scene_id"
+		" GROUP BY t.scene_id, v.st"
 	res, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("count %d %s results: %w", rows, kind, err)
 	}
 	defer res.Close()
 	for res.Next() {
-		var scene, rp, ok, fl, ex, cok, cfl, cex int64
-		if err := res.Scan(&scene, &rp, &ok, &fl, &ex, &cok, &cfl, &cex); err != nil {
+		var (
+			scene, n, rp, ok, fl, ex, cok, cfl, cex int64
+			to                                      int8
+		)
+		if err := res.Scan(&scene, &to, &n, &rp, &ok, &fl, &ex, &cok, &cfl, &cex); err != nil {
 			return fmt.Errorf("count %d %s results: %w", rows, kind, err)
+		}
+		if kind == retry.KindReplay {
+			deltas.move(scene, retry.Running, retry.State(to), n)
 		}
 		c := counts.of(scene)
 		c.Replayed += rp
@@ -220,6 +228,8 @@ type SummaryFilter struct {
 	// NamespaceIDs limits them to these namespaces' scenes; nil means every namespace, an
 	// empty non-nil slice none.
 	NamespaceIDs []int64
+	// GroupID, when not 0, narrows them to one group's scenes.
+	GroupID int64
 	// SceneID, when not 0, narrows them to one scene.
 	SceneID int64
 	// From and Until bound the minutes: From <= minute < Until.
@@ -258,6 +268,10 @@ func (s *Store) Summary(ctx context.Context, f SummaryFilter, limit int) ([]Summ
 		for _, id := range f.NamespaceIDs {
 			args = append(args, id)
 		}
+	}
+	if f.GroupID != 0 {
+		q += " AND g.id = ?"
+		args = append(args, f.GroupID)
 	}
 	if f.SceneID != 0 {
 		q += " AND m.scene_id = ?"

@@ -33,7 +33,7 @@ func (s *Store) Unhold(ctx context.Context, liveSince time.Time, limit int) (n i
 	if err != nil {
 		return 0, false, fmt.Errorf("find held tasks to bring back: %w", err)
 	}
-	var ids []any
+	var ids []int64
 	for rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
@@ -49,13 +49,14 @@ func (s *Store) Unhold(ctx context.Context, liveSince time.Time, limit int) (n i
 	if len(ids) == 0 {
 		return 0, false, nil
 	}
-	// Only while still held: an operator may have paused or cancelled one meanwhile.
+	// Only while still held: an operator may have paused or cancelled one meanwhile. In one
+	// transaction with the moves in the state totals.
 	now := T(time.Now())
-	up, args := transitionSQL(tr, placeholders(len(ids)), now, now)
-	res, err := s.sql.ExecContext(ctx, up, append(args, ids...)...)
-	if err == nil {
-		n, err = res.RowsAffected()
-	}
+	err = s.retryTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		n, err = s.transition(ctx, tx, tr, ids, now, now)
+		return err
+	})
 	if err != nil {
 		return 0, false, fmt.Errorf("bring back %d held tasks: %w", len(ids), err)
 	}
@@ -87,8 +88,8 @@ func (s *Store) StuckAfter(ctx context.Context, kind retry.AttemptKind, buckets 
 
 // DeleteEndedTasks deletes up to limit tasks in one of states that ended before the given time
 // and whose callback has nothing left to do, with their attempts, in one transaction (tried
-// again on a deadlock: an operator's replay may lock the same tasks). It returns how many tasks
-// it deleted.
+// again on a deadlock: an operator's replay may lock the same tasks) that takes them off their
+// scenes' state totals. It returns how many tasks it deleted.
 func (s *Store) DeleteEndedTasks(ctx context.Context, states []retry.State, before time.Time, limit int) (int64, error) {
 	if len(states) == 0 {
 		return 0, nil
@@ -104,19 +105,24 @@ func (s *Store) DeleteEndedTasks(ctx context.Context, states []retry.State, befo
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		deleted = 0
 		rows, err := tx.QueryContext(ctx, fmt.Sprintf(
-			"SELECT id FROM rh_task WHERE state IN (%s) AND ended_at < ? AND cb_state NOT IN (%s) LIMIT %d%s",
+			"SELECT id, scene_id, state FROM rh_task WHERE state IN (%s) AND ended_at < ? AND cb_state NOT IN (%s) LIMIT %d%s",
 			placeholders(len(states)), intList(retry.PendingCallbackStates()), limit, s.d.lockRows()), args...)
 		if err != nil {
 			return err
 		}
 		var ids []any
+		deltas := stateDeltas{}
 		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
+			var (
+				id, scene int64
+				st        int8
+			)
+			if err := rows.Scan(&id, &scene, &st); err != nil {
 				rows.Close()
 				return err
 			}
 			ids = append(ids, id)
+			deltas.add(scene, retry.State(st), -1)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil || len(ids) == 0 {
@@ -130,8 +136,14 @@ func (s *Store) DeleteEndedTasks(ctx context.Context, states []retry.State, befo
 		if err != nil {
 			return err
 		}
-		deleted, err = r.RowsAffected()
-		return err
+		if deleted, err = r.RowsAffected(); err != nil {
+			return err
+		}
+		if deleted != int64(len(ids)) {
+			// The rows are locked as read: this is a bug, and totals written now would be wrong.
+			return fmt.Errorf("deleted %d of the %d tasks read and locked", deleted, len(ids))
+		}
+		return s.applyStateDeltas(ctx, tx, deltas)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("delete ended tasks: %w", err)

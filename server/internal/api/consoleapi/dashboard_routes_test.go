@@ -23,5 +23,6 @@ func dashboardRoutes() map[string]routeCase {
 		"dashboard": {func(e *env, _ string) (string, any) {
 			return fmt.Sprintf("%s/dashboard?namespace_id=%d", p, e.nsA.ID), nil
 		}, viewersOfA(http.StatusOK)},
+		"dashboard-recount": {fixed(p+"/dashboard/recount", nil), globalAdmin(http.StatusNoContent)},
 	}
 }
