@@ -441,6 +441,30 @@ func TestRuleKinds(t *testing.T) {
 				t.Fatalf("%s", kinds(got))
 			}
 		})
+		t.Run("backlog", func(t *testing.T) {
+			w := newWorld(t, target)
+			w.rule(alert.Backlog, func(r *storage.AlertRule) { r.Threshold = 3 })
+			w.orders.Add(time.Now().Add(time.Hour), "w1", "w2", "w3")
+			f := &testkit.Fixture{T: t, Store: w.store, Group: w.orders.Group, Scene: w.refund}
+			f.Add(time.Now().Add(time.Hour), "r1", "r2")
+			ev := w.evaluator(nil)
+			evaluate(t, ev, time.Now())
+			got := w.hook.received()
+			if len(got) != 1 || len(got[0].Items) != 1 || got[0].Items[0].Scene != "notify" || got[0].Items[0].Value != 3 {
+				t.Fatalf("%+v", got)
+			}
+			ids, err := w.store.TaskIDs(ctx, storage.TaskFilter{SceneIDs: []int64{w.notify.ID}}, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.store.Apply(ctx, storage.Cancel, ids[:1], time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			evaluate(t, ev, time.Now().Add(time.Minute))
+			if got := w.hook.received(); kinds(got) != "firing,resolved" {
+				t.Fatalf("%s", kinds(got))
+			}
+		})
 		t.Run("no_channel_records", func(t *testing.T) {
 			w := newWorld(t, target)
 			w.rule(alert.TasksExhausted, func(r *storage.AlertRule) { r.ChannelIDs = nil })

@@ -159,9 +159,31 @@ func (ps *pass) measure(ctx context.Context, r storage.AlertRule, nsName string,
 	return nil, fmt.Errorf("unknown rule kind %q", r.Kind)
 }
 
-// backlog is the kind that reads the scenes' state totals; without them it measures nothing.
+// backlog: a scene whose waiting tasks (held ones included: they wait for their scene, group
+// or an instance) number at least Threshold, from the per-scene state totals.
 func (ps *pass) backlog(ctx context.Context, r storage.AlertRule, nsName string) ([]subject, error) {
-	return nil, fmt.Errorf("rule kind %s is not available on this server", Backlog)
+	scs, err := ps.scope(ctx, r)
+	if err != nil || len(scs) == 0 {
+		return nil, err
+	}
+	totals, err := ps.e.p.Store.SceneStateTotals(ctx, sceneIDs(scs))
+	if err != nil {
+		return nil, err
+	}
+	var out []subject
+	for _, sc := range scs {
+		waiting, held := totals[sc.ID][retry.Waiting], totals[sc.ID][retry.Held]
+		n := waiting + held
+		if n == 0 || float64(n) < r.Threshold {
+			continue
+		}
+		summary := fmt.Sprintf("%d tasks waiting (threshold %s)", n, num(r.Threshold))
+		if held > 0 {
+			summary = fmt.Sprintf("%d tasks waiting, %d of them held (threshold %s)", n, held, num(r.Threshold))
+		}
+		out = append(out, ps.sceneSubject(nsName, sc, float64(n), r.Threshold, "tasks", summary, retry.Waiting.String()))
+	}
+	return out, nil
 }
 
 // noLiveInstance: a group of the rule's scope that has waiting or held tasks and whose newest
