@@ -371,7 +371,7 @@ func TestRuleKinds(t *testing.T) {
 		})
 		t.Run("no_live_instance", func(t *testing.T) {
 			w := newWorld(t, target)
-			r := w.rule(alert.NoLiveInstance, func(r *storage.AlertRule) { r.For = 2 * time.Minute })
+			w.rule(alert.NoLiveInstance, func(r *storage.AlertRule) { r.For = 2 * time.Minute })
 			w.orders.Add(time.Now().Add(time.Hour), "waits")
 			ev := w.evaluator(nil)
 			t0 := time.Now()
@@ -399,7 +399,6 @@ func TestRuleKinds(t *testing.T) {
 			if got := w.hook.received(); kinds(got) != "firing,resolved,firing" {
 				t.Fatalf("%s", kinds(got))
 			}
-			_ = r
 		})
 		t.Run("node_lost", func(t *testing.T) {
 			w := newWorld(t, target)
