@@ -109,13 +109,14 @@ type AlertMessageList struct {
 
 // ListAlertMessagesInput selects a page of a namespace's history.
 type ListAlertMessagesInput struct {
-	ID      int64     `path:"id" minimum:"1" doc:"the namespace"`
-	RuleID  int64     `query:"rule_id" minimum:"0" doc:"only this rule's messages"`
-	Status  string    `query:"status" enum:"pending,sent,failed,recorded," doc:"only messages in this status"`
-	Since   time.Time `query:"since" doc:"only messages made at or after this time (RFC 3339)"`
-	Before  int64     `query:"before" minimum:"0" doc:"the next_before of the previous page"`
-	Limit   int       `query:"limit" minimum:"1" maximum:"200" default:"50"`
-	Message bool      `query:"message" doc:"include each message's content"`
+	ID        int64     `path:"id" minimum:"1" doc:"the namespace"`
+	RuleID    int64     `query:"rule_id" minimum:"0" doc:"only this rule's messages"`
+	ChannelID int64     `query:"channel_id" minimum:"0" doc:"only the messages to this channel"`
+	Status    string    `query:"status" enum:"pending,sent,failed,recorded," doc:"only messages in this status"`
+	Since     time.Time `query:"since" doc:"only messages made at or after this time (RFC 3339)"`
+	Before    int64     `query:"before" minimum:"0" doc:"the next_before of the previous page"`
+	Limit     int       `query:"limit" minimum:"1" maximum:"200" default:"50"`
+	Message   bool      `query:"message" doc:"include each message's content"`
 }
 
 // AlertRule is a rule as the console shows it, with whether it fires now.
@@ -851,7 +852,7 @@ func (a *API) listAlertMessages(ctx context.Context, in *ListAlertMessagesInput)
 		return nil, err
 	}
 	ms, err := a.store.ListAlertMessages(ctx, storage.AlertMessageFilter{NamespaceIDs: []int64{in.ID}, RuleID: in.RuleID,
-		Status: in.Status, Since: in.Since, Before: in.Before}, in.Limit)
+		ChannelID: in.ChannelID, Status: in.Status, Since: in.Since, Before: in.Before}, in.Limit)
 	if err != nil {
 		return nil, err
 	}
