@@ -87,13 +87,12 @@ func (e *email) Send(ctx context.Context, m Message) error {
 		return fmt.Errorf("email: render the HTML part: %w", err)
 	}
 
-	timeout := e.opts.dialTimeout()
-	dialer := &net.Dialer{Timeout: timeout}
+	// go-mail bounds the dial and every command by the timeout; no own dialer, which would
+	// turn off its implicit TLS.
 	copts := []mail.Option{
 		mail.WithPort(e.s.Port),
-		mail.WithTimeout(timeout),
+		mail.WithTimeout(e.opts.dialTimeout()),
 		mail.WithTLSConfig(e.tls),
-		mail.WithDialContextFunc(dialer.DialContext),
 	}
 	switch e.s.TLS {
 	case TLSNone:
