@@ -231,8 +231,9 @@ func TestEmailDeliversBothPartsToEveryRecipient(t *testing.T) {
 	if p.subject != wantSubject {
 		t.Errorf("subject\n got %q\nwant %q", p.subject, wantSubject)
 	}
-	if !strings.Contains(p.header.Get("To"), "pay@example.com") || p.header.Get("Message-Id") == "" {
-		t.Errorf("headers: To %q, Message-Id %q", p.header.Get("To"), p.header.Get("Message-Id"))
+	if !strings.Contains(p.header.Get("To"), "pay@example.com") || p.header.Get("Message-Id") == "" ||
+		p.header.Get("User-Agent") != "retryhub" || p.header.Get("Importance") != "high" {
+		t.Errorf("headers: %v", p.header)
 	}
 	for _, want := range []string{
 		"Namespace: prod", "tasks_exhausted, window 5m", "30 tasks exhausted in 5m (threshold 10)",
