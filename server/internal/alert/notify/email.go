@@ -72,7 +72,11 @@ func newEmail(s EmailSettings, opts Options) (*email, error) {
 // Send mails m to every recipient. The error says which step failed: connect, TLS, AUTH or a
 // refused sender, recipient or message.
 func (e *email) Send(ctx context.Context, m Message) error {
-	msg := mail.NewMsg()
+	msg := mail.NewMsg(mail.WithNoDefaultUserAgent())
+	msg.SetUserAgent("retryhub")
+	if m.Severity == "critical" && (m.Kind == Firing || m.Kind == Reminder) {
+		msg.SetImportance(mail.ImportanceHigh)
+	}
 	if err := msg.From(e.s.From); err != nil {
 		return fmt.Errorf("email: from: %w", err)
 	}
@@ -87,13 +91,12 @@ func (e *email) Send(ctx context.Context, m Message) error {
 		return fmt.Errorf("email: render the HTML part: %w", err)
 	}
 
-	timeout := e.opts.dialTimeout()
-	dialer := &net.Dialer{Timeout: timeout}
+	// go-mail bounds the dial and every command by the timeout; no own dialer, which would
+	// turn off its implicit TLS.
 	copts := []mail.Option{
 		mail.WithPort(e.s.Port),
-		mail.WithTimeout(timeout),
+		mail.WithTimeout(e.opts.dialTimeout()),
 		mail.WithTLSConfig(e.tls),
-		mail.WithDialContextFunc(dialer.DialContext),
 	}
 	switch e.s.TLS {
 	case TLSNone:

@@ -349,17 +349,18 @@ func markdownItem(i int, it Item) string {
 	return b.String()
 }
 
-// mdText keeps free text from opening markdown constructs: no line breaks, and the characters
-// that start links, emphasis or HTML are escaped or replaced.
+// mdText keeps free text from opening markdown constructs: no line breaks, no link syntax, no
+// code spans and no HTML tags (WeCom and DingTalk render some). Emphasis characters stay: a
+// stray * or _ inside a name does no harm, and escapes show up literally on some platforms.
 func mdText(s string) string {
-	return strings.NewReplacer(
-		"*", "\\*", "_", "\\_", "[", "(", "]", ")", "`", "'", "<", "‹", ">", "›",
-	).Replace(oneLine(s))
+	return mdReplacer.Replace(oneLine(s))
 }
+
+var mdReplacer = strings.NewReplacer("](", "] (", "`", "'", "<", "‹", ">", "›")
 
 // mdCode makes text safe inside an inline code span.
 func mdCode(s string) string {
-	return strings.ReplaceAll(errorText(s), "`", "'")
+	return strings.NewReplacer("`", "'", "<", "‹", ">", "›").Replace(errorText(s))
 }
 
 // mdURL keeps a link target from closing the markdown link.
