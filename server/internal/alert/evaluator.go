@@ -68,8 +68,8 @@ type Evaluator struct {
 
 var _ service.Service = (*Evaluator)(nil)
 
-// New returns an evaluator; Start runs it on its schedule. It fails on a spec it cannot parse.
-func New(p Params) (*Evaluator, error) {
+// NewEvaluator returns an evaluator; Start runs it on its schedule. It fails on a spec it cannot parse.
+func NewEvaluator(p Params) (*Evaluator, error) {
 	if p.Now == nil {
 		p.Now = time.Now
 	}

@@ -275,7 +275,7 @@ func TestOnlyTheLeaderEvaluates(t *testing.T) {
 		if err := el.Exec(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		ev, err := alert.New(alert.Params{Store: store, Leader: el, Spec: "* * * * * *", Sender: w.channels.Sender,
+		ev, err := alert.NewEvaluator(alert.Params{Store: store, Leader: el, Spec: "* * * * * *", Sender: w.channels.Sender,
 			Buckets: storagetest.Buckets, Log: testkit.Logger(t)})
 		if err != nil {
 			t.Fatal(err)

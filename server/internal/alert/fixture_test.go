@@ -208,7 +208,7 @@ func (w *world) evaluator(store *storage.Store) *alert.Evaluator {
 	if store == nil {
 		store = w.store
 	}
-	e, err := alert.New(alert.Params{Store: store, Sender: w.channels.Sender, PublicURL: publicURL,
+	e, err := alert.NewEvaluator(alert.Params{Store: store, Sender: w.channels.Sender, PublicURL: publicURL,
 		Buckets: storagetest.Buckets, History: 30 * 24 * time.Hour, Log: testkit.Logger(w.t)})
 	if err != nil {
 		w.t.Fatal(err)

@@ -190,7 +190,7 @@ func (a *App) build() error {
 	if err != nil {
 		return fmt.Errorf("config retention.schedule: %w", err)
 	}
-	a.Alerts, err = alert.New(alert.Params{Store: store, Leader: a.Elector, Spec: cfg.Alert.Evaluate, Sender: a.Channels.Sender,
+	a.Alerts, err = alert.NewEvaluator(alert.Params{Store: store, Leader: a.Elector, Spec: cfg.Alert.Evaluate, Sender: a.Channels.Sender,
 		PublicURL: cfg.Server.PublicURL, Buckets: s.Buckets, History: cfg.Alert.HistoryRetention, Log: log})
 	if err != nil {
 		return fmt.Errorf("config alert.evaluate: %w", err)

@@ -78,7 +78,7 @@ func newEnv(t *testing.T, target storagetest.Target, tls bool) *env {
 	gin.SetMode(gin.ReleaseMode)
 	e.engine = gin.New()
 	e.newAlerts()
-	evaluator, err := alert.New(alert.Params{Store: s, Sender: e.channels.Sender, Log: testkit.Logger(t)})
+	evaluator, err := alert.NewEvaluator(alert.Params{Store: s, Sender: e.channels.Sender, Log: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
