@@ -569,7 +569,6 @@ func (s *Store) DueAlertMessages(ctx context.Context, now time.Time, limit int) 
 	for i := range rows {
 		out[i] = rows[i].domain()
 	}
-	slices.SortFunc(out, func(a, b AlertMessage) int { return int(a.ID - b.ID) })
 	return out, nil
 }
 
