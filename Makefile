@@ -27,7 +27,8 @@ lint:
 	$(GO) vet $(PKGS)
 
 ## demo: a server on a fresh SQLite database and the example order service driving it for about
-##       30 s through a flaky broker and partner, then a summary (DEMO_PORT, DEMO_SECONDS)
+##       30 s through a flaky broker and partner, then a summary (DEMO_PORT, DEMO_SECONDS;
+##       DEMO_SMTP=localhost:1025 mails its alerts to a local SMTP catcher such as Mailpit)
 demo:
 	GO="$(GO)" bash examples/demo.sh
 

@@ -8,6 +8,9 @@
 #   DEMO_SECONDS    seconds of traffic (30)
 #   DEMO_RATE       orders a second (20)
 #   DEMO_FAIL_RATE  fraction of broker and partner calls that fail (0.3)
+#   DEMO_SMTP       host:port of a local SMTP catcher (Mailpit or MailHog on localhost:1025);
+#                   when set, the demo creates an email channel to it and a rule on exhausted
+#                   tasks through the console API (curl), so the alerts arrive there
 #   GO              the go command (go)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +23,9 @@ FAIL_RATE=${DEMO_FAIL_RATE:-0.3}
 # The bootstrap creates namespace "default" and group "default" with this token; the example
 # signs with it. A demo value: never use a fixed token for a real group.
 TOKEN=demo-group-token-0123456789
+SMTP=${DEMO_SMTP:-}
+# The user admin's password, for the console API calls that set up the alerts. A demo value.
+ADMIN_PASSWORD=demo-admin-password
 
 say() { printf 'demo: %s\n' "$*"; }
 
@@ -100,6 +106,9 @@ env -u RETRYHUB_TOKEN \
 	RETRYHUB_DATABASE_DSN="sqlite://$tmp/retryhub.db" \
 	RETRYHUB_BOOTSTRAP_GROUP_TOKEN="$TOKEN" \
 	RETRYHUB_SERVER_SHUTDOWN_TIMEOUT=10s \
+	RETRYHUB_BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+	RETRYHUB_SERVER_PUBLIC_URL="http://localhost:$PORT" \
+	RETRYHUB_ALERT_EVALUATE="*/5 * * * * *" \
 	"$tmp/retryhub-server" >"$tmp/server.log" 2>&1 &
 server_pid=$!
 
@@ -116,6 +125,33 @@ done
 healthy || { say "the server did not answer /healthz within 30 s"; exit 1; }
 
 say "the server is up: watch http://localhost:$PORT while the demo runs (its log: $tmp/server.log)"
+
+# api METHOD PATH [BODY]: a console API call as admin (after login sets api_token).
+api_token=
+api() {
+	curl -sS -X "$1" "http://127.0.0.1:$PORT/api/v1/console$2" -H "Authorization: Bearer $api_token" \
+		-H 'Content-Type: application/json' ${3:+-d "$3"}
+}
+
+if [ -n "$SMTP" ]; then
+	command -v curl >/dev/null || { say "DEMO_SMTP needs curl"; exit 1; }
+	smtp_host=${SMTP%:*}
+	smtp_port=${SMTP##*:}
+	api_token=$(curl -sS -X POST "http://127.0.0.1:$PORT/api/v1/console/auth/login" -H 'Content-Type: application/json' \
+		-d "{\"username\":\"admin\",\"password\":\"$ADMIN_PASSWORD\"}" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+	[ -n "$api_token" ] || { say "could not sign in to the console API"; exit 1; }
+	# The bootstrap namespace "default" is namespace 1 of the new database.
+	channel=$(api POST /namespaces/1/alert-channels "{\"name\":\"demo-mail\",\"kind\":\"email\",\"settings\":{\"host\":\"$smtp_host\",\"port\":$smtp_port,\"tls\":\"none\",\"from\":\"retryhub demo <retryhub@example.com>\",\"to\":[\"oncall@example.com\"]}}")
+	channel_id=$(printf '%s' "$channel" | sed -n 's/^{"id":\([0-9]*\),.*/\1/p')
+	[ -n "$channel_id" ] || { say "could not create the email channel: $channel"; exit 1; }
+	rule=$(api POST /namespaces/1/alert-rules "{\"name\":\"demo-dead-letters\",\"kind\":\"tasks_exhausted\",\"threshold\":1,\"window\":\"5m\",\"repeat\":\"10m\",\"severity\":\"critical\",\"channel_ids\":[$channel_id]}")
+	printf '%s' "$rule" | grep -q '"id":' || { say "could not create the alert rule: $rule"; exit 1; }
+	if api POST "/alert-channels/$channel_id/test" | grep -q '"sent":true'; then
+		say "alerts go to $SMTP: a test mail is there now; a rule mails when tasks are exhausted (evaluated every 5 s)"
+	else
+		say "alerts go to $SMTP, but the test mail was not sent: is the SMTP catcher running there?"
+	fi
+fi
 say "running the order service for ${DURATION}s at $RATE orders/s, fail rate $FAIL_RATE"
 echo
 
@@ -133,4 +169,12 @@ example_pid=
 if [ "$rc" -ne 0 ]; then
 	say "the order service failed (exit $rc)"
 	exit "$rc"
+fi
+
+if [ -n "$SMTP" ]; then
+	sleep 6 # one more evaluation, for the last dead letters
+	history=$(api GET "/namespaces/1/alert-messages?limit=200")
+	sent=$(printf '%s' "$history" | grep -o '"status":"sent"' | wc -l || true)
+	failed=$(printf '%s' "$history" | grep -o '"status":"failed"' | wc -l || true)
+	say "alert messages: $sent sent to $SMTP, $failed failed (the history: GET /api/v1/console/namespaces/1/alert-messages)"
 fi

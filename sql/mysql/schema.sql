@@ -264,6 +264,7 @@ CREATE TABLE rh_summary_minute (
   exhausted    BIGINT      NOT NULL DEFAULT 0,
   cb_succeeded BIGINT      NOT NULL DEFAULT 0,
   cb_failed    BIGINT      NOT NULL DEFAULT 0,
+  cb_exhausted BIGINT      NOT NULL DEFAULT 0,
   PRIMARY KEY (minute, scene_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
@@ -280,7 +281,105 @@ CREATE TABLE rh_summary_hour (
   exhausted    BIGINT      NOT NULL DEFAULT 0,
   cb_succeeded BIGINT      NOT NULL DEFAULT 0,
   cb_failed    BIGINT      NOT NULL DEFAULT 0,
+  cb_exhausted BIGINT      NOT NULL DEFAULT 0,
   PRIMARY KEY (hour, scene_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Alerts. A channel is where messages go (email, webhook, robots); its settings, secrets
+-- included, are sealed with alert.secret_key (AES-GCM) before they are stored.
+CREATE TABLE rh_alert_channel (
+  id           BIGINT      NOT NULL AUTO_INCREMENT,
+  namespace_id BIGINT      NOT NULL,
+  name         VARCHAR(64) NOT NULL,
+  kind         VARCHAR(16) NOT NULL,
+  settings     TEXT        NOT NULL,
+  enabled      TINYINT(1)  NOT NULL,
+  created_at   DATETIME(3) NOT NULL,
+  updated_at   DATETIME(3) NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_alert_channel_name (namespace_id, name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- A rule: what to watch in a namespace (optionally narrowed to groups or scenes, JSON lists of
+-- ids), its bounds (their meaning depends on the kind; durations in milliseconds), and the
+-- channels to tell (a JSON list of ids).
+CREATE TABLE rh_alert_rule (
+  id           BIGINT       NOT NULL AUTO_INCREMENT,
+  namespace_id BIGINT       NOT NULL,
+  name         VARCHAR(64)  NOT NULL,
+  description  VARCHAR(512) NOT NULL DEFAULT '',
+  kind         VARCHAR(32)  NOT NULL,
+  group_ids    TEXT         NOT NULL,
+  scene_ids    TEXT         NOT NULL,
+  threshold    DOUBLE       NOT NULL DEFAULT 0,
+  min_volume   BIGINT       NOT NULL DEFAULT 0,
+  window_ms    BIGINT       NOT NULL DEFAULT 0,
+  for_ms       BIGINT       NOT NULL DEFAULT 0,
+  severity     VARCHAR(16)  NOT NULL,
+  channel_ids  TEXT         NOT NULL,
+  repeat_ms    BIGINT       NOT NULL DEFAULT 0,
+  enabled      TINYINT(1)   NOT NULL,
+  created_at   DATETIME(3)  NOT NULL,
+  updated_at   DATETIME(3)  NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_alert_rule_name (namespace_id, name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- A silence: no message of the namespace's rules (or of rule_id), about any subject (or only
+-- scene_id), between starts_at and ends_at.
+CREATE TABLE rh_alert_silence (
+  id           BIGINT       NOT NULL AUTO_INCREMENT,
+  namespace_id BIGINT       NOT NULL,
+  rule_id      BIGINT       NOT NULL DEFAULT 0,
+  scene_id     BIGINT       NOT NULL DEFAULT 0,
+  starts_at    DATETIME(3)  NOT NULL,
+  ends_at      DATETIME(3)  NOT NULL,
+  reason       VARCHAR(512) NOT NULL,
+  created_by   VARCHAR(128) NOT NULL,
+  created_at   DATETIME(3)  NOT NULL,
+  PRIMARY KEY (id),
+  KEY idx_alert_silence_ns (namespace_id, ends_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Each rule's evaluation state, so that a node taking over the evaluation continues where the
+-- last one left off: firing or not since when, the last message, the subjects firing (JSON),
+-- the subjects waiting out a "for" duration (JSON), and the time of the last evaluation.
+-- version grows with every write: of two evaluators deciding on the same state one writes.
+CREATE TABLE rh_alert_state (
+  rule_id      BIGINT      NOT NULL,
+  firing       TINYINT(1)  NOT NULL,
+  since        DATETIME(3) NULL,
+  last_sent_at DATETIME(3) NULL,
+  subjects     MEDIUMTEXT  NOT NULL,
+  pending      TEXT        NOT NULL,
+  evaluated_at DATETIME(3) NULL,
+  version      BIGINT      NOT NULL DEFAULT 0,
+  PRIMARY KEY (rule_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Every alert message to every channel (the history): what was sent (payload, the message as
+-- JSON, kept so that a failed send is made again), and how it went. Pending and failed rows are
+-- sent (again) from next_retry_at; a failed row with none is given up.
+CREATE TABLE rh_alert_message (
+  id            BIGINT       NOT NULL AUTO_INCREMENT,
+  namespace_id  BIGINT       NOT NULL,
+  rule_id       BIGINT       NOT NULL,
+  rule_name     VARCHAR(64)  NOT NULL,
+  kind          VARCHAR(16)  NOT NULL,
+  channel_id    BIGINT       NOT NULL,
+  subject       VARCHAR(255) NOT NULL,
+  payload       MEDIUMTEXT   NOT NULL,
+  status        VARCHAR(16)  NOT NULL,
+  error         TEXT         NOT NULL,
+  attempts      INT          NOT NULL DEFAULT 0,
+  next_retry_at DATETIME(3)  NULL,
+  created_at    DATETIME(3)  NOT NULL,
+  sent_at       DATETIME(3)  NULL,
+  PRIMARY KEY (id),
+  KEY idx_alert_message_ns (namespace_id, id),
+  KEY idx_alert_message_rule (rule_id, id),
+  KEY idx_alert_message_due (status, next_retry_at),
+  KEY idx_alert_message_created (created_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- How many tasks each scene has in each state, for the dashboard and the alerts: every

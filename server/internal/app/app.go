@@ -20,6 +20,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/retryhub/retryhub/server/internal/alert"
+	"github.com/retryhub/retryhub/server/internal/alert/notify"
 	"github.com/retryhub/retryhub/server/internal/api/clientapi"
 	"github.com/retryhub/retryhub/server/internal/api/consoleapi"
 	"github.com/retryhub/retryhub/server/internal/api/httpx"
@@ -55,7 +57,10 @@ type App struct {
 	Claimer    *scheduler.Claimer
 	Sweeper    *scheduler.Sweeper
 	Janitor    *scheduler.Janitor
-	Ops        *ops.Service
+	// Channels seals the alert channels' settings; Alerts evaluates the rules on the leader.
+	Channels *alert.Channels
+	Alerts   *alert.Evaluator
+	Ops      *ops.Service
 	// Jobs works through the operators' bulk jobs.
 	Jobs       *ops.Runner
 	ClientAPI  *clientapi.API
@@ -109,6 +114,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 
 	a := &App{cfg: cfg, log: log, NodeID: nodeID, Store: store}
+	key, err := alert.LoadKey(ctx, store, cfg.Alert.SecretKey, log)
+	if err == nil {
+		a.Channels, err = alert.NewChannels(key, notify.Options{})
+	}
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	if err := a.build(); err != nil {
 		store.Close()
 		return nil, err
@@ -124,7 +137,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a.ConsoleAPI = consoleapi.New(consoleapi.Params{Store: store, Auth: a.Auth, Version: Version, Log: log,
 		InstanceTTL: cfg.Dispatch.InstanceTTL, NodeTTL: cfg.Scheduler.NodeTTL, // dashboard: liveness windows
-		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes, Jobs: a.Jobs})
+		MaxPayloadBytes: cfg.ClientAPI.MaxPayloadBytes, Jobs: a.Jobs, Alerts: a.Alerts, Channels: a.Channels})
 	// The HTTP server's own complaints (a failed TLS handshake, a client that hung up) go to
 	// the node's log at info level: they are the clients' problems, not the node's.
 	a.server = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
@@ -179,6 +192,11 @@ func (a *App) build() error {
 	if err != nil {
 		return fmt.Errorf("config retention.schedule: %w", err)
 	}
+	a.Alerts, err = alert.NewEvaluator(alert.Params{Store: store, Leader: a.Elector, Spec: cfg.Alert.Evaluate, Sender: a.Channels.Sender,
+		PublicURL: cfg.Server.PublicURL, Buckets: s.Buckets, History: cfg.Alert.HistoryRetention, Log: log})
+	if err != nil {
+		return fmt.Errorf("config alert.evaluate: %w", err)
+	}
 	a.Ops = ops.New(store, log)
 	a.Jobs = ops.NewRunner(ops.RunnerParams{Store: store, NodeID: nodeID, Rate: cfg.ConsoleAPI.BulkRate,
 		Lease: s.LeaseDuration, Log: log})
@@ -202,6 +220,7 @@ func (a *App) build() error {
 		service.Named{Name: "claimer", Service: a.Claimer},
 		service.Named{Name: "sweeper", Service: a.Sweeper},
 		service.Named{Name: "janitor", Service: a.Janitor},
+		service.Named{Name: "alert evaluator", Service: a.Alerts},
 		service.Named{Name: "nonce pruner", Service: a.NoncePruner},
 		service.Named{Name: "job runner", Service: a.Jobs},
 	)

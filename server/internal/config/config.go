@@ -4,10 +4,12 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -34,6 +36,7 @@ type Config struct {
 	Catalog    Catalog    `yaml:"catalog"`
 	ConsoleAPI ConsoleAPI `yaml:"console"`
 	Auth       Auth       `yaml:"auth"`
+	Alert      Alert      `yaml:"alert"`
 }
 
 // Server is the HTTP server and this node's identity.
@@ -51,6 +54,9 @@ type Server struct {
 	// or neither. The certificate file may hold the chain after the node's certificate.
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
+	// PublicURL is the console's address as operators reach it (https://retryhub.example.com),
+	// for the links in alert messages; empty sends messages without links.
+	PublicURL string `yaml:"public_url"`
 }
 
 // Database is the store every node shares.
@@ -199,6 +205,19 @@ type Catalog struct {
 	MaxEntries int `yaml:"max_entries"`
 }
 
+// Alert is the alert evaluation and the sealing of channel secrets.
+type Alert struct {
+	// SecretKey seals the channels' settings (SMTP passwords, webhook secrets) in the database:
+	// the base64 of 32 random bytes (openssl rand -base64 32), the same on every node. Empty
+	// generates a key on first start and keeps it in the database, so the secrets are then only
+	// as safe as the database.
+	SecretKey string `yaml:"secret_key"`
+	// Evaluate is the alert evaluation's cron spec (with seconds), run on the leader.
+	Evaluate string `yaml:"evaluate"`
+	// HistoryRetention is how long the history of alert messages is kept; zero keeps it.
+	HistoryRetention time.Duration `yaml:"history_retention"`
+}
+
 // ConsoleAPI configures the operators' console.
 type ConsoleAPI struct {
 	// Enabled serves the console at /.
@@ -229,6 +248,7 @@ func Default() Config {
 		Catalog:    Catalog{TTL: time.Second, MaxEntries: 10000},
 		ConsoleAPI: ConsoleAPI{Enabled: true, BulkRate: 5000},
 		Auth:       Auth{TokenTTL: 12 * time.Hour, BcryptCost: 12},
+		Alert:      Alert{Evaluate: "*/30 * * * * *", HistoryRetention: 30 * 24 * time.Hour},
 	}
 }
 
@@ -453,6 +473,22 @@ func (c *Config) Validate() error {
 	if c.Server.TLSKeyFile != "" && c.Server.TLSCertFile == "" {
 		bad("server.tls_cert_file", "set it with server.tls_key_file (both or neither)")
 	}
+	if u := c.Server.PublicURL; u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad("server.public_url", "want an http or https URL such as https://retryhub.example.com, got %q", u)
+		}
+	}
+	if k := c.Alert.SecretKey; k != "" {
+		if key, err := decodeKey(k); err != nil || len(key) != 32 {
+			bad("alert.secret_key", "want the base64 of 32 random bytes (openssl rand -base64 32)")
+		}
+	}
+	if err := validCron(c.Alert.Evaluate); err != nil {
+		bad("alert.evaluate", "%v", err)
+	}
+	if c.Alert.HistoryRetention < 0 {
+		bad("alert.history_retention", "must not be negative (0 keeps forever)")
+	}
 	if _, err := ParseDSN(c.Database.DSN); err != nil {
 		bad("database.dsn", "%v", err)
 	}
@@ -584,6 +620,19 @@ func (c *Config) Validate() error {
 		bad("bootstrap.admin_password", "want 8 to 72 bytes, got %d", len(p))
 	}
 	return errors.Join(errs...)
+}
+
+// decodeKey reads base64 in the standard or URL alphabet, padded or not.
+func decodeKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	var err error
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		var b []byte
+		if b, err = enc.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	return nil, err
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -143,3 +143,25 @@ func TestAuthKeys(t *testing.T) {
 		t.Errorf("a weak hash allowed for tests: %v", err)
 	}
 }
+
+func TestAlertKeys(t *testing.T) {
+	cfg, err := Load(write(t, "server:\n  public_url: https://retryhub.example.com\nalert:\n  evaluate: \"*/10 * * * * *\"\n"),
+		[]string{"RETRYHUB_ALERT_SECRET_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.PublicURL != "https://retryhub.example.com" || cfg.Alert.Evaluate != "*/10 * * * * *" || cfg.Alert.SecretKey == "" {
+		t.Fatalf("alert keys: %+v %+v", cfg.Server, cfg.Alert)
+	}
+	for env, key := range map[string]string{
+		"RETRYHUB_ALERT_SECRET_KEY=c2hvcnQ=":          "alert.secret_key",
+		"RETRYHUB_ALERT_EVALUATE=every so often":      "alert.evaluate",
+		"RETRYHUB_SERVER_PUBLIC_URL=ftp://x":          "server.public_url",
+		"RETRYHUB_ALERT_HISTORY_RETENTION=-1h":        "alert.history_retention",
+		"RETRYHUB_ALERT_SECRET_KEY=not base64 at all": "alert.secret_key",
+	} {
+		if _, err := Load("", []string{env}); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: %v, want an error naming %s", env, err, key)
+		}
+	}
+}

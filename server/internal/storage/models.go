@@ -245,4 +245,5 @@ var allModels = []any{&metaRow{}, &namespaceRow{}, &groupRow{}, &sceneRow{}, &ta
 	&attemptRow{}, &instanceRow{}, &nodeRow{}, &leaseRow{}, &nonceRow{}, &leaderRow{},
 	&userRow{}, &userRoleRow{}, &apiTokenRow{}, &auditRow{},
 	&summaryRow{}, &summaryHourRow{},
-	&sceneStateRow{}, &jobRow{}}
+	&sceneStateRow{}, &jobRow{},
+	&alertChannelRow{}, &alertRuleRow{}, &alertSilenceRow{}, &alertStateRow{}, &alertMessageRow{}}

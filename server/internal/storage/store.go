@@ -306,7 +306,7 @@ func placeholders(n int) string {
 }
 
 // intList writes numbers for an IN list.
-func intList[T ~int | ~int8](xs []T) string {
+func intList[T ~int | ~int8 | ~int64](xs []T) string {
 	var b strings.Builder
 	for i, x := range xs {
 		if i > 0 {

@@ -26,6 +26,7 @@ type summaryRow struct {
 	Exhausted   int64 `gorm:"not null;default:0"`
 	CbSucceeded int64 `gorm:"column:cb_succeeded;not null;default:0"`
 	CbFailed    int64 `gorm:"column:cb_failed;not null;default:0"`
+	CbExhausted int64 `gorm:"column:cb_exhausted;not null;default:0"`
 }
 
 func (summaryRow) TableName() string { return "rh_summary_minute" }
@@ -43,6 +44,7 @@ type summaryHourRow struct {
 	Exhausted   int64 `gorm:"not null;default:0"`
 	CbSucceeded int64 `gorm:"column:cb_succeeded;not null;default:0"`
 	CbFailed    int64 `gorm:"column:cb_failed;not null;default:0"`
+	CbExhausted int64 `gorm:"column:cb_exhausted;not null;default:0"`
 }
 
 func (summaryHourRow) TableName() string { return "rh_summary_hour" }
@@ -51,7 +53,7 @@ func (summaryHourRow) TableName() string { return "rh_summary_hour" }
 const SummaryMinuteAge = 30 * 24 * time.Hour
 
 // summaryCols are the counters of a summary row, in the order of SummaryCounts' fields.
-var summaryCols = []string{"reported", "merged", "replayed", "succeeded", "failed", "exhausted", "cb_succeeded", "cb_failed"}
+var summaryCols = []string{"reported", "merged", "replayed", "succeeded", "failed", "exhausted", "cb_succeeded", "cb_failed", "cb_exhausted"}
 
 // summaryUpsert ends an INSERT into rh_summary_minute: a row that exists adds the new counts.
 func summaryUpsert(d dialect) string {
@@ -102,10 +104,10 @@ func writeSummary(ctx context.Context, d dialect, tx *sql.Tx, now Time, counts s
 		if i > 0 {
 			q.WriteByte(',')
 		}
-		q.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
 		c := counts[id]
 		args = append(args, minute, id, c.Reported, c.Merged, c.Replayed, c.Succeeded, c.Failed, c.Exhausted,
-			c.CallbacksSucceeded, c.CallbacksFailed)
+			c.CallbacksSucceeded, c.CallbacksFailed, c.CallbacksExhausted)
 	}
 	q.WriteString(summaryUpsert(d))
 	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
@@ -130,14 +132,14 @@ func ingestCounts(tasks []NewTask, results []IngestResult) sceneCounts {
 
 // settleSummaryCols are the per-settlement flags a settlement chunk passes to its count, and
 // the state a replay's settlement moves its task to.
-var settleSummaryCols = []string{"id", "tok", "lap", "rp", "ok", "fl", "ex", "cok", "cfl", "st"}
+var settleSummaryCols = []string{"id", "tok", "lap", "rp", "ok", "fl", "ex", "cok", "cfl", "cex", "st"}
 
 // countSettled adds to counts the settlements of a chunk whose claim still holds (the join that
 // records their attempts, read before the UPDATE that applies them): per scene, replays run,
 // succeeded, failed (timed-out included) and ending exhausted, and callbacks succeeded and
-// failed; and to deltas the replays' tasks moving from running to the settlements' states (a
-// callback moves none). It returns how many settlements it counted. Settlements given back
-// without an attempt count nothing here.
+// failed, and callbacks that ran out of attempts; and to deltas the replays' tasks moving from
+// running to the settlements' states (a callback moves none). It returns how many settlements
+// it counted. Settlements given back without an attempt count nothing here.
 func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement, counts sceneCounts, deltas stateDeltas) (int64, error) {
 	args := make([]any, 0, len(batch)*len(settleSummaryCols))
 	rows := 0
@@ -148,16 +150,16 @@ func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch
 		}
 		ok, failed := b2i(a.Outcome == retry.OutcomeSucceeded), b2i(a.Outcome != retry.OutcomeSucceeded)
 		if kind == retry.KindCallback {
-			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 0, 0, 0, 0, ok, failed, 0)
+			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 0, 0, 0, 0, ok, failed, b2i(st.CallbackState == retry.CallbackExhausted), 0)
 		} else {
-			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 1, ok, failed, b2i(st.State == retry.Exhausted), 0, 0, int8(st.State))
+			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 1, ok, failed, b2i(st.State == retry.Exhausted), 0, 0, 0, int8(st.State))
 		}
 		rows++
 	}
 	if rows == 0 {
 		return 0, nil
 	}
-	q := "SELECT t.scene_id, v.st, COUNT(*), SUM(v.rp), SUM(v.ok), SUM(v.fl), SUM(v.ex), SUM(v.cok), SUM(v.cfl) " +
+	q := "SELECT t.scene_id, v.st, COUNT(*), SUM(v.rp), SUM(v.ok), SUM(v.fl), SUM(v.ex), SUM(v.cok), SUM(v.cfl), SUM(v.cex) " +
 		"FROM (" + values(settleSummaryCols, rows) + ") v JOIN rh_task t ON " + qualify(claimHolds+" AND "+running(kind), "t.") +
 		" GROUP BY t.scene_id, v.st"
 	res, err := tx.QueryContext(ctx, q, args...)
@@ -168,10 +170,10 @@ func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch
 	var matched int64
 	for res.Next() {
 		var (
-			scene, n, rp, ok, fl, ex, cok, cfl int64
-			to                                 int8
+			scene, n, rp, ok, fl, ex, cok, cfl, cex int64
+			to                                      int8
 		)
-		if err := res.Scan(&scene, &to, &n, &rp, &ok, &fl, &ex, &cok, &cfl); err != nil {
+		if err := res.Scan(&scene, &to, &n, &rp, &ok, &fl, &ex, &cok, &cfl, &cex); err != nil {
 			return 0, fmt.Errorf("count %d %s results: %w", rows, kind, err)
 		}
 		if kind == retry.KindReplay {
@@ -185,6 +187,7 @@ func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch
 		c.Exhausted += ex
 		c.CallbacksSucceeded += cok
 		c.CallbacksFailed += cfl
+		c.CallbacksExhausted += cex
 	}
 	if err := res.Err(); err != nil {
 		return 0, fmt.Errorf("count %d %s results: %w", rows, kind, err)
@@ -199,9 +202,16 @@ func b2i(b bool) int {
 	return 0
 }
 
-// SummaryCounts are the counts of one scene in one minute.
+// SummaryCounts are the counts of one scene in one minute. CallbacksFailed counts failed
+// callback attempts; CallbacksExhausted the callbacks that ran out of attempts.
 type SummaryCounts struct {
-	Reported, Merged, Replayed, Succeeded, Failed, Exhausted, CallbacksSucceeded, CallbacksFailed int64
+	Reported, Merged, Replayed, Succeeded, Failed, Exhausted, CallbacksSucceeded, CallbacksFailed, CallbacksExhausted int64
+}
+
+// fields are pointers to the counts, in the order of summaryCols.
+func (c *SummaryCounts) fields() []any {
+	return []any{&c.Reported, &c.Merged, &c.Replayed, &c.Succeeded, &c.Failed, &c.Exhausted,
+		&c.CallbacksSucceeded, &c.CallbacksFailed, &c.CallbacksExhausted}
 }
 
 // SummaryPoint is a scene's counts in the minute starting at Minute.
@@ -281,8 +291,7 @@ func (s *Store) Summary(ctx context.Context, f SummaryFilter, limit int) ([]Summ
 		var p SummaryPoint
 		var m Time
 		c := &p.SummaryCounts
-		if err := rows.Scan(&m, &p.SceneID, &p.Scene, &p.GroupID, &p.Group, &p.NamespaceID, &c.Reported, &c.Merged, &c.Replayed, &c.Succeeded, &c.Failed, &c.Exhausted,
-			&c.CallbacksSucceeded, &c.CallbacksFailed); err != nil {
+		if err := rows.Scan(append([]any{&m, &p.SceneID, &p.Scene, &p.GroupID, &p.Group, &p.NamespaceID}, c.fields()...)...); err != nil {
 			return nil, fmt.Errorf("read summary: %w", err)
 		}
 		p.Minute = m.Time

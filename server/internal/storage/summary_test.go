@@ -31,6 +31,7 @@ func sumSummary(t *testing.T, s *storage.Store, sceneID int64, from, until time.
 		c.Exhausted += p.Exhausted
 		c.CallbacksSucceeded += p.CallbacksSucceeded
 		c.CallbacksFailed += p.CallbacksFailed
+		c.CallbacksExhausted += p.CallbacksExhausted
 	}
 	return c
 }
@@ -124,7 +125,8 @@ func TestSummaryRollUpToHoursOnce(t *testing.T) {
 	})
 }
 
-// Callback results whose claim holds are counted as callbacks succeeded or failed.
+// Callback results whose claim holds are counted as callbacks succeeded or failed, and a
+// callback that ends without success as exhausted.
 func TestSummaryCountsCallbacks(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		tf := testkit.NewFixture(t, s, "shop", "0123456789abcdef0123", func(sc *retry.Scene) { sc.Callback.Enabled = true })
@@ -148,11 +150,11 @@ func TestSummaryCountsCallbacks(t *testing.T) {
 			if i == 1 {
 				out = retry.OutcomeFailed
 			}
-			batch = append(batch, retry.SettleCallback(&c, &f.scene, pol, retry.Result{Outcome: out, Error: "cb"},
+			batch = append(batch, retry.SettleCallback(&c, &f.scene, pol, retry.Result{Outcome: out, Error: "cb", Permanent: i == 1},
 				&retry.Attempt{Kind: retry.KindCallback, Number: 1, NodeID: "n", StartedAt: now, Outcome: out}, now))
 		}
 		settle(t, s, batch, 2)
-		want := storage.SummaryCounts{Reported: 2, Replayed: 2, Succeeded: 2, CallbacksSucceeded: 1, CallbacksFailed: 1}
+		want := storage.SummaryCounts{Reported: 2, Replayed: 2, Succeeded: 2, CallbacksSucceeded: 1, CallbacksFailed: 1, CallbacksExhausted: 1}
 		if got := sumSummary(t, s, f.scene.ID, now.Add(-time.Hour), now.Add(time.Hour)); got != want {
 			t.Fatalf("%+v, want %+v", got, want)
 		}

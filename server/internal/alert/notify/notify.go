@@ -5,6 +5,10 @@
 // webhook and robot signing secrets) that are stored sealed (Sealer) and never shown again:
 // Redact blanks them for the API. New builds a Sender from settings after checking them, so a
 // bad setting is refused when the channel is saved, not when an alert fires.
+//
+// The life of a channel's settings: saving runs Merge(kind, stored, edited) (secrets the edit
+// left empty keep their stored value), New (checks them), then Sealer.Seal for the database;
+// showing runs Sealer.Open then Redact; sending runs Sealer.Open then New and Sender.Send.
 package notify
 
 import (

@@ -24,6 +24,7 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humagin"
 	"github.com/gin-gonic/gin"
 
+	"github.com/retryhub/retryhub/server/internal/alert"
 	"github.com/retryhub/retryhub/server/internal/auth"
 	"github.com/retryhub/retryhub/server/internal/storage"
 )
@@ -56,6 +57,10 @@ type Params struct {
 
 	// Jobs is woken when a bulk job is made (nil: the runners find it at their next look).
 	Jobs JobWaker
+	// Alerts sends channels' test messages; Channels seals their settings (nil: the alert
+	// channel operations answer 503).
+	Alerts   *alert.Evaluator
+	Channels *alert.Channels
 }
 
 // API is the console API.
@@ -69,6 +74,8 @@ type API struct {
 	instanceTTL, nodeTTL time.Duration
 	maxPayloadBytes      int64
 	jobs                 JobWaker
+	alerts               *alert.Evaluator
+	alertChannels        *alert.Channels
 }
 
 // New builds the API; Mount serves it.
@@ -78,7 +85,7 @@ func New(p Params) *API {
 	}
 	return &API{store: p.Store, auth: p.Auth, log: p.Log, ver: p.Version,
 		instanceTTL: cmp.Or(p.InstanceTTL, defaultInstanceTTL), nodeTTL: cmp.Or(p.NodeTTL, defaultNodeTTL),
-		maxPayloadBytes: p.MaxPayloadBytes, jobs: p.Jobs}
+		maxPayloadBytes: p.MaxPayloadBytes, jobs: p.Jobs, alerts: p.Alerts, alertChannels: p.Channels}
 }
 
 // Mount registers the console's operations, the OpenAPI document and the reference page on r.
@@ -106,6 +113,7 @@ func (a *API) Mount(r *gin.Engine) {
 	a.registerDashboard()
 	a.registerTasks()
 	a.registerJobs()
+	a.registerAlerts()
 	fixValidationStatus(a.api.OpenAPI())
 	r.GET(DocsPath, a.docs)
 }

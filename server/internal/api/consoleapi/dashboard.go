@@ -32,6 +32,7 @@ type SummaryCounts struct {
 	Exhausted          int64 `json:"exhausted" doc:"tasks that became dead letters through a replay's result"`
 	CallbacksSucceeded int64 `json:"callbacks_succeeded"`
 	CallbacksFailed    int64 `json:"callbacks_failed" doc:"callback attempts that failed or timed out"`
+	CallbacksExhausted int64 `json:"callbacks_exhausted" doc:"callbacks that ran out of attempts"`
 }
 
 // SummaryPoint is a scene's counts in the minute (or hour) starting at Minute.
@@ -181,6 +182,7 @@ func (a *API) dashboard(ctx context.Context, in *DashboardInput) (*Dashboard, er
 		t.Exhausted += c.Exhausted
 		t.CallbacksSucceeded += c.CallbacksSucceeded
 		t.CallbacksFailed += c.CallbacksFailed
+		t.CallbacksExhausted += c.CallbacksExhausted
 	}
 	sortSeries(out.Body.Series)
 	all := map[retry.State]int64{}

@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/retryhub/retryhub/server/internal/alert"
 	"github.com/retryhub/retryhub/server/internal/api/consoleapi"
 	"github.com/retryhub/retryhub/server/internal/auth"
 	"github.com/retryhub/retryhub/server/internal/retry"
@@ -33,6 +34,9 @@ type env struct {
 	nsA    retry.Namespace
 	nsB    retry.Namespace
 	users  map[string]storage.User
+	// channels seals alert channels; hook receives their webhooks.
+	channels *alert.Channels
+	hook     *webhookReceiver
 }
 
 // The route table's principals.
@@ -73,7 +77,13 @@ func newEnv(t *testing.T, target storagetest.Target, tls bool) *env {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	e.engine = gin.New()
-	e.api = consoleapi.New(consoleapi.Params{Store: s, Auth: svc, Version: "test", Log: testkit.Logger(t)})
+	e.newAlerts()
+	evaluator, err := alert.NewEvaluator(alert.Params{Store: s, Sender: e.channels.Sender, Log: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.api = consoleapi.New(consoleapi.Params{Store: s, Auth: svc, Version: "test", Log: testkit.Logger(t),
+		Alerts: evaluator, Channels: e.channels})
 	e.api.Mount(e.engine)
 	if tls {
 		e.srv = httptest.NewTLSServer(e.engine)

@@ -72,7 +72,7 @@ func unique(prefix string) string {
 // of the API, from the file that tests it.
 func routeTable() map[string]routeCase {
 	all := map[string]routeCase{}
-	for _, part := range []map[string]routeCase{accountRoutes(), catalogRoutes(), taskRoutes(), dashboardRoutes(), jobRoutes()} {
+	for _, part := range []map[string]routeCase{accountRoutes(), catalogRoutes(), taskRoutes(), dashboardRoutes(), jobRoutes(), alertRoutes()} {
 		for id, c := range part {
 			if _, dup := all[id]; dup {
 				panic("route table: operation " + id + " has two rows")
