@@ -32,8 +32,9 @@ describe('auth and preferences', () => {
   test('a session lost mid-way returns to login and then to the page the user was on', async () => {
     await h.createUser('lou', 'lou-password', '*', 'operator')
     const page = await h.newPage()
-    await h.login(page, 'lou', 'lou-password', '/dead-letters?key=order-1')
-    await page.locator('[data-test=filter-key]').waitFor()
+    await h.login(page, 'lou', 'lou-password', '/tasks?key=order-1')
+    await page.locator('[data-test=task-table]').waitFor()
+    await page.waitForLoadState('networkidle') // the rows' scene and group names are in
     // Signing out through the API ends every session of the user, the browser's included.
     await (await apiSession(h.base, 'lou', 'lou-password')).post('/api/v1/console/auth/logout')
     await page.locator('[data-test=filter-key]').fill('order-2')
@@ -43,7 +44,7 @@ describe('auth and preferences', () => {
     await page.locator('[data-test=password]').fill('lou-password')
     await page.locator('[data-test=login-submit]').click()
     await page.locator('[data-test=filter-key]').waitFor()
-    assert.match(page.url(), /\/dead-letters\?key=order-2$/)
+    assert.match(page.url(), /\/tasks\?key=order-2$/)
     await page.context().close()
   })
 

@@ -1,1 +1,0 @@
-import{Br as e,Dr as t,xr as n}from"./index-CXCd-zOo.js";import{t as r}from"./PagePlaceholder-Dxi9w1rF.js";var i=t({__name:`AuditPage`,setup(t){return(t,i)=>(e(),n(r,{title:t.$t(`nav.audit`)},null,8,[`title`]))}});export{i as default};
