@@ -1,1 +1,0 @@
-import"./index-SZJWnyK2.js";
