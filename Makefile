@@ -5,7 +5,7 @@ BIN      := bin/retryhub-server
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/retryhub/retryhub/server/internal/app.Version=$(VERSION)
 
-.PHONY: run test build lint bench demo clean
+.PHONY: run test build lint bench demo clean web web-test
 
 ## run: start one server on http://localhost:8080 with the embedded SQLite database under ./data
 run:
@@ -39,6 +39,24 @@ demo:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./client-sdk/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./server/internal/bench/
+
+## web: rebuild the console (needs Node 20+): install its packages when the lock changed, write
+##      the console API's document and the typed client generated from it, type-check, and build
+##      into server/internal/web/static (committed, so `make run` needs Go alone)
+web: web/node_modules/.package-lock.json
+	$(GO) run ./server/cmd/retryhub-openapi -o web/src/api/openapi.json
+	cd web && npx openapi-typescript src/api/openapi.json -o src/api/schema.d.ts
+	cd web && npx vue-tsc --noEmit -p tsconfig.app.json
+	cd web && npx vite build
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci
+
+## web-test: the console's unit tests, then its browser tests (Debian's chromium at
+##            /usr/bin/chromium, a server built from this tree, an SDK client reporting failures)
+web-test: web/node_modules/.package-lock.json
+	cd web && npx vitest run
+	cd web && node --test --test-concurrency=1 e2e/specs/*.spec.mjs
 
 clean:
 	rm -rf bin data
