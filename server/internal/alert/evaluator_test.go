@@ -6,6 +6,7 @@ import (
 	"net/mail"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -58,7 +59,8 @@ func TestTasksExhaustedFiresRemindsAndResolves(t *testing.T) {
 		}
 		link, err := url.Parse(n.Link)
 		if err != nil || !strings.HasPrefix(n.Link, publicURL+"/tasks?") || link.Query().Get("namespace") != w.ns.Name ||
-			link.Query().Get("scene") != "notify" || link.Query().Get("group") != "orders" || link.Query().Get("state") != "exhausted" {
+			link.Query().Get("scene_id") != strconv.FormatInt(w.notify.ID, 10) ||
+			link.Query().Get("group_id") != strconv.FormatInt(w.notify.GroupID, 10) || link.Query().Get("state") != "exhausted" {
 			t.Fatalf("link %q", n.Link)
 		}
 		mails := mailSrv.mails()

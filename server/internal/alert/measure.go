@@ -149,7 +149,7 @@ func (ps *pass) measure(ctx context.Context, r storage.AlertRule, nsName string,
 				continue
 			}
 			out = append(out, subject{Key: "node:" + n.ID, Item: notify.Item{Subject: "node " + n.ID, Value: silent.Seconds(),
-				Threshold: r.For.Seconds(), Unit: "s", Link: ps.e.link("/cluster", nil),
+				Threshold: r.For.Seconds(), Unit: "s", Link: ps.e.link("/nodes", nil),
 				Summary: fmt.Sprintf("server node %s (%s) has sent no heartbeat for %s", n.ID, n.Address, shortDuration(silent))}})
 		}
 		return out, nil
@@ -235,7 +235,7 @@ func (ps *pass) noLiveInstance(ctx context.Context, r storage.AlertRule, nsName 
 		silent := ps.now.Sub(since)
 		out = append(out, subject{Key: key, Item: notify.Item{Group: groups[id], Value: silent.Seconds(), Threshold: r.For.Seconds(),
 			Unit: "s", Summary: fmt.Sprintf("group %s has waiting tasks and no live instance for %s", groups[id], shortDuration(silent)),
-			Link: ps.e.link("/tasks", map[string]string{"namespace": nsName, "group": groups[id], "state": "held"})}})
+			Link: ps.e.link("/tasks", map[string]string{"namespace": nsName, "group_id": strconv.FormatInt(id, 10), "state": "waiting,held"})}})
 	}
 	for key := range pending {
 		if strings.HasPrefix(key, "group:") && !seen[key] {
@@ -295,13 +295,13 @@ func (ps *pass) bucketsUnowned(ctx context.Context, r storage.AlertRule, pending
 		list = append(list, strconv.Itoa(b))
 	}
 	return []subject{{Key: "buckets", Item: notify.Item{Subject: "buckets", Value: float64(len(unowned)), Threshold: r.Threshold,
-		Unit: "buckets", Link: ps.e.link("/cluster", nil),
+		Unit: "buckets", Link: ps.e.link("/nodes", nil),
 		Summary: fmt.Sprintf("%d of %d buckets have had no live lease for up to %s (buckets %s): their tasks are not claimed",
 			len(unowned), len(ps.leases), shortDuration(longest), strings.Join(list, ", "))}}}, nil
 }
 
 func (ps *pass) sceneSubject(nsName string, sc storage.AlertScene, value, threshold float64, unit, summary, state string) subject {
-	q := map[string]string{"namespace": nsName, "group": sc.Group, "scene": sc.Scene}
+	q := map[string]string{"namespace": nsName, "group_id": strconv.FormatInt(sc.GroupID, 10), "scene_id": strconv.FormatInt(sc.ID, 10)}
 	if state != "" {
 		q["state"] = state
 	}
@@ -383,7 +383,7 @@ func (e *Evaluator) link(path string, query map[string]string) string {
 func (ps *pass) consoleURL(r storage.AlertRule, nsName string) string {
 	switch r.Kind {
 	case NodeLost, BucketsUnowned:
-		return ps.e.link("/cluster", nil)
+		return ps.e.link("/nodes", nil)
 	case TasksExhausted:
 		return ps.e.link("/tasks", map[string]string{"namespace": nsName, "state": retry.Exhausted.String()})
 	}
