@@ -45,7 +45,7 @@ export default {
   revoke: 'Revoke',
   revokeConfirm: 'Revoke token {name}? Every call with it is refused at once, on every node.',
   revokedDone: 'Token {name} is revoked.',
-  revokedAt: 'revoked {time}',
+  revoked: 'revoked',
   tokenCreated: 'Token {name} created',
   tokenOnce: 'This secret is shown only now. Copy it and keep it where the caller reads its secrets.',
   tokenUse: 'Send it as a bearer token:',

@@ -45,7 +45,7 @@ export default {
   revoke: '吊销',
   revokeConfirm: '吊销令牌 {name}？所有节点将立即拒绝使用它的调用。',
   revokedDone: '令牌 {name} 已吊销。',
-  revokedAt: '吊销于 {time}',
+  revoked: '已吊销',
   tokenCreated: '令牌 {name} 已创建',
   tokenOnce: '此密钥只显示这一次。请复制并保存到调用方读取密钥的位置。',
   tokenUse: '作为 Bearer 令牌发送：',
