@@ -54,7 +54,7 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 ##            /usr/bin/chromium, a server built from this tree, an SDK client reporting failures)
 web-test: web/node_modules/.package-lock.json
 	cd web && npx vitest run
-	cd web && node --test --test-concurrency=1 e2e/specs/
+	cd web && node --test --test-concurrency=1 e2e/specs/*.spec.mjs
 
 clean:
 	rm -rf bin data

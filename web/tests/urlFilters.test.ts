@@ -33,3 +33,35 @@ describe('filters in the URL', () => {
     expect(sameFilters(spec, values, { ...values, arg: 'orderId=43' })).toBe(false)
   })
 })
+
+import { isFiltered, taskFilter, taskQuery, TASK_FILTERS, timeRange } from '@/pages/tasks/taskFilters'
+
+describe('the task list filters', () => {
+  it('reads a shared link into the API query', () => {
+    const v = fromQuery(TASK_FILTERS, {
+      namespace: 'default', scene_id: '3', state: 'waiting,held', arg: 'orderId=42', order: 'due', cursor: 'abc',
+      created_from: '2026-12-01T00:00:00.000Z', created_to: '2026-12-02T00:00:00.000Z',
+    })
+    expect(taskQuery(v, 'c2', 50)).toEqual({
+      namespace: 'default', scene_id: 3, state: 'waiting,held', arg: 'orderId=42', order: 'due', cursor: 'c2', limit: 50,
+      created_from: '2026-12-01T00:00:00.000Z', created_to: '2026-12-02T00:00:00.000Z',
+    })
+  })
+
+  it('pins the dead letters to exhausted, whatever the URL says', () => {
+    const v = fromQuery(TASK_FILTERS, { state: 'waiting', key: 'k1' })
+    expect(taskFilter(v, true)).toEqual({ state: 'exhausted', key: 'k1' })
+    expect(isFiltered(fromQuery(TASK_FILTERS, {}), true)).toBe(false)
+    expect(isFiltered(v, true)).toBe(true)
+  })
+
+  it('writes the newest-first order as no parameter', () => {
+    expect(taskQuery({ order: 'newest' }, '', 20)).toEqual({ limit: 20 })
+  })
+
+  it('reads a time range only when both ends are valid', () => {
+    expect(timeRange('2026-12-01T00:00:00Z', '2026-12-02T00:00:00Z')?.[1].toISOString()).toBe('2026-12-02T00:00:00.000Z')
+    expect(timeRange('2026-12-01T00:00:00Z', undefined)).toBeNull()
+    expect(timeRange('x', 'y')).toBeNull()
+  })
+})

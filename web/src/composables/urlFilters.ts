@@ -10,7 +10,7 @@ export type FilterSpec = Record<string, FieldKind>
 
 /** The values of a spec: text, a number, or a list of texts; undefined when unset. */
 export type FilterValues<S extends FilterSpec> = {
-  [K in keyof S]?: S[K] extends 'number' ? number : S[K] extends 'list' ? string[] : string
+  -readonly [K in keyof S]?: S[K] extends 'number' ? number : S[K] extends 'list' ? string[] : string
 }
 
 function first(v: LocationQuery[string] | undefined): string | undefined {

@@ -1,1 +1,0 @@
-import{Tn as e,dn as t,gn as n}from"./index-Ko8T2Ji-.js";import{t as r}from"./PagePlaceholder-C-Xs7zGf.js";var i=n({__name:`TasksPage`,setup(n){return(n,i)=>(e(),t(r,{title:n.$t(`nav.tasks`)},null,8,[`title`]))}});export{i as default};
