@@ -184,4 +184,16 @@ describe('catalog', () => {
     await h.shot(page, 'catalog-scene-viewer')
     await page.context().close()
   })
+
+  test('the policy editor reads in Chinese, at a laptop\'s width', async () => {
+    assert.ok(sceneId, 'the scene exists')
+    const page = await h.newPage({ viewport: { width: 1280, height: 800 } })
+    await page.addInitScript(() => localStorage.setItem('retryhub.locale', 'zh-CN'))
+    await h.login(page, 'admin', undefined, `/scenes/${sceneId}`)
+    await page.getByText('接下来的触发时间').waitFor()
+    await page.getByText('远程重放（由服务端执行）').waitFor()
+    await previewRows(page, 5)
+    await h.shot(page, 'catalog-scene-editor-zh')
+    await page.context().close()
+  })
 })

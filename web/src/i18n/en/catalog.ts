@@ -83,7 +83,6 @@ export default {
     none: 'no activity',
   },
   figuresFailed: 'The figures could not be loaded: {error}',
-  version: 'Version',
   // Back-off words
   strategies: { fixed: 'Fixed', exponential: 'Exponential', levels: 'Levels', cron: 'Cron', random: 'Random' },
   strategyHints: {

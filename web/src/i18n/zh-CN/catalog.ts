@@ -83,7 +83,6 @@ export default {
     none: '无活动',
   },
   figuresFailed: '无法加载统计数字：{error}',
-  version: '版本',
   // 退避
   strategies: { fixed: '固定', exponential: '指数', levels: '阶梯', cron: 'Cron', random: '随机' },
   strategyHints: {
