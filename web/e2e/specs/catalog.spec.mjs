@@ -145,6 +145,19 @@ describe('catalog', () => {
     await page.getByText(/Saved: version \d+/).waitFor()
     assert.equal((await h.api.get(`/api/v1/console/scenes/${sceneId}`)).backoff.cron, '*/10 * * * *')
     await h.shot(page, 'catalog-scene-editor')
+
+    // Leaving with an unsaved change asks first: staying keeps the page, leaving goes.
+    await page.locator('[data-test=scene-description]').fill('charges the card')
+    const nav = page.locator('[data-test=nav]').getByText('Namespaces & groups')
+    await nav.click()
+    await page.getByText('Leave without saving them?').waitFor()
+    await page.locator('.el-message-box__btns .el-button').filter({ hasText: 'Stay' }).click()
+    await page.locator('.el-message-box').waitFor({ state: 'hidden' })
+    assert.match(new URL(page.url()).pathname, /^\/scenes\/\d+$/)
+    await nav.click()
+    await page.locator('.el-message-box__btns .el-button').filter({ hasText: 'Leave' }).click()
+    await page.waitForURL('**/namespaces')
+    assert.equal((await h.api.get(`/api/v1/console/scenes/${sceneId}`)).description, '')
     await page.context().close()
   })
 

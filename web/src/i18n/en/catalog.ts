@@ -142,6 +142,9 @@ export default {
     created: 'Scene {name} created.',
     saved: 'Saved: version {version}.',
     noChange: 'Nothing changed.',
+    leaveConfirm: 'The changes to this scene are not saved. Leave without saving them?',
+    leave: 'Leave',
+    stay: 'Stay',
     unsaved: 'Unsaved changes',
     errors: {
       required: 'Required.',

@@ -142,6 +142,9 @@ export default {
     created: '场景 {name} 已创建。',
     saved: '已保存：版本 {version}。',
     noChange: '没有修改。',
+    leaveConfirm: '此场景的修改尚未保存。不保存就离开吗？',
+    leave: '离开',
+    stay: '留下',
     unsaved: '有未保存的修改',
     errors: {
       required: '必填。',
