@@ -128,9 +128,9 @@ export async function start({ tasks = TASKS_PER_SCENE } = {}) {
   h.browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS })
   mkdirSync(shotDir, { recursive: true })
 
-  /** newPage opens a fresh browser context (no cookies) at 1440×900. */
+  /** newPage opens a fresh browser context (no cookies) at 1280×800, the smallest laptop the console serves. */
   h.newPage = async (opts = {}) => {
-    const ctx = await h.browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'en-US', timezoneId: 'Asia/Shanghai', ...opts })
+    const ctx = await h.browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US', timezoneId: 'Asia/Shanghai', ...opts })
     const page = await ctx.newPage()
     page.setDefaultTimeout(20000)
     // Script errors, Vue's included (it logs them to the console), are kept for specs to check.

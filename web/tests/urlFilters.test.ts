@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { fromQuery, sameFilters, toQuery, type FilterSpec } from '@/composables/urlFilters'
+import { isFiltered, taskFilter, taskQuery, TASK_FILTERS, timeRange } from '@/pages/tasks/taskFilters'
 
 const spec = { namespace: 'string', scene_id: 'number', state: 'list', arg: 'string' } satisfies FilterSpec
 
@@ -33,8 +34,6 @@ describe('filters in the URL', () => {
     expect(sameFilters(spec, values, { ...values, arg: 'orderId=43' })).toBe(false)
   })
 })
-
-import { isFiltered, taskFilter, taskQuery, TASK_FILTERS, timeRange } from '@/pages/tasks/taskFilters'
 
 describe('the task list filters', () => {
   it('reads a shared link into the API query', () => {

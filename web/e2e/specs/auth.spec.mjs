@@ -2,7 +2,7 @@
 // does not see.
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { start, stop, ADMIN_PASSWORD } from '../harness.mjs'
+import { apiSession, start, stop, ADMIN_PASSWORD } from '../harness.mjs'
 
 let h
 before(async () => {
@@ -29,11 +29,30 @@ describe('auth and preferences', () => {
     await page.context().close()
   })
 
+  test('a session lost mid-way returns to login and then to the page the user was on', async () => {
+    await h.createUser('lou', 'lou-password', '*', 'operator')
+    const page = await h.newPage()
+    await h.login(page, 'lou', 'lou-password', '/tasks?key=order-1')
+    await page.locator('[data-test=task-table]').waitFor()
+    await page.waitForLoadState('networkidle') // the rows' scene and group names are in
+    // Signing out through the API ends every session of the user, the browser's included.
+    await (await apiSession(h.base, 'lou', 'lou-password')).post('/api/v1/console/auth/logout')
+    await page.locator('[data-test=filter-key]').fill('order-2')
+    await page.locator('[data-test=filter-apply]').click()
+    await page.waitForURL(/\/login\?redirect=/)
+    await page.locator('[data-test=username]').fill('lou')
+    await page.locator('[data-test=password]').fill('lou-password')
+    await page.locator('[data-test=login-submit]').click()
+    await page.locator('[data-test=filter-key]').waitFor()
+    assert.match(page.url(), /\/tasks\?key=order-2$/)
+    await page.context().close()
+  })
+
   test('switching the language translates the console and is remembered', async () => {
     const page = await h.newPage()
     await h.login(page)
     await page.locator('[data-test=locale]').click()
-    await page.getByRole('option', { name: '简体中文' }).click()
+    await page.locator('[data-test=locale-zh-CN]').click()
     await page.locator('[data-test=nav]').getByText('仪表盘').waitFor()
     await page.locator('[data-test=nav]').getByText('死信').waitFor()
     await page.goto(`${h.base}/tasks`)
@@ -43,7 +62,7 @@ describe('auth and preferences', () => {
     await page.reload()
     await page.locator('[data-test=nav]').getByText('仪表盘').waitFor()
     await page.locator('[data-test=locale]').click()
-    await page.getByRole('option', { name: 'English' }).click()
+    await page.locator('[data-test=locale-en]').click()
     await page.locator('[data-test=nav]').getByText('Dashboard').waitFor()
     await page.context().close()
   })

@@ -1,1 +1,0 @@
-import{Ar as e,Dr as t,Ti as n,Wr as r,jr as i,wr as a}from"./index-ozDSFLwf.js";import{t as o}from"./TaskList-Cb2srdNk.js";var s={class:`page-title`},c={class:`muted`},l=i({__name:`DeadLettersPage`,setup(i){return(i,l)=>(r(),t(`div`,null,[a(`h2`,s,n(i.$t(`tasks.deadLettersTitle`)),1),a(`p`,c,n(i.$t(`tasks.deadLettersHint`)),1),e(o,{"dead-letters":``})]))}});export{l as default};

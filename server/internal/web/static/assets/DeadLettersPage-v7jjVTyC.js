@@ -1,0 +1,1 @@
+import{Br as e,Ci as t,Cr as n,Dr as r,Er as i,br as a}from"./index-SZJWnyK2.js";import{t as o}from"./TaskList-BsEYhLKl.js";var s={class:`page-title`},c={class:`muted`},l=r({__name:`DeadLettersPage`,setup(r){return(r,l)=>(e(),n(`div`,null,[a(`h2`,s,t(r.$t(`tasks.deadLettersTitle`)),1),a(`p`,c,t(r.$t(`tasks.deadLettersHint`)),1),i(o,{"dead-letters":``})]))}});export{l as default};

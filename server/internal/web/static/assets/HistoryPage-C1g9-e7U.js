@@ -1,0 +1,1 @@
+import{Br as e,Dr as t,xr as n}from"./index-SZJWnyK2.js";import{t as r}from"./PagePlaceholder-Aqh6BnwZ.js";var i=t({__name:`HistoryPage`,setup(t){return(t,i)=>(e(),n(r,{title:t.$t(`nav.alertHistory`)},null,8,[`title`]))}});export{i as default};

@@ -1,1 +1,0 @@
-import{Tr as e,Wr as t,jr as n}from"./index-ozDSFLwf.js";import{t as r}from"./PagePlaceholder-C5A3I_ao.js";var i=n({__name:`ScenesPage`,setup(n){return(n,i)=>(t(),e(r,{title:n.$t(`nav.scenes`)},null,8,[`title`]))}});export{i as default};

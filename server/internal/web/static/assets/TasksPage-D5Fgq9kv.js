@@ -1,0 +1,1 @@
+import{Br as e,Ci as t,Cr as n,Dr as r,Er as i,br as a}from"./index-SZJWnyK2.js";import{t as o}from"./TaskList-BsEYhLKl.js";var s={class:`page-title`},c=r({__name:`TasksPage`,setup(r){return(r,c)=>(e(),n(`div`,null,[a(`h2`,s,t(r.$t(`tasks.title`)),1),i(o)]))}});export{c as default};

@@ -1,1 +1,0 @@
-import{Ar as e,Dr as t,Ti as n,Wr as r,jr as i,wr as a}from"./index-ozDSFLwf.js";import{t as o}from"./TaskList-Cb2srdNk.js";var s={class:`page-title`},c=i({__name:`TasksPage`,setup(i){return(i,c)=>(r(),t(`div`,null,[a(`h2`,s,n(i.$t(`tasks.title`)),1),e(o)]))}});export{c as default};
