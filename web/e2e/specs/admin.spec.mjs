@@ -17,6 +17,12 @@ after(async () => {
   await stop(h)
 })
 
+/** shot pictures the page from its top (a page scrolled by the test would picture its sticky header mid-page). */
+async function shot(page, name) {
+  await page.evaluate(() => window.scrollTo(0, 0))
+  await h.shot(page, name)
+}
+
 const visibleDialog = (page) => page.locator('.el-dialog:visible')
 
 describe('administration', () => {
@@ -30,13 +36,13 @@ describe('administration', () => {
     await dialog.locator('[data-test=user-password]').fill(VIEWER_PASSWORD)
     // The dialog starts with a viewer role over every namespace.
     assert.equal(await dialog.locator('[data-test=role-row]').count(), 1)
-    await h.shot(page, 'admin-user-new')
+    await shot(page, 'admin-user-new')
     await dialog.locator('[data-test=dialog-save]').click()
     const row = page.locator('[data-test=users-table] .el-table__row', { hasText: VIEWER })
     await row.getByText('every namespace · viewer').waitFor()
     const users = (await h.api.get('/api/v1/console/users')).items
     assert.deepEqual(users.find((u) => u.username === VIEWER).roles, [{ namespace: '*', role: 'viewer' }])
-    await h.shot(page, 'admin-users')
+    await shot(page, 'admin-users')
     await page.context().close()
 
     const viewer = await h.newPage()
@@ -50,7 +56,7 @@ describe('administration', () => {
     await viewer.goto(`${h.base}/users`)
     await viewer.getByText('This page needs the admin role over every namespace.').waitFor()
     assert.equal(await viewer.locator('[data-test=user-create]').count(), 0)
-    await h.shot(viewer, 'admin-viewer-users')
+    await shot(viewer, 'admin-viewer-users')
     await viewer.context().close()
   })
 
@@ -65,7 +71,7 @@ describe('administration', () => {
     await shown.getByText(`Token ${TOKEN} created`).waitFor()
     const secret = (await shown.locator('[data-test=copy-text]').first().innerText()).trim()
     assert.ok(secret.length >= 20, 'the secret is shown')
-    await h.shot(page, 'admin-token-created')
+    await shot(page, 'admin-token-created')
     await shown.locator('[data-test=token-done]').click()
 
     const me = await fetch(`${h.base}/api/v1/console/auth/me`, { headers: { Authorization: `Bearer ${secret}` } })
@@ -82,7 +88,7 @@ describe('administration', () => {
     assert.equal(await row.locator('[data-test=token-revoke]').count(), 0)
     const after = await fetch(`${h.base}/api/v1/console/auth/me`, { headers: { Authorization: `Bearer ${secret}` } })
     assert.equal(after.status, 401)
-    await h.shot(page, 'admin-tokens')
+    await shot(page, 'admin-tokens')
     await page.context().close()
   })
 
@@ -92,7 +98,7 @@ describe('administration', () => {
     const table = page.locator('[data-test=audit-table]')
     await table.getByText(VIEWER).first().waitFor()
     for (const action of await table.locator('.el-table__row td:nth-child(3)').allInnerTexts()) assert.equal(action.trim(), 'users-create')
-    await h.shot(page, 'admin-audit-users-create')
+    await shot(page, 'admin-audit-users-create')
 
     // Another filter through the page's fields lands in the URL.
     await page.locator('[data-test=audit-actor]').fill('admin')
@@ -106,7 +112,7 @@ describe('administration', () => {
     await page.goto(`${h.base}/audit`)
     await table.waitFor()
     assert.ok((await table.locator('.el-table__row').count()) > 3)
-    await h.shot(page, 'admin-audit')
+    await shot(page, 'admin-audit')
     await page.context().close()
   })
 })

@@ -21,6 +21,12 @@ after(async () => {
   await stop(h)
 })
 
+/** shot pictures the page from its top (a page scrolled by the test would picture its sticky header mid-page). */
+async function shot(page, name) {
+  await page.evaluate(() => window.scrollTo(0, 0))
+  await h.shot(page, name)
+}
+
 /** visibleDialog is the dialog on top. */
 const visibleDialog = (page) => page.locator('.el-dialog:visible')
 
@@ -43,7 +49,7 @@ describe('catalog', () => {
     const page = await h.newPage()
     await h.login(page, 'admin', undefined, '/namespaces')
     await page.locator('[data-test=namespaces-table]').getByText(ns.name, { exact: true }).waitFor()
-    await h.shot(page, 'catalog-namespaces')
+    await shot(page, 'catalog-namespaces')
     await page.locator('[data-test=namespace-link]', { hasText: ns.name }).click()
     await page.waitForURL(`**/namespaces/${ns.id}/groups`)
 
@@ -54,7 +60,7 @@ describe('catalog', () => {
     await dialog.getByText(`Group ${GROUP} created`).waitFor()
     const token = (await dialog.locator('[data-test=copy-text]').first().innerText()).trim()
     assert.match(token, /^[0-9a-f]{48}$/)
-    await h.shot(page, 'catalog-group-token')
+    await shot(page, 'catalog-group-token')
     await dialog.locator('[data-test=token-done]').click()
 
     const row = page.locator('[data-test=groups-table] .el-table__row', { hasText: GROUP })
@@ -67,7 +73,7 @@ describe('catalog', () => {
     const snippet = visibleDialog(page).locator('[data-test=copy-text]')
     await snippet.getByText(`Group:      "${GROUP}"`).waitFor()
     assert.match(await snippet.innerText(), new RegExp(`Namespace:\\s+"${ns.name}"`))
-    await h.shot(page, 'catalog-group-snippet')
+    await shot(page, 'catalog-group-snippet')
     await page.keyboard.press('Escape')
     await visibleDialog(page).waitFor({ state: 'hidden' })
 
@@ -84,7 +90,7 @@ describe('catalog', () => {
     await row.getByText(/^until /).waitFor()
     const g = await h.api.get(`/api/v1/console/groups/${groupId}`)
     assert.ok(g.prev_token_until, 'the old token has a grace')
-    await h.shot(page, 'catalog-groups')
+    await shot(page, 'catalog-groups')
     await page.context().close()
   })
 
@@ -123,7 +129,7 @@ describe('catalog', () => {
       const rows = await page.locator('[data-test=preview-row] td:nth-child(3)').allInnerTexts()
       return rows.join(' ') === '+2s +4s +8s +16s +32s'
     }, 15000)
-    await h.shot(page, 'catalog-scene-new')
+    await shot(page, 'catalog-scene-new')
 
     await page.locator('[data-test=scene-save]').click()
     await page.waitForURL(/\/scenes\/\d+$/)
@@ -139,12 +145,12 @@ describe('catalog', () => {
     await page.locator('[data-test=scene-save]').click()
     await page.locator('[data-test=editor-error]').waitFor()
     await page.locator('.el-form-item__error', { hasText: 'cron expression' }).first().waitFor()
-    await h.shot(page, 'catalog-scene-errors')
+    await shot(page, 'catalog-scene-errors')
     await page.locator('[data-test=backoff-cron]').fill('*/10 * * * *')
     await page.locator('[data-test=scene-save]').click()
     await page.getByText(/Saved: version \d+/).waitFor()
     assert.equal((await h.api.get(`/api/v1/console/scenes/${sceneId}`)).backoff.cron, '*/10 * * * *')
-    await h.shot(page, 'catalog-scene-editor')
+    await shot(page, 'catalog-scene-editor')
 
     // Leaving with an unsaved change asks first: staying keeps the page, leaving goes.
     await page.locator('[data-test=scene-description]').fill('charges the card')
@@ -171,7 +177,7 @@ describe('catalog', () => {
     await confirmBox(page)
     await row.locator('[data-test=scene-state]', { hasText: 'Paused' }).waitFor()
     assert.equal((await h.api.get(`/api/v1/console/scenes/${sceneId}`)).enabled, false)
-    await h.shot(page, 'catalog-scenes-paused')
+    await shot(page, 'catalog-scenes-paused')
     await row.locator('[data-test=scene-resume]').click()
     await row.locator('[data-test=scene-state]', { hasText: 'Running' }).waitFor()
     assert.equal((await h.api.get(`/api/v1/console/scenes/${sceneId}`)).enabled, true)
@@ -194,7 +200,7 @@ describe('catalog', () => {
     await page.getByText('You can read this policy').waitFor()
     await previewRows(page, 5)
     assert.equal(await page.locator('[data-test=scene-save], [data-test=scene-pause]').count(), 0)
-    await h.shot(page, 'catalog-scene-viewer')
+    await shot(page, 'catalog-scene-viewer')
     await page.context().close()
   })
 
@@ -206,7 +212,7 @@ describe('catalog', () => {
     await page.getByText('接下来的触发时间').waitFor()
     await page.getByText('远程重放（由服务端执行）').waitFor()
     await previewRows(page, 5)
-    await h.shot(page, 'catalog-scene-editor-zh')
+    await shot(page, 'catalog-scene-editor-zh')
     await page.context().close()
   })
 })

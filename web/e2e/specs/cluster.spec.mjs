@@ -13,6 +13,12 @@ after(async () => {
   await stop(h)
 })
 
+/** shot pictures the page from its top (a page scrolled by the test would picture its sticky header mid-page). */
+async function shot(page, name) {
+  await page.evaluate(() => window.scrollTo(0, 0))
+  await h.shot(page, name)
+}
+
 /** refreshes counts the answers to path the page receives from now on. */
 function refreshes(page, path) {
   const seen = { n: 0 }
@@ -37,7 +43,7 @@ describe('cluster', () => {
     assert.match(await row.innerText(), new RegExp(`\\b${inst.capacity}\\b`))
     await page.locator('[data-test=instances-count]').getByText(/\d+ of \d+ live/).waitFor()
     await waitUntil('the list to ask again by itself', () => seen.n >= 2, 20000)
-    await h.shot(page, 'cluster-instances')
+    await shot(page, 'cluster-instances')
 
     // Narrowed to the instance's namespace through the URL.
     await page.goto(`${h.base}/instances?namespace_id=${inst.namespace_id}`)
@@ -62,7 +68,7 @@ describe('cluster', () => {
     await page.locator('[data-test=nodes-count]').getByText(`1 of 1 live, ${held} buckets held`).waitFor()
     await row.getByText(`0–${held - 1}`).waitFor()
     await waitUntil('the list to ask again by itself', () => seen.n >= 2, 20000)
-    await h.shot(page, 'cluster-nodes')
+    await shot(page, 'cluster-nodes')
     await page.context().close()
   })
 })
