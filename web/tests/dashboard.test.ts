@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { activity, topFailing, totals, type SceneSeries } from '@/pages/dashboard/dashboard'
 
-const zero = { reported: 0, merged: 0, replayed: 0, succeeded: 0, failed: 0, exhausted: 0, callbacks_succeeded: 0, callbacks_failed: 0 }
+const zero = { reported: 0, merged: 0, replayed: 0, succeeded: 0, failed: 0, exhausted: 0, callbacks_succeeded: 0, callbacks_failed: 0, callbacks_exhausted: 0 }
 function series(id: number, t: Partial<typeof zero>, points: { minute: string; reported?: number; failed?: number }[] = []): SceneSeries {
   return {
     scene_id: id, scene: `s${id}`, group_id: 1, group: 'g', namespace_id: 1,

@@ -4,6 +4,106 @@
  */
 
 export interface paths {
+    "/api/v1/console/alert-channels/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get an alert channel
+         * @description Secrets are blanked. Needs viewer of its namespace.
+         */
+        get: operations["alert-channels-get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete an alert channel
+         * @description Rules that name it skip it. Needs admin of its namespace.
+         */
+        delete: operations["alert-channels-delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Edit an alert channel
+         * @description A secret left empty keeps its stored value. Needs admin of its namespace.
+         */
+        patch: operations["alert-channels-update"];
+        trace?: never;
+    };
+    "/api/v1/console/alert-channels/{id}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a test message
+         * @description Sends a test message through the channel now and answers how it went; it is recorded in the history. Needs operator of its namespace.
+         */
+        post: operations["alert-channels-test"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/console/alert-rules/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get an alert rule
+         * @description Needs viewer of its namespace.
+         */
+        get: operations["alert-rules-get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete an alert rule
+         * @description Its history stays. Needs operator of its namespace.
+         */
+        delete: operations["alert-rules-delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Edit an alert rule
+         * @description Needs operator of its namespace.
+         */
+        patch: operations["alert-rules-update"];
+        trace?: never;
+    };
+    "/api/v1/console/alert-silences/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a silence
+         * @description Needs operator of its namespace.
+         */
+        delete: operations["alert-silences-delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Edit a silence
+         * @description Set ends_at to now to end it. Needs operator of its namespace.
+         */
+        patch: operations["alert-silences-update"];
+        trace?: never;
+    };
     "/api/v1/console/audit": {
         parameters: {
             query?: never;
@@ -129,12 +229,32 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Per-minute activity per scene
-         * @description Reports, replays and their outcomes, exhaustions and callbacks per scene and minute (per hour for ranges over a day), from the summaries the server writes as it ingests and settles (never a count of the tasks). Needs viewer of the namespace; without namespace_id, every namespace the caller may read.
+         * Per-minute activity per scene, and tasks by state
+         * @description Reports, replays and their outcomes, exhaustions and callbacks per scene and minute (per hour for ranges over a day), from the summaries the server writes as it ingests and settles (never a count of the tasks); and the tasks per state now, in all and per scene, from the totals every change of a task keeps. Needs viewer of the namespace; without namespace_id, every namespace the caller may read.
          */
         get: operations["dashboard"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/console/dashboard/recount": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Recount the tasks by state
+         * @description Makes the tasks-by-state totals equal to a count of the tasks, exactly, while nodes go on working. Needed only after tasks were changed by a node of an earlier version (during an upgrade) or by hand in the database. Reads every task once. Needs admin of every namespace.
+         */
+        post: operations["dashboard-recount"];
         delete?: never;
         options?: never;
         head?: never;
@@ -249,6 +369,70 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/console/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List bulk jobs
+         * @description Newest first, paged by an opaque cursor: the jobs in the namespaces the caller reads, and the caller's own. Needs viewer.
+         */
+        get: operations["jobs-list"];
+        put?: never;
+        /**
+         * Start a bulk action
+         * @description Takes an action (as on one task) on a list of task ids or on every task a filter matches, as a job the server works through in batches, at most console.bulk_rate tasks a second; tasks in a state the action does not apply to are counted as failed and left as they are. The filter is the task list's, limited to the namespaces the caller operates; its total is what GET tasks/count answers. Answers 202 with the job; read it for its progress. Needs operator in the tasks' namespaces.
+         */
+        post: operations["jobs-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/console/jobs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a bulk job
+         * @description Its state and progress. Needs viewer in its namespaces.
+         */
+        get: operations["jobs-get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/console/jobs/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a bulk job
+         * @description Stops it before its next batch; what it did stays done. 409 when it has ended. Needs operator in its namespaces.
+         */
+        post: operations["jobs-cancel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/console/namespaces": {
         parameters: {
             query?: never;
@@ -295,6 +479,98 @@ export interface paths {
          * @description Needs admin of the namespace.
          */
         patch: operations["namespaces-update"];
+        trace?: never;
+    };
+    "/api/v1/console/namespaces/{id}/alert-channels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a namespace's alert channels
+         * @description Secrets are blanked. Needs viewer of the namespace.
+         */
+        get: operations["alert-channels-list"];
+        put?: never;
+        /**
+         * Create an alert channel
+         * @description The settings are checked for the kind and stored sealed. Needs admin of the namespace.
+         */
+        post: operations["alert-channels-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/console/namespaces/{id}/alert-messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The history of alert messages
+         * @description Every message to every channel, sent or failed with its reason, newest first. Needs viewer of the namespace.
+         */
+        get: operations["alert-messages-list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/console/namespaces/{id}/alert-rules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a namespace's alert rules
+         * @description With whether each fires. Needs viewer of the namespace.
+         */
+        get: operations["alert-rules-list"];
+        put?: never;
+        /**
+         * Create an alert rule
+         * @description The fields the kind does not read are cleared; its groups, scenes and channels must be the namespace's. Needs operator of the namespace.
+         */
+        post: operations["alert-rules-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/console/namespaces/{id}/alert-silences": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a namespace's silences
+         * @description Those not ended yet (all=true: every one). Needs viewer of the namespace.
+         */
+        get: operations["alert-silences-list"];
+        put?: never;
+        /**
+         * Silence alerts
+         * @description No message of the namespace's rules (or one rule), about any subject (or one scene), while the silence is in force. Needs operator of the namespace.
+         */
+        post: operations["alert-silences-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/console/namespaces/{id}/groups": {
@@ -435,6 +711,8 @@ export interface paths {
         /**
          * List tasks
          * @description Filtered on the server, paged by an opaque cursor (never an offset), newest first or by due time. Arguments are cut at 256 bytes; read one task for all of them. Needs viewer.
+         *
+         *     Every page costs the same on a table of any size. A key, scenes (a scene, a group, a namespace) and states are served by indexes and give full pages. A part of the error text, a value in the arguments and the next trigger time cannot be: such a search examines at most 10,000 task ids per page, newest first below the cursor, and answers what it found there with partial=true and a next_cursor to search on; a created_from/created_to range narrows the ids examined to the tasks created in it, so combine them to search far back. By due time (order=due) lists the waiting tasks (or the waiting, held or paused ones state names) soonest first; alone it reads the due index of every bucket, with another filter it sorts the tasks that filter selects in those states.
          */
         get: operations["tasks-list"];
         put?: never;
@@ -686,6 +964,163 @@ export interface components {
             /** @enum {string} */
             role: "admin" | "operator" | "viewer";
         };
+        AlertChannel: {
+            /** Format: date-time */
+            created_at: string;
+            enabled: boolean;
+            /** Format: int64 */
+            id: number;
+            /** @enum {string} */
+            kind: "email" | "webhook" | "dingtalk" | "lark" | "wecom";
+            name: string;
+            /** Format: int64 */
+            namespace_id: number;
+            /** @description the kind's settings; secrets are never returned (each shows as "" with <field>_set) */
+            settings: {
+                [key: string]: unknown;
+            };
+            /** Format: date-time */
+            updated_at: string;
+        };
+        AlertChannelListBody: {
+            items: components["schemas"]["AlertChannel"][] | null;
+        };
+        AlertMessage: {
+            /** Format: int64 */
+            attempts: number;
+            /**
+             * Format: int64
+             * @description 0 when the rule had no enabled channel (status recorded)
+             */
+            channel_id: number;
+            /** Format: date-time */
+            created_at: string;
+            /** @description why the last try failed */
+            error: string;
+            /** Format: int64 */
+            id: number;
+            /** @enum {string} */
+            kind: "firing" | "reminder" | "resolved" | "test";
+            /** @description the message as sent: its items with their figures, errors and links */
+            message?: {
+                [key: string]: unknown;
+            };
+            /** Format: int64 */
+            namespace_id: number;
+            /**
+             * Format: date-time
+             * @description when a pending or failed message is tried again; null when it is not
+             */
+            next_retry_at: string | null;
+            rule: string;
+            /**
+             * Format: int64
+             * @description 0 for a test
+             */
+            rule_id: number;
+            /** Format: date-time */
+            sent_at: string | null;
+            /** @enum {string} */
+            status: "pending" | "sent" | "failed" | "recorded";
+            subject: string;
+        };
+        AlertMessageListBody: {
+            items: components["schemas"]["AlertMessage"][] | null;
+            /**
+             * Format: int64
+             * @description pass as before for the next page; 0 when there is none
+             */
+            next_before: number;
+        };
+        AlertRule: {
+            channel_ids: number[] | null;
+            /** Format: date-time */
+            created_at: string;
+            description: string;
+            enabled: boolean;
+            /** @description the rule fired at its last evaluation */
+            firing: boolean;
+            /** Format: date-time */
+            firing_since: string | null;
+            for: string;
+            /** @description the groups watched; with scene_ids empty too, the whole namespace */
+            group_ids: number[] | null;
+            /** Format: int64 */
+            id: number;
+            kind: string;
+            /** Format: int64 */
+            min_volume: number;
+            name: string;
+            /** Format: int64 */
+            namespace_id: number;
+            repeat: string;
+            /** @description the scenes watched, besides those of group_ids */
+            scene_ids: number[] | null;
+            /** @enum {string} */
+            severity: "critical" | "warning" | "info";
+            /** Format: double */
+            threshold: number;
+            /** Format: date-time */
+            updated_at: string;
+            window: string;
+        };
+        AlertRuleListBody: {
+            items: components["schemas"]["AlertRule"][] | null;
+        };
+        AlertSilence: {
+            /** @description in force now */
+            active: boolean;
+            /** Format: date-time */
+            created_at: string;
+            created_by: string;
+            /** Format: date-time */
+            ends_at: string;
+            /** Format: int64 */
+            id: number;
+            /** Format: int64 */
+            namespace_id: number;
+            reason: string;
+            /**
+             * Format: int64
+             * @description 0: every rule of the namespace
+             */
+            rule_id: number;
+            /**
+             * Format: int64
+             * @description 0: every subject
+             */
+            scene_id: number;
+            /** Format: date-time */
+            starts_at: string;
+        };
+        AlertSilenceFields: {
+            /** @description how long from starts_at, e.g. 2h, instead of ends_at */
+            duration?: string;
+            /**
+             * Format: date-time
+             * @description the end; or give duration
+             */
+            ends_at?: string;
+            reason?: string;
+            /**
+             * Format: int64
+             * @description a rule of the namespace; 0 or absent: every rule
+             */
+            rule_id?: number;
+            /**
+             * Format: int64
+             * @description a scene of the namespace; 0 or absent: every subject
+             */
+            scene_id?: number;
+            /**
+             * Format: date-time
+             * @description default now
+             */
+            starts_at?: string;
+        };
+        AlertSilenceListBody: {
+            items: components["schemas"]["AlertSilence"][] | null;
+        };
         Attempt: {
             /** Format: int64 */
             duration_ms: number;
@@ -813,12 +1248,67 @@ export interface components {
              */
             started_at: string;
         };
+        CreateAlertChannelInputBody: {
+            /** @description default true */
+            enabled?: boolean;
+            /** @enum {string} */
+            kind: "email" | "webhook" | "dingtalk" | "lark" | "wecom";
+            name: string;
+            /** @description email: host, port, tls (none, starttls, tls), username, password, from, to, ca_pem; webhook: url, secret, headers; dingtalk, lark: url, secret; wecom: url */
+            settings: {
+                [key: string]: unknown;
+            };
+        };
+        CreateAlertRuleInputBody: {
+            /** @description channels of the namespace to tell; none records the messages in the history only */
+            channel_ids?: number[];
+            description?: string;
+            enabled?: boolean;
+            /** @description oldest_waiting: how long overdue; no_live_instance, node_lost, buckets_unowned: how long the condition lasts (default 5m) */
+            for?: string;
+            /** @description groups of the namespace to watch */
+            group_ids?: number[];
+            /** @enum {string} */
+            kind: "tasks_exhausted" | "failed_attempts" | "failure_ratio" | "backlog" | "oldest_waiting" | "no_live_instance" | "callbacks_exhausted" | "node_lost" | "buckets_unowned";
+            /**
+             * Format: int64
+             * @description failure_ratio: the fewest attempts in the window for the ratio to count (default 10)
+             */
+            min_volume?: number;
+            name: string;
+            /** @description a reminder this often while the rule fires; 0 sends none */
+            repeat?: string;
+            /** @description scenes of the namespace to watch */
+            scene_ids?: number[];
+            /** @enum {string} */
+            severity?: "critical" | "warning" | "info";
+            /**
+             * Format: double
+             * @description tasks_exhausted, failed_attempts, callbacks_exhausted, backlog: a count (default 1); failure_ratio: a percentage; buckets_unowned: a count of buckets (default 1)
+             */
+            threshold?: number;
+            /** @description tasks_exhausted, failed_attempts, failure_ratio, callbacks_exhausted: the evaluation window, 1m to 24h (default 5m) */
+            window?: string;
+        };
         CreateGroupInputBody: {
             auto_create_scenes?: boolean;
             description?: string;
             /** @description default true */
             enabled?: boolean;
             name: string;
+        };
+        CreateJobInputBody: {
+            /** @enum {string} */
+            action: "trigger" | "pause" | "resume" | "cancel" | "replay" | "discard" | "set_next";
+            /**
+             * Format: date-time
+             * @description the new next trigger time, for set_next only
+             */
+            at?: string;
+            /** @description every task the filter matches, among those that exist when the job is made; give this or ids */
+            filter?: components["schemas"]["JobFilterBody"];
+            /** @description the tasks; give these or filter */
+            ids?: number[] | null;
         };
         CreateNamespaceInputBody: {
             description?: string;
@@ -924,8 +1414,14 @@ export interface components {
              * @enum {string}
              */
             resolution: "minute" | "hour";
+            /** @description the same per scene that has tasks, by scene id */
+            scene_states: components["schemas"]["SceneStates"][] | null;
             /** @description one per scene with events in the range, by scene id */
             series: components["schemas"]["SceneSeries"][] | null;
+            /** @description tasks per state now (not within the range), over the scenes the filter selects; every state named, zeros included */
+            states: {
+                [key: string]: number;
+            };
             /** @description true when the range held more points than one answer carries (50,000): narrow it */
             truncated: boolean;
             /** Format: date-time */
@@ -1011,6 +1507,82 @@ export interface components {
             items: components["schemas"]["ClientInstance"][] | null;
             /** @description pass as after for the next page; empty when there is none */
             next_after: string;
+        };
+        Job: {
+            /** @enum {string} */
+            action: "trigger" | "pause" | "resume" | "cancel" | "replay" | "discard" | "set_next";
+            /** Format: date-time */
+            created_at: string;
+            created_by: string;
+            /**
+             * Format: int64
+             * @description the tasks worked through so far; it only grows
+             */
+            done: number;
+            /**
+             * Format: date-time
+             * @description when it ended; absent while running
+             */
+            ended_at?: string;
+            /** @description why a failed job stopped */
+            error: string;
+            /**
+             * Format: int64
+             * @description of those done, the tasks the action was not taken on: in a state it does not apply to, gone, or (replay) whose key is active again in its scene
+             */
+            failed: number;
+            /** Format: int64 */
+            id: number;
+            /** @enum {string} */
+            state: "running" | "done" | "cancelled" | "failed";
+            /**
+             * Format: int64
+             * @description the tasks the request matched when the job was made
+             */
+            total: number;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        JobFilterBody: {
+            /** @description path=value: a value inside the arguments, such as orderId=42 */
+            arg?: string;
+            /**
+             * Format: date-time
+             * @description created at or after (RFC 3339)
+             */
+            created_from?: string;
+            /**
+             * Format: date-time
+             * @description created before
+             */
+            created_to?: string;
+            /** @description a part of the last error */
+            error?: string;
+            /** Format: int64 */
+            group_id?: number;
+            /** @description an exact idempotency key */
+            key?: string;
+            /** @description a namespace's name; without it, every namespace the caller operates */
+            namespace?: string;
+            /**
+             * Format: date-time
+             * @description next trigger at or after
+             */
+            next_from?: string;
+            /**
+             * Format: date-time
+             * @description next trigger before
+             */
+            next_to?: string;
+            /** Format: int64 */
+            scene_id?: number;
+            /** @description states, comma separated: waiting,held,running,succeeded,exhausted,paused,cancelled */
+            state?: string;
+        };
+        JobListBody: {
+            items: components["schemas"]["Job"][] | null;
+            /** @description pass as cursor for the next page; empty on the last one */
+            next_cursor: string;
         };
         LoginInputBody: {
             password: string;
@@ -1188,6 +1760,20 @@ export interface components {
             /** @description the sum of the points */
             totals: components["schemas"]["SummaryCounts"];
         };
+        SceneStates: {
+            group: string;
+            /** Format: int64 */
+            group_id: number;
+            /** Format: int64 */
+            namespace_id: number;
+            scene: string;
+            /** Format: int64 */
+            scene_id: number;
+            /** @description tasks per state, every state named (zeros included) */
+            states: {
+                [key: string]: number;
+            };
+        };
         ServerNode: {
             address: string;
             /** @description the buckets whose unexpired lease it holds */
@@ -1232,6 +1818,11 @@ export interface components {
         SummaryCounts: {
             /**
              * Format: int64
+             * @description callbacks that ran out of attempts
+             */
+            callbacks_exhausted: number;
+            /**
+             * Format: int64
              * @description callback attempts that failed or timed out
              */
             callbacks_failed: number;
@@ -1269,6 +1860,11 @@ export interface components {
             succeeded: number;
         };
         SummaryPoint: {
+            /**
+             * Format: int64
+             * @description callbacks that ran out of attempts
+             */
+            callbacks_exhausted: number;
             /**
              * Format: int64
              * @description callback attempts that failed or timed out
@@ -1412,6 +2008,15 @@ export interface components {
             items: components["schemas"]["Task"][] | null;
             /** @description pass as cursor for the next page; empty on the last one */
             next_cursor: string;
+            /** @description true when the page is a search that stopped after 10,000 task ids examined before it was full (it may even be empty): next_cursor goes on with the older tasks */
+            partial?: boolean;
+        };
+        TestAlertChannelOutputBody: {
+            /** @description why it was not sent */
+            error: string;
+            /** @description the history row that records it */
+            message: components["schemas"]["AlertMessage"];
+            sent: boolean;
         };
         TokenListBody: {
             items: components["schemas"]["APIToken"][] | null;
@@ -1420,6 +2025,45 @@ export interface components {
              * @description pass as after for the next page; 0 when there is none
              */
             next_after: number;
+        };
+        UpdateAlertChannelInputBody: {
+            enabled?: boolean;
+            name?: string;
+            /** @description the whole settings; a secret sent empty keeps its stored value (send <field>_set: false to clear it) */
+            settings?: {
+                [key: string]: unknown;
+            };
+        };
+        UpdateAlertRuleInputBody: {
+            /** @description channels of the namespace to tell; none records the messages in the history only */
+            channel_ids?: number[];
+            description?: string;
+            enabled?: boolean;
+            /** @description oldest_waiting: how long overdue; no_live_instance, node_lost, buckets_unowned: how long the condition lasts (default 5m) */
+            for?: string;
+            /** @description groups of the namespace to watch */
+            group_ids?: number[];
+            /** @enum {string} */
+            kind?: "tasks_exhausted" | "failed_attempts" | "failure_ratio" | "backlog" | "oldest_waiting" | "no_live_instance" | "callbacks_exhausted" | "node_lost" | "buckets_unowned";
+            /**
+             * Format: int64
+             * @description failure_ratio: the fewest attempts in the window for the ratio to count (default 10)
+             */
+            min_volume?: number;
+            name?: string;
+            /** @description a reminder this often while the rule fires; 0 sends none */
+            repeat?: string;
+            /** @description scenes of the namespace to watch */
+            scene_ids?: number[];
+            /** @enum {string} */
+            severity?: "critical" | "warning" | "info";
+            /**
+             * Format: double
+             * @description tasks_exhausted, failed_attempts, callbacks_exhausted, backlog: a count (default 1); failure_ratio: a percentage; buckets_unowned: a count of buckets (default 1)
+             */
+            threshold?: number;
+            /** @description tasks_exhausted, failed_attempts, failure_ratio, callbacks_exhausted: the evaluation window, 1m to 24h (default 5m) */
+            window?: string;
         };
         UpdateGroupInputBody: {
             auto_create_scenes?: boolean;
@@ -1465,6 +2109,633 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    "alert-channels-get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertChannel"];
+                };
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-channels-delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-channels-update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateAlertChannelInputBody"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertChannel"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-channels-test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TestAlertChannelOutputBody"];
+                };
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-rules-get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertRule"];
+                };
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-rules-delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-rules-update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateAlertRuleInputBody"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertRule"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-silences-delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-silences-update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AlertSilenceFields"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertSilence"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     "audit-list": {
         parameters: {
             query?: {
@@ -1805,6 +3076,8 @@ export interface operations {
             query?: {
                 /** @description only this namespace (default: every namespace the caller may read) */
                 namespace_id?: number;
+                /** @description only this group's scenes */
+                group_id?: number;
                 /** @description only this scene */
                 scene_id?: number;
                 /** @description start of the range (RFC 3339; default: an hour before until) */
@@ -1835,6 +3108,51 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "dashboard-recount": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Unauthorized */
             401: {
@@ -2364,6 +3682,271 @@ export interface operations {
             };
         };
     };
+    "jobs-list": {
+        parameters: {
+            query?: {
+                /** @description states, comma separated: running,done,cancelled,failed */
+                state?: string;
+                /** @description the next_cursor of the page before */
+                cursor?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobListBody"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "jobs-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateJobInputBody"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "jobs-get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "jobs-cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     "namespaces-list": {
         parameters: {
             query?: {
@@ -2577,6 +4160,527 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Namespace"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-channels-list": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertChannelListBody"];
+                };
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-channels-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the namespace */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateAlertChannelInputBody"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertChannel"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-messages-list": {
+        parameters: {
+            query?: {
+                /** @description only this rule's messages */
+                rule_id?: number;
+                /** @description only the messages to this channel */
+                channel_id?: number;
+                /** @description only messages in this status */
+                status?: "pending" | "sent" | "failed" | "recorded" | "";
+                /** @description only messages made at or after this time (RFC 3339) */
+                since?: string;
+                /** @description the next_before of the previous page */
+                before?: number;
+                limit?: number;
+                /** @description include each message's content */
+                message?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description the namespace */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertMessageListBody"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-rules-list": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertRuleListBody"];
+                };
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-rules-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the namespace */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateAlertRuleInputBody"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertRule"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-silences-list": {
+        parameters: {
+            query?: {
+                /** @description also the silences that have ended */
+                all?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description the namespace */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertSilenceListBody"];
+                };
+            };
+            /** @description Bad Request: the fields at fault are in error.details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "alert-silences-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the namespace */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AlertSilenceFields"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertSilence"];
                 };
             };
             /** @description Bad Request */
@@ -3157,7 +5261,7 @@ export interface operations {
                 next_from?: string;
                 /** @description next trigger before */
                 next_to?: string;
-                /** @description newest first (by id), or by next trigger time */
+                /** @description newest first (by id), or by next trigger time: then the waiting tasks, or the waiting, held or paused ones the state parameter names */
                 order?: "newest" | "due";
                 /** @description the next_cursor of the page before */
                 cursor?: string;

@@ -1,1 +1,0 @@
-import{Hr as e,Sr as t,kr as n}from"./index-DhlqPqwm.js";import{t as r}from"./PagePlaceholder-C1neq63n.js";var i=n({__name:`AuditPage`,setup(n){return(n,i)=>(e(),t(r,{title:n.$t(`nav.audit`)},null,8,[`title`]))}});export{i as default};

@@ -1,1 +1,0 @@
-import{Dr as e,Hr as t,Ti as n,kr as r,wr as i,xr as a}from"./index-DhlqPqwm.js";import{t as o}from"./TaskList-BPq6hTPM.js";var s={class:`page-title`},c={class:`muted`},l=r({__name:`DeadLettersPage`,setup(r){return(r,l)=>(t(),i(`div`,null,[a(`h2`,s,n(r.$t(`tasks.deadLettersTitle`)),1),a(`p`,c,n(r.$t(`tasks.deadLettersHint`)),1),e(o,{"dead-letters":``})]))}});export{l as default};

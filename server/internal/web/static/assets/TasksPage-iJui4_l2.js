@@ -1,1 +1,0 @@
-import{Dr as e,Hr as t,Ti as n,kr as r,wr as i,xr as a}from"./index-DhlqPqwm.js";import{t as o}from"./TaskList-BPq6hTPM.js";var s={class:`page-title`},c=r({__name:`TasksPage`,setup(r){return(r,c)=>(t(),i(`div`,null,[a(`h2`,s,n(r.$t(`tasks.title`)),1),e(o)]))}});export{c as default};

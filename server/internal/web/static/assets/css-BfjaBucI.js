@@ -1,0 +1,1 @@
+import"./index-Dc3Ji9f7.js";

@@ -1,1 +1,0 @@
-import"./index-DhlqPqwm.js";

@@ -1,0 +1,1 @@
+import{dr as e}from"./index-Dc3Ji9f7.js";var t=t=>[``,...e].includes(t);export{t};
