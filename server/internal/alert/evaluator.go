@@ -290,9 +290,9 @@ type decision struct {
 
 // decide applies the rule's transitions: a rule that starts firing sends a firing message
 // naming every subject; while it fires, subjects that join are sent in a firing message of
-// their own, and otherwise a reminder names them all once the repeat interval has passed since
-// the last message; a rule whose subjects all cleared sends one resolved message naming what
-// fired. A rule whose every subject is silenced sends nothing and keeps its state.
+// their own (once per incident), and otherwise a reminder names those firing once the repeat
+// interval has passed since the last message; a rule whose subjects all cleared sends one
+// resolved message naming what fired. A rule whose every subject is silenced sends nothing and keeps its state.
 func decide(st storage.AlertState, prev, all, visible []subject, repeat time.Duration, now time.Time) decision {
 	d := decision{firing: st.Firing, since: st.Since, lastSent: st.LastSentAt, subjects: prev}
 	switch {
@@ -316,7 +316,15 @@ func decide(st storage.AlertState, prev, all, visible []subject, repeat time.Dur
 		case repeat > 0 && (st.LastSentAt == nil || !now.Before(st.LastSentAt.Add(repeat))):
 			d.kind, d.items, d.lastSent = notify.Reminder, visible, &now
 		}
-		d.subjects = visible
+		// A subject that clears while others fire stays known until the whole rule resolves,
+		// so one that flaps around its threshold is not announced again at every return; the
+		// resolved message names every subject of the incident.
+		d.subjects = slices.Clone(visible)
+		for _, s := range prev {
+			if !slices.ContainsFunc(visible, func(v subject) bool { return v.Key == s.Key }) {
+				d.subjects = append(d.subjects, s)
+			}
+		}
 	case len(all) > 0:
 		// Everything firing is silenced: nothing is said, and nothing is forgotten.
 	case st.Firing:

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/service"
 	"github.com/retryhub/retryhub/server/internal/storage"
 )
@@ -27,8 +28,12 @@ const (
 	defaultJobs     = 2
 	defaultInterval = 500 * time.Millisecond
 	defaultLease    = 10 * time.Second
-	// jobTries is how many times in a row a batch may fail before its job ends as failed.
-	jobTries = 5
+	// jobTries is how many times in a row a batch may be refused as invalid before its job
+	// ends as failed. Other errors (the database away for a while) are tried again, at most
+	// maxJobBackoff apart, for as long as the job is this node's: a failover does not end a
+	// million-task job half way.
+	jobTries      = 5
+	maxJobBackoff = 30 * time.Second
 	// releaseTimeout bounds giving a job back when the runner stops.
 	releaseTimeout = 5 * time.Second
 )
@@ -283,11 +288,11 @@ func (r *Runner) work(ctx context.Context, j *storage.Job) error {
 		case errors.Is(err, storage.ErrJobLost) || ctx.Err() != nil:
 			return err
 		}
-		if failures++; failures == jobTries {
+		if failures++; failures >= jobTries && errors.Is(err, retry.ErrInvalid) {
 			return fmt.Errorf("%d tries: %w", failures, err)
 		}
 		r.p.Log.Warn("job batch failed; trying again", "job", j.ID, "try", failures, "err", err)
-		t := time.NewTimer(time.Duration(failures) * time.Second)
+		t := time.NewTimer(min(time.Duration(failures)*time.Second, maxJobBackoff))
 		select {
 		case <-ctx.Done():
 			t.Stop()

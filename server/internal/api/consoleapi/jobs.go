@@ -209,8 +209,8 @@ func inFilter(err error) error {
 	return out
 }
 
-// idJob fills in an id job: the caller operates every namespace the tasks are in; ids of
-// tasks that do not exist are worked through as failed.
+// idJob fills in an id job: every id names a task that exists (ids are never reused, so the
+// job can act on no task made after it), and the caller operates every namespace they are in.
 func (a *API) idJob(ctx context.Context, ids []int64, j *storage.Job) error {
 	if len(ids) > MaxJobIDs {
 		return badField("ids", fmt.Sprintf("%d ids; at most %d, or use a filter", len(ids), MaxJobIDs))
@@ -226,6 +226,11 @@ func (a *API) idJob(ctx context.Context, ids []int64, j *storage.Job) error {
 	where, err := a.store.TaskNamespaces(ctx, ids)
 	if err != nil {
 		return err
+	}
+	for _, id := range ids {
+		if _, ok := where[id]; !ok {
+			return badField("ids", fmt.Sprintf("no task %d", id))
+		}
 	}
 	nss := []int64{}
 	for _, ns := range where {
