@@ -17,7 +17,7 @@ import (
 // Bounds of the dashboard's series.
 const (
 	defaultDashboardRange = time.Hour
-	minuteDashboardRange  = 24 * time.Hour      // longer ranges are answered by the hour
+	minuteDashboardRange  = 6 * time.Hour       // longer ranges are answered by the hour
 	maxDashboardRange     = 90 * 24 * time.Hour // the longest range
 	maxDashboardPoints    = 50000
 )
@@ -68,7 +68,7 @@ type DashboardInput struct {
 	GroupID     int64     `query:"group_id" minimum:"0" doc:"only this group's scenes"`
 	SceneID     int64     `query:"scene_id" minimum:"0" doc:"only this scene"`
 	From        time.Time `query:"from" doc:"start of the range (RFC 3339; default: an hour before until)"`
-	Until       time.Time `query:"until" doc:"end of the range (RFC 3339; default: now); at most 90 days after from. Ranges over a day are answered by the hour"`
+	Until       time.Time `query:"until" doc:"end of the range (RFC 3339; default: now); at most 90 days after from. Ranges over 6 hours are answered by the hour"`
 }
 
 // Dashboard is the per-minute activity of the scenes.
@@ -76,7 +76,7 @@ type Dashboard struct {
 	Body struct {
 		From        time.Time        `json:"from" doc:"the range's start, at a whole minute (hour)"`
 		Until       time.Time        `json:"until"`
-		Resolution  string           `json:"resolution" enum:"minute,hour" doc:"minute for ranges up to a day, hour beyond"`
+		Resolution  string           `json:"resolution" enum:"minute,hour" doc:"minute for ranges up to 6 hours, hour beyond"`
 		Series      []SceneSeries    `json:"series" doc:"one per scene with events in the range, by scene id"`
 		Truncated   bool             `json:"truncated" doc:"true when the range held more points than one answer carries (50,000): narrow it"`
 		States      map[string]int64 `json:"states" doc:"tasks per state now (not within the range), over the scenes the filter selects; every state named, zeros included"`
@@ -87,7 +87,7 @@ type Dashboard struct {
 func (a *API) registerDashboard() {
 	query(a, huma.Operation{OperationID: "dashboard", Method: http.MethodGet, Path: Prefix + "/dashboard",
 		Summary: "Per-minute activity per scene, and tasks by state", Description: "Reports, replays and their outcomes, exhaustions and callbacks " +
-			"per scene and minute (per hour for ranges over a day), from the summaries the server writes as it ingests and settles (never a count of the tasks); " +
+			"per scene and minute (per hour for ranges over 6 hours), from the summaries the server writes as it ingests and settles (never a count of the tasks); " +
 			"and the tasks per state now, in all and per scene, from the totals every change of a task keeps. " +
 			"Needs viewer of the namespace; without namespace_id, every namespace the caller may read.",
 		Tags: []string{"dashboard"}, Security: security, Errors: []int{400, 401, 403}}, a.dashboard)
