@@ -65,7 +65,7 @@ describe('the jobs client', () => {
   it('posts a job over a filter with the CSRF header', async () => {
     const job = { id: 3, action: 'cancel', state: 'running', total: 10, done: 0, failed: 0 }
     const { f, calls } = fakeFetch(202, job)
-    const jobs = jobsClient({ fetch: f, cookies: () => 'retryhub_csrf=abc' })
+    const jobs = jobsClient(createApi({ baseUrl: base, fetch: f, cookies: () => 'retryhub_csrf=abc' }))
     const got = await jobs.create({ action: 'cancel', filter: { namespace: 'default', state: 'waiting' } })
     expect(got.id).toBe(3)
     expect(calls[0]!.method).toBe('POST')
@@ -76,9 +76,16 @@ describe('the jobs client', () => {
   it('pages with the query and reports a 401', async () => {
     const lost = vi.fn()
     const { f, calls } = fakeFetch(401, { error: { code: 'unauthenticated', message: 'no' } })
-    const jobs = jobsClient({ fetch: f, onUnauthorized: lost })
+    const jobs = jobsClient(createApi({ baseUrl: base, fetch: f, onUnauthorized: lost }))
     await expect(jobs.list({ state: 'running', cursor: 'c1' })).rejects.toBeInstanceOf(ApiError)
     expect(calls[0]!.url).toContain('/api/v1/console/jobs?state=running&cursor=c1')
     expect(lost).toHaveBeenCalled()
+  })
+
+  it('sends set_next with its time', async () => {
+    const { f, calls } = fakeFetch(202, { id: 4, action: 'set_next', state: 'running', total: 2, done: 0, failed: 0 })
+    const jobs = jobsClient(createApi({ baseUrl: base, fetch: f }))
+    await jobs.create({ action: 'set_next', ids: [1, 2], at: '2026-01-02T03:04:05Z' })
+    expect(await calls[0]!.json()).toEqual({ action: 'set_next', ids: [1, 2], at: '2026-01-02T03:04:05Z' })
   })
 })

@@ -1,1 +1,0 @@
-import{Ar as e,Dr as t,Fr as n,Nr as r,Pi as i,Yr as a}from"./index-Dc3Ji9f7.js";import{t as o}from"./TaskList-BKUP9eKF.js";var s={class:`page-title`},c={class:`muted`},l=n({__name:`DeadLettersPage`,setup(n){return(n,l)=>(a(),e(`div`,null,[t(`h2`,s,i(n.$t(`tasks.deadLettersTitle`)),1),t(`p`,c,i(n.$t(`tasks.deadLettersHint`)),1),r(o,{"dead-letters":``})]))}});export{l as default};

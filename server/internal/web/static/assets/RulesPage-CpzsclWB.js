@@ -1,1 +1,0 @@
-import{Fr as e,Or as t,Yr as n}from"./index-Dc3Ji9f7.js";import{t as r}from"./PagePlaceholder-LzIPwyDE.js";var i=e({__name:`RulesPage`,setup(e){return(e,i)=>(n(),t(r,{title:e.$t(`nav.alertRules`)},null,8,[`title`]))}});export{i as default};

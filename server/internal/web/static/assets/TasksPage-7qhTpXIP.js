@@ -1,1 +1,0 @@
-import{Ar as e,Dr as t,Fr as n,Nr as r,Pi as i,Yr as a}from"./index-Dc3Ji9f7.js";import{t as o}from"./TaskList-BKUP9eKF.js";var s={class:`page-title`},c=n({__name:`TasksPage`,setup(n){return(n,c)=>(a(),e(`div`,null,[t(`h2`,s,i(n.$t(`tasks.title`)),1),r(o)]))}});export{c as default};

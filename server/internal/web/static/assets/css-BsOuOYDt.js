@@ -1,1 +1,0 @@
-import"./index-Dc3Ji9f7.js";import"./css-Bzg62IC0.js";import"./css-BfjaBucI.js";

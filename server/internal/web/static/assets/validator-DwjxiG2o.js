@@ -1,1 +1,0 @@
-import{dr as e}from"./index-Dc3Ji9f7.js";var t=t=>[``,...e].includes(t);export{t};
