@@ -230,7 +230,7 @@ export interface paths {
         };
         /**
          * Per-minute activity per scene, and tasks by state
-         * @description Reports, replays and their outcomes, exhaustions and callbacks per scene and minute (per hour for ranges over a day), from the summaries the server writes as it ingests and settles (never a count of the tasks); and the tasks per state now, in all and per scene, from the totals every change of a task keeps. Needs viewer of the namespace; without namespace_id, every namespace the caller may read.
+         * @description Reports, replays and their outcomes, exhaustions and callbacks per scene and minute (per hour for ranges over 6 hours), from the summaries the server writes as it ingests and settles (never a count of the tasks); and the tasks per state now, in all and per scene, from the totals every change of a task keeps. Needs viewer of the namespace; without namespace_id, every namespace the caller may read.
          */
         get: operations["dashboard"];
         put?: never;
@@ -1410,7 +1410,7 @@ export interface components {
              */
             from: string;
             /**
-             * @description minute for ranges up to a day, hour beyond
+             * @description minute for ranges up to 6 hours, hour beyond
              * @enum {string}
              */
             resolution: "minute" | "hour";
@@ -3082,7 +3082,7 @@ export interface operations {
                 scene_id?: number;
                 /** @description start of the range (RFC 3339; default: an hour before until) */
                 from?: string;
-                /** @description end of the range (RFC 3339; default: now); at most 90 days after from. Ranges over a day are answered by the hour */
+                /** @description end of the range (RFC 3339; default: now); at most 90 days after from. Ranges over 6 hours are answered by the hour */
                 until?: string;
             };
             header?: never;
