@@ -149,6 +149,7 @@ CREATE TABLE rh_client_instance (
   host         VARCHAR(255) NOT NULL,
   started_at   DATETIME(3)  NOT NULL,
   heartbeat_at DATETIME(3)  NOT NULL,
+  in_flight    INT          NOT NULL DEFAULT 0,
   PRIMARY KEY (id),
   KEY idx_instance_group (group_id),
   KEY idx_instance_heartbeat (heartbeat_at)

@@ -37,11 +37,11 @@ func (s *Store) UpsertInstance(ctx context.Context, in retry.Instance, liveSince
 	return nil
 }
 
-// HeartbeatInstance refreshes an instance of the group; it returns ErrNotFound when the
-// instance is not registered (it expired or never registered).
-func (s *Store) HeartbeatInstance(ctx context.Context, groupID int64, id string) error {
+// HeartbeatInstance refreshes an instance of the group with the calls it is running; it
+// returns ErrNotFound when the instance is not registered (it expired or never registered).
+func (s *Store) HeartbeatInstance(ctx context.Context, groupID int64, id string, inFlight int) error {
 	res := s.db.WithContext(ctx).Model(&instanceRow{}).Where("id = ? AND group_id = ?", id, groupID).
-		Update("heartbeat_at", T(time.Now()))
+		Updates(map[string]any{"heartbeat_at": T(time.Now()), "in_flight": max(inFlight, 0)})
 	if res.Error != nil {
 		return fmt.Errorf("heartbeat instance %s: %w", id, res.Error)
 	}

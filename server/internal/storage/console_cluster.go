@@ -25,6 +25,7 @@ type InstanceInfo struct {
 	Namespace   string
 	ExecutorURL string
 	Capacity    int
+	InFlight    int // at its last heartbeat
 	SDKVersion  string
 	Host        string
 	StartedAt   time.Time
@@ -37,7 +38,7 @@ func (s *Store) ListInstances(ctx context.Context, f InstanceFilter, after strin
 	if f.NamespaceIDs != nil && len(f.NamespaceIDs) == 0 {
 		return nil, nil
 	}
-	q := "SELECT i.id, i.group_id, g.name, g.namespace_id, n.name, i.executor_url, i.capacity, i.sdk_version, i.host, " +
+	q := "SELECT i.id, i.group_id, g.name, g.namespace_id, n.name, i.executor_url, i.capacity, i.in_flight, i.sdk_version, i.host, " +
 		"i.started_at, i.heartbeat_at FROM rh_client_instance i JOIN rh_group g ON g.id = i.group_id " +
 		"JOIN rh_namespace n ON n.id = g.namespace_id WHERE i.id > ?"
 	args := []any{after}
@@ -63,7 +64,7 @@ func (s *Store) ListInstances(ctx context.Context, f InstanceFilter, after strin
 		var in InstanceInfo
 		var started, beat Time
 		if err := rows.Scan(&in.ID, &in.GroupID, &in.Group, &in.NamespaceID, &in.Namespace, &in.ExecutorURL,
-			&in.Capacity, &in.SDKVersion, &in.Host, &started, &beat); err != nil {
+			&in.Capacity, &in.InFlight, &in.SDKVersion, &in.Host, &started, &beat); err != nil {
 			return nil, fmt.Errorf("list instances: %w", err)
 		}
 		in.StartedAt, in.HeartbeatAt = started.Time, beat.Time

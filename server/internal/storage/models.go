@@ -205,6 +205,8 @@ type instanceRow struct {
 	Host        string `gorm:"type:varchar(255);not null"`
 	StartedAt   Time   `gorm:"not null"`
 	HeartbeatAt Time   `gorm:"not null;index:idx_instance_heartbeat"`
+	// InFlight is how many replays and callbacks the instance was running at its last heartbeat.
+	InFlight int `gorm:"size:32;not null;default:0"`
 }
 
 func (instanceRow) TableName() string { return "rh_client_instance" }

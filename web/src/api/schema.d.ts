@@ -1236,6 +1236,11 @@ export interface components {
             heartbeat_at: string;
             host: string;
             id: string;
+            /**
+             * Format: int64
+             * @description replays and callbacks it was running at its last heartbeat
+             */
+            in_flight: number;
             /** @description whether its last heartbeat is within dispatch.instance_ttl: only live instances are sent work */
             live: boolean;
             namespace: string;

@@ -322,7 +322,7 @@ func (a *API) heartbeat(c *gin.Context) {
 	if !decode(c, &req) {
 		return
 	}
-	err := a.store.HeartbeatInstance(c.Request.Context(), groupOf(c).ID, req.InstanceID)
+	err := a.store.HeartbeatInstance(c.Request.Context(), groupOf(c).ID, req.InstanceID, req.InFlight)
 	if errors.Is(err, storage.ErrNotFound) {
 		httpx.Error(c, http.StatusNotFound, "unknown_instance", "the instance is not registered (it expired); register again")
 		return

@@ -29,6 +29,7 @@ type ClientInstance struct {
 	Host        string    `json:"host"`
 	SDKVersion  string    `json:"sdk_version"`
 	Capacity    int       `json:"capacity" doc:"calls the instance takes at once"`
+	InFlight    int       `json:"in_flight" doc:"replays and callbacks it was running at its last heartbeat"`
 	StartedAt   time.Time `json:"started_at" doc:"when it first registered"`
 	HeartbeatAt time.Time `json:"heartbeat_at" doc:"its last heartbeat"`
 	Live        bool      `json:"live" doc:"whether its last heartbeat is within dispatch.instance_ttl: only live instances are sent work"`
@@ -116,7 +117,7 @@ func (a *API) listInstances(ctx context.Context, in *ListInstancesInput) (*Insta
 	for i, x := range list {
 		out.Body.Items[i] = ClientInstance{ID: x.ID, NamespaceID: x.NamespaceID, Namespace: x.Namespace, GroupID: x.GroupID,
 			Group: x.Group, ExecutorURL: x.ExecutorURL, Host: x.Host, SDKVersion: x.SDKVersion, Capacity: x.Capacity,
-			StartedAt: x.StartedAt, HeartbeatAt: x.HeartbeatAt, Live: !x.HeartbeatAt.Before(liveSince)}
+			InFlight: x.InFlight, StartedAt: x.StartedAt, HeartbeatAt: x.HeartbeatAt, Live: !x.HeartbeatAt.Before(liveSince)}
 	}
 	if len(list) == in.Limit {
 		out.Body.NextAfter = list[len(list)-1].ID

@@ -61,6 +61,10 @@ func TestInstancesListByNamespaceAndGroupPaged(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// Its heartbeat says how many calls an instance runs.
+		if err := e.store.HeartbeatInstance(ctx, ga1.ID, "inst-2", 3); err != nil {
+			t.Fatal(err)
+		}
 		get := func(who, query string) instancePage {
 			t.Helper()
 			status, body := e.as(who, http.MethodGet, consoleapi.Prefix+"/instances"+query, nil)
@@ -95,7 +99,7 @@ func TestInstancesListByNamespaceAndGroupPaged(t *testing.T) {
 		}
 		it := second.Items[0]
 		if it.Group != "a1" || it.Namespace != "ns-a" || it.NamespaceID != e.nsA.ID || it.ExecutorURL != "http://10.0.0.2:7070/" ||
-			it.Capacity != 10 || it.SDKVersion != "1.2.3" || !it.Live || it.HeartbeatAt.IsZero() {
+			it.Capacity != 10 || it.InFlight != 3 || it.SDKVersion != "1.2.3" || !it.Live || it.HeartbeatAt.IsZero() {
 			t.Errorf("instance %+v", it)
 		}
 		// A group of B asked for by a viewer of A shows nothing of B.

@@ -15,6 +15,7 @@ export default {
   sdkVersion: 'SDK',
   version: 'Version',
   capacity: 'Capacity',
+  inFlight: 'In flight',
   heartbeat: 'Last heartbeat',
   started: 'Started',
   ago: '{d} ago',

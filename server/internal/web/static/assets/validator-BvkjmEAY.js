@@ -1,0 +1,1 @@
+import{ur as e}from"./index-MRotVklw.js";var t=t=>[``,...e].includes(t);export{t};
