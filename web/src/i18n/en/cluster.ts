@@ -15,7 +15,7 @@ export default {
   sdkVersion: 'SDK',
   version: 'Version',
   capacity: 'Capacity',
-  inFlight: 'In flight',
+  load: 'In flight / capacity',
   heartbeat: 'Last heartbeat',
   started: 'Started',
   ago: '{d} ago',

@@ -15,7 +15,7 @@ export default {
   sdkVersion: 'SDK',
   version: '版本',
   capacity: '容量',
-  inFlight: '执行中',
+  load: '执行中 / 容量',
   heartbeat: '最近心跳',
   started: '启动时间',
   ago: '{d} 前',

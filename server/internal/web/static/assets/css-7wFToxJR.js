@@ -1,0 +1,1 @@
+import"./index-CoK5WnR5.js";
