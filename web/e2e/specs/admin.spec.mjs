@@ -60,6 +60,20 @@ describe('administration', () => {
     await viewer.context().close()
   })
 
+  test('disabling a user asks first; enabling does not', async () => {
+    const page = await h.newPage()
+    await h.login(page, 'admin', undefined, '/users')
+    const row = page.locator('[data-test=users-table] .el-table__row', { hasText: VIEWER })
+    await row.getByRole('button', { name: 'Disable', exact: true }).click()
+    await page.locator('.el-message-box__btns .el-button--primary').click()
+    await page.getByText(`${VIEWER} is disabled.`).waitFor()
+    await row.getByRole('button', { name: 'Enable', exact: true }).waitFor()
+    assert.equal((await h.api.get('/api/v1/console/users')).items.find((u) => u.username === VIEWER).disabled, true)
+    await row.getByRole('button', { name: 'Enable', exact: true }).click()
+    await page.getByText(`${VIEWER} is enabled.`).waitFor()
+    assert.equal((await h.api.get('/api/v1/console/users')).items.find((u) => u.username === VIEWER).disabled, false)
+  })
+
   test('an API token is shown once, works, and is revoked', async () => {
     const page = await h.newPage()
     await h.login(page, 'admin', undefined, '/tokens')

@@ -1,0 +1,1 @@
+import{Er as e,Jr as t,Mr as n,Pi as r,Pr as i,kr as a}from"./index-DiTaLCZ9.js";import{t as o}from"./TaskList-CrD5qcj8.js";var s={class:`page-title`},c={class:`muted`},l=i({__name:`DeadLettersPage`,setup(i){return(i,l)=>(t(),a(`div`,null,[e(`h2`,s,r(i.$t(`tasks.deadLettersTitle`)),1),e(`p`,c,r(i.$t(`tasks.deadLettersHint`)),1),n(o,{"dead-letters":``})]))}});export{l as default};

@@ -1,1 +1,0 @@
-import{Er as e,Jr as t,Mr as n,Pi as r,Pr as i,kr as a}from"./index-CoK5WnR5.js";import{t as o}from"./TaskList-DS68C8ow.js";var s={class:`page-title`},c={class:`muted`},l=i({__name:`DeadLettersPage`,setup(i){return(i,l)=>(t(),a(`div`,null,[e(`h2`,s,r(i.$t(`tasks.deadLettersTitle`)),1),e(`p`,c,r(i.$t(`tasks.deadLettersHint`)),1),n(o,{"dead-letters":``})]))}});export{l as default};

@@ -1,0 +1,1 @@
+import{Er as e,Jr as t,Mr as n,Pi as r,Pr as i,kr as a}from"./index-DiTaLCZ9.js";import{t as o}from"./TaskList-CrD5qcj8.js";var s={class:`page-title`},c=i({__name:`TasksPage`,setup(i){return(i,c)=>(t(),a(`div`,null,[e(`h2`,s,r(i.$t(`tasks.title`)),1),n(o)]))}});export{c as default};

@@ -1,1 +1,0 @@
-import{Er as e,Jr as t,Mr as n,Pi as r,Pr as i,kr as a}from"./index-CoK5WnR5.js";import{t as o}from"./TaskList-DS68C8ow.js";var s={class:`page-title`},c=i({__name:`TasksPage`,setup(i){return(i,c)=>(t(),a(`div`,null,[e(`h2`,s,r(i.$t(`tasks.title`)),1),n(o)]))}});export{c as default};

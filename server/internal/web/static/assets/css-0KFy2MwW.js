@@ -1,0 +1,1 @@
+import"./index-DiTaLCZ9.js";

@@ -1,1 +1,0 @@
-import"./index-CoK5WnR5.js";

@@ -1,0 +1,1 @@
+import{ur as e}from"./index-DiTaLCZ9.js";var t=t=>[``,...e].includes(t);export{t};

@@ -1,1 +1,0 @@
-import{ur as e}from"./index-CoK5WnR5.js";var t=t=>[``,...e].includes(t);export{t};
