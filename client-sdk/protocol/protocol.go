@@ -118,6 +118,10 @@ type RegisterRequest struct {
 	Host       string `json:"host"`
 	// Scenes lists the scenes this instance has functions registered for.
 	Scenes []string `json:"scenes,omitempty"`
+	// MaxBatch, when above 1, says the instance takes batched calls (ExecuteBatchRequest, kind
+	// KindBatch) of up to that many tasks at its ExecutorURL; zero (an older SDK) means single
+	// calls only.
+	MaxBatch int `json:"max_batch,omitempty"`
 	// Declarations say how the code declared those scenes. When the group creates scenes
 	// automatically, the server creates each declared scene it does not have yet from its
 	// declaration (the rest of the policy takes the server's defaults); scenes it has keep their
@@ -233,6 +237,9 @@ const (
 	KindReplay = "replay"
 	// KindCallback asks the instance to run the scene's callback with the task's outcome.
 	KindCallback = "callback"
+	// KindBatch carries several replays and callbacks in one call (ExecuteBatchRequest); the
+	// server sends it only to an instance that registered a MaxBatch above 1.
+	KindBatch = "batch"
 )
 
 // Task outcomes a callback learns of.
@@ -286,6 +293,41 @@ type ExecuteResponse struct {
 	Error  string `json:"error,omitempty"`
 	// Permanent says the failure must not be retried: the task ends exhausted at once.
 	Permanent bool `json:"permanent,omitempty"`
+}
+
+// ExecuteBusy is a batched task's status when the instance did not run it (it had no free
+// slot for it, or is shutting down): back-pressure, not a failed attempt.
+const ExecuteBusy = "busy"
+
+// ExecuteBatchRequest is a batched executor call: several tasks, possibly of different scenes
+// and kinds, in one signed request (one nonce) to the executor URL. Kind is KindBatch, which
+// tells it from an ExecuteRequest. Each task counts against the instance's capacity and runs
+// under its own Timeout, all at once; the instance answers 200 with an ExecuteBatchResponse
+// once every task has ended or passed its timeout. A 429 (busy or shutting down) means no task
+// ran; any other non-200 status fails every task of the batch as it would fail a single call.
+type ExecuteBatchRequest struct {
+	Kind  string           `json:"kind"`
+	Tasks []ExecuteRequest `json:"tasks"`
+}
+
+// ExecuteBatchResponse answers an ExecuteBatchRequest: one result per task, at the same index.
+// A task without a result, or with status ExecuteBusy, was not run.
+type ExecuteBatchResponse struct {
+	Results []ExecuteResult `json:"results"`
+}
+
+// ExecuteResult is the outcome of one task of a batch.
+type ExecuteResult struct {
+	// TaskID and Kind repeat the task's, so that a result cannot be taken for another task's.
+	TaskID int64  `json:"task_id"`
+	Kind   string `json:"kind"`
+	// Status is ExecuteSucceeded, ExecuteFailed or ExecuteBusy.
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+	// Permanent says the failure must not be retried.
+	Permanent bool `json:"permanent,omitempty"`
+	// DurationMS is how long the task ran on the instance.
+	DurationMS int64 `json:"duration_ms,omitempty"`
 }
 
 // ErrorBody is the body of every 4xx and 5xx answer of the server's APIs.

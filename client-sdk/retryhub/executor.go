@@ -86,7 +86,13 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf("the instance runs %d calls, its capacity", x.capacity))
 		return
 	}
-	defer x.inFlight.Add(-1)
+	// The slot is released as the handler returns, unless a batch hands it to one of its tasks.
+	held := true
+	defer func() {
+		if held {
+			x.inFlight.Add(-1)
+		}
+	}()
 	switch err := x.nonces.remember(stamp, now, protocol.SignatureWindow); {
 	case errors.Is(err, errReplayed):
 		x.log.Warn("retryhub: executor refused a request it had already accepted (same nonce); a captured request was sent again",
@@ -100,11 +106,20 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.refuseSignature(w, r, err)
 		return
 	}
-	var req protocol.ExecuteRequest
-	if err := json.Unmarshal(body, &req); err != nil {
+	var in struct {
+		protocol.ExecuteRequest
+		Tasks []protocol.ExecuteRequest `json:"tasks"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", "decode execute request: "+err.Error())
 		return
 	}
+	if in.Kind == protocol.KindBatch {
+		held = false
+		writeJSON(w, http.StatusOK, x.executeBatch(r.Context(), in.Tasks))
+		return
+	}
+	req := in.ExecuteRequest
 	if (req.Namespace != "" && req.Namespace != x.namespace) || (req.Group != "" && req.Group != x.group) {
 		writeError(w, http.StatusBadRequest, "wrong_group", fmt.Sprintf("this instance serves group %s/%s, not %s/%s", x.namespace, x.group, req.Namespace, req.Group))
 		return
@@ -119,6 +134,114 @@ func (x *executor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, x.execute(r.Context(), s, &req))
+}
+
+// MaxBatch is the most tasks the SDK's executor takes in one batched call
+// (protocol.ExecuteBatchRequest); it registers the smaller of it and its capacity.
+const MaxBatch = 64
+
+// batchSlack is how long after a batched task's timeout the executor waits for the task's
+// function to return before it answers the task as timed out without it.
+const batchSlack = 250 * time.Millisecond
+
+// executeBatch runs the tasks of a batch at once, each in a slot of the capacity (the first in
+// the slot the request took, which it releases), and answers for each at the same index: its
+// outcome, or ExecuteBusy for a task it had no free slot for (it did not run). A task still
+// running past its timeout (plus batchSlack) is answered as a timed-out failure; its function
+// keeps its slot until it returns. Each task runs under the request's context, as a single
+// call does: the server giving up on the answer cancels what still runs.
+func (x *executor) executeBatch(ctx context.Context, tasks []protocol.ExecuteRequest) protocol.ExecuteBatchResponse {
+	if len(tasks) == 0 {
+		x.inFlight.Add(-1)
+		return protocol.ExecuteBatchResponse{Results: []protocol.ExecuteResult{}}
+	}
+	slots := 1 + x.takeSlots(min(len(tasks), MaxBatch)-1)
+	results := make([]protocol.ExecuteResult, len(tasks))
+	chans := make([]chan protocol.ExecuteResult, len(tasks))
+	waits := make([]time.Duration, len(tasks))
+	for i := range tasks {
+		req := &tasks[i]
+		results[i] = protocol.ExecuteResult{TaskID: req.TaskID, Kind: req.Kind, Status: protocol.ExecuteBusy}
+		if i >= slots {
+			continue
+		}
+		s, fail := x.taskScene(req)
+		if fail != nil {
+			x.inFlight.Add(-1)
+			results[i].Status, results[i].Error = protocol.ExecuteFailed, fail.Error()
+			continue
+		}
+		waits[i] = time.Duration(req.Timeout)
+		if waits[i] <= 0 {
+			waits[i] = s.pol.Load().timeout
+		}
+		ch := make(chan protocol.ExecuteResult, 1)
+		chans[i] = ch
+		go func() {
+			start := time.Now()
+			resp := x.execute(ctx, s, req) // recovers a panic of the function
+			// The slot is free before the result is handed over, so that an answer never
+			// counts a task that has ended as running.
+			x.inFlight.Add(-1)
+			ch <- protocol.ExecuteResult{TaskID: req.TaskID, Kind: req.Kind, Status: resp.Status, Error: resp.Error,
+				Permanent: resp.Permanent, DurationMS: time.Since(start).Milliseconds()}
+		}()
+	}
+	start := time.Now()
+	for i, ch := range chans {
+		if ch == nil {
+			continue
+		}
+		var expire <-chan time.Time
+		if waits[i] > 0 {
+			t := time.NewTimer(time.Until(start.Add(waits[i] + batchSlack)))
+			expire = t.C
+			defer t.Stop()
+		}
+		select {
+		case results[i] = <-ch:
+		case <-expire:
+			results[i].Status = protocol.ExecuteFailed
+			results[i].Error = fmt.Sprintf("attempt timed out after %s", waits[i])
+			results[i].DurationMS = time.Since(start).Milliseconds()
+		case <-ctx.Done():
+			// The server gave up on the answer; it settles the batch as timed out.
+			results[i].Status = protocol.ExecuteFailed
+			results[i].Error = "the request ended before the task: " + ctx.Err().Error()
+		}
+	}
+	return protocol.ExecuteBatchResponse{Results: results}
+}
+
+// takeSlots takes up to n free slots of the capacity and returns how many it took.
+func (x *executor) takeSlots(n int) int {
+	for n > 0 {
+		cur := x.inFlight.Load()
+		take := min(int32(n), x.capacity-cur)
+		if take <= 0 {
+			return 0
+		}
+		if x.inFlight.CompareAndSwap(cur, cur+take) {
+			return int(take)
+		}
+	}
+	return 0
+}
+
+// taskScene checks one task of a batch as ServeHTTP checks a single call, and returns its
+// scene, or the failure a single call would have been answered with.
+func (x *executor) taskScene(req *protocol.ExecuteRequest) (*scene, error) {
+	if (req.Namespace != "" && req.Namespace != x.namespace) || (req.Group != "" && req.Group != x.group) {
+		return nil, fmt.Errorf("wrong_group: this instance serves group %s/%s, not %s/%s", x.namespace, x.group, req.Namespace, req.Group)
+	}
+	if req.Kind != protocol.KindReplay && req.Kind != protocol.KindCallback {
+		return nil, fmt.Errorf("unknown_kind: unknown kind %q (want %q or %q)", req.Kind, protocol.KindReplay, protocol.KindCallback)
+	}
+	s := x.reg.get(req.Scene)
+	if s == nil {
+		return nil, fmt.Errorf("unknown_scene: scene %q has no function registered on this instance", req.Scene)
+	}
+	return s, nil
 }
 
 // readersPerSlot times the capacity is how many requests may have their bodies read, not yet

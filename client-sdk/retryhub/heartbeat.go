@@ -45,6 +45,14 @@ type heartbeat struct {
 	rescan chan struct{}
 }
 
+// maxBatch is the batch size the instance registers: batched calls reach an executor only.
+func (h *heartbeat) maxBatch() int {
+	if h.executorURL == "" {
+		return 0
+	}
+	return min(h.capacity, MaxBatch)
+}
+
 // register announces the instance and stores the server's limits.
 func (h *heartbeat) register(ctx context.Context) error {
 	host, _ := os.Hostname()
@@ -52,6 +60,7 @@ func (h *heartbeat) register(ctx context.Context) error {
 		InstanceID:  h.instance,
 		ExecutorURL: h.executorURL,
 		Capacity:    h.capacity,
+		MaxBatch:    h.maxBatch(),
 		SDKVersion:  Version,
 		Host:        host,
 		Scenes:      h.reg.names(),

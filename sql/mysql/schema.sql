@@ -150,6 +150,7 @@ CREATE TABLE rh_client_instance (
   started_at   DATETIME(3)  NOT NULL,
   heartbeat_at DATETIME(3)  NOT NULL,
   in_flight    INT          NOT NULL DEFAULT 0,
+  max_batch    INT          NOT NULL DEFAULT 0,          -- tasks per batched call; 0: single calls
   PRIMARY KEY (id),
   KEY idx_instance_group (group_id),
   KEY idx_instance_heartbeat (heartbeat_at)

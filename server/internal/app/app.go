@@ -175,6 +175,7 @@ func (a *App) build() error {
 		Registry: a.Registry, Settler: a.Settler, Log: log, Concurrency: d.Concurrency, QueueSize: d.QueueSize,
 		MaxQueuedBytes: d.MaxQueuedBytes, DefaultTimeout: d.DefaultTimeout, NoInstanceDelay: d.NoInstanceDelay,
 		BusyDelay: d.BusyDelay, PausedDelay: d.PausedDelay, ClaimTimeout: s.ClaimTimeout, StopReserve: shutdownGrace,
+		MaxBatch: d.MaxBatch, MaxBatchBytes: d.MaxBatchBytes,
 		Nodes: a.Leaser.Nodes, OnRoom: waker.Wake})
 	// A claim lasts through an attempt of the default timeout; scenes with longer ones extend
 	// their claims as they dispatch.

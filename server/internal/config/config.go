@@ -127,6 +127,12 @@ type Dispatch struct {
 	// SettleWriters is how many batches may be written at once (SQLite writes one at a time
 	// whatever this says).
 	SettleWriters int `yaml:"settle_writers"`
+	// MaxBatch bounds the tasks of one batched call to an instance that takes them (the
+	// instance's own max_batch bounds it too); 1 sends single calls only.
+	MaxBatch int `yaml:"max_batch"`
+	// MaxBatchBytes bounds the arguments' bytes of one batched call; a task larger alone goes
+	// in a call of its own.
+	MaxBatchBytes int64 `yaml:"max_batch_bytes"`
 }
 
 // Retention is how long ended work is kept. Zero keeps it forever.
@@ -239,7 +245,7 @@ func Default() Config {
 		Dispatch: Dispatch{Concurrency: 256, QueueSize: 20000, MaxQueuedBytes: 64 << 20, DefaultTimeout: 30 * time.Second,
 			InstanceTTL: 30 * time.Second, InstanceHeartbeat: 5 * time.Second, NoInstanceDelay: 10 * time.Second,
 			BusyDelay: 2 * time.Second, PausedDelay: 30 * time.Second, SettleBatch: 500,
-			SettleInterval: 20 * time.Millisecond, SettleWriters: 2},
+			SettleInterval: 20 * time.Millisecond, SettleWriters: 2, MaxBatch: 32, MaxBatchBytes: 1 << 20},
 		Retention: Retention{Schedule: "0 */10 * * * *", Succeeded: 7 * 24 * time.Hour,
 			Attempts: 30 * 24 * time.Hour, Batch: 1000},
 		Log:        Log{Level: "info", Format: "text"},
@@ -546,6 +552,12 @@ func (c *Config) Validate() error {
 	}
 	if d.SettleWriters < 1 || d.SettleWriters > 16 {
 		bad("dispatch.settle_writers", "want 1 to 16, got %d", d.SettleWriters)
+	}
+	if d.MaxBatch < 1 || d.MaxBatch > 1000 {
+		bad("dispatch.max_batch", "want 1 (single calls only) to 1000, got %d", d.MaxBatch)
+	}
+	if d.MaxBatchBytes < 1 {
+		bad("dispatch.max_batch_bytes", "must be at least 1, got %d", d.MaxBatchBytes)
 	}
 	if d.InstanceHeartbeat > 0 && d.InstanceHeartbeat >= d.InstanceTTL {
 		bad("dispatch.instance_heartbeat", "must be shorter than dispatch.instance_ttl (%s)", d.InstanceTTL)

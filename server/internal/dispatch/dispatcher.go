@@ -55,6 +55,11 @@ type Params struct {
 	OnRoom func()
 	// Client makes the calls; nil means a client tuned for many calls to few hosts.
 	Client *http.Client
+	// MaxBatch bounds the tasks of one batched call (protocol.ExecuteBatchRequest), made to
+	// groups whose every instance takes batches; below 2, single calls only.
+	MaxBatch int
+	// MaxBatchBytes bounds the arguments' bytes of one batched call; zero means 1 MiB.
+	MaxBatchBytes int64
 }
 
 // Grace is how much longer than an attempt's timeout the dispatcher waits for the answer.
@@ -73,9 +78,10 @@ type Dispatcher struct {
 	client   *http.Client
 	log      *slog.Logger
 
-	// ready holds the claims due (their arguments not read yet), send those about to go out.
+	// ready holds the claims due (their arguments not read yet), send those about to go out:
+	// one claim, or several of a group going out in one batched call.
 	ready   chan *retry.Claim
-	send    chan *retry.Claim
+	send    chan []*retry.Claim
 	pending atomic.Int64
 	// queuedBytes is the arguments' size of the claims held.
 	queuedBytes atomic.Int64
@@ -116,6 +122,9 @@ type sceneLimiter struct {
 func NewDispatcher(p Params) *Dispatcher {
 	p.Concurrency = max(p.Concurrency, 1)
 	p.QueueSize = max(p.QueueSize, 1)
+	if p.MaxBatchBytes <= 0 {
+		p.MaxBatchBytes = 1 << 20
+	}
 	client := p.Client
 	if client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -127,7 +136,7 @@ func NewDispatcher(p Params) *Dispatcher {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Dispatcher{p: p, store: p.Store, catalog: p.Catalog, registry: p.Registry, settler: p.Settler, client: client,
 		log: p.Log, ctx: ctx, cancel: cancel,
-		ready: make(chan *retry.Claim, p.QueueSize*2), send: make(chan *retry.Claim, p.Concurrency),
+		ready: make(chan *retry.Claim, p.QueueSize*2), send: make(chan []*retry.Claim, p.Concurrency),
 		idle: make(chan struct{}, 1), stopCh: make(chan struct{}),
 		timers: map[*retry.Claim]*time.Timer{}, limiters: map[int64]*sceneLimiter{}, granted: map[*retry.Claim]bool{},
 		waiting: map[*retry.Claim]struct{}{}}
@@ -362,13 +371,15 @@ func (d *Dispatcher) load() {
 			}
 			continue
 		}
-		batch = d.loadArgs(batch)
-		for i, c := range batch {
+		jobs := d.jobs(d.loadArgs(batch))
+		for i, job := range jobs {
 			select {
-			case d.send <- c:
+			case d.send <- job:
 			case <-stop:
-				for _, c := range batch[i:] {
-					d.giveBack(c)
+				for _, job := range jobs[i:] {
+					for _, c := range job {
+						d.giveBack(c)
+					}
 				}
 				d.giveBackQueued()
 				stop = nil
@@ -382,12 +393,54 @@ func (d *Dispatcher) load() {
 	}
 }
 
+// jobs splits the claims loaded together into what the workers send: the claims of a group
+// whose every instance takes batched calls go together, up to the batch size and MaxBatchBytes
+// of arguments, in the order they came; every other claim goes alone. Only claims already due
+// are grouped: none waits for others to fill a batch.
+func (d *Dispatcher) jobs(batch []*retry.Claim) [][]*retry.Claim {
+	jobs := make([][]*retry.Claim, 0, len(batch))
+	if d.p.MaxBatch < 2 {
+		for _, c := range batch {
+			jobs = append(jobs, []*retry.Claim{c})
+		}
+		return jobs
+	}
+	type open struct {
+		job   int // index in jobs
+		size  int // the batch size of the group
+		bytes int64
+	}
+	groups := map[int64]*open{}
+	for _, c := range batch {
+		o := groups[c.GroupID]
+		if o == nil {
+			o = &open{job: -1, size: min(d.registry.BatchSize(c.GroupID), d.p.MaxBatch)}
+			groups[c.GroupID] = o
+		}
+		size := int64(len(c.Args))
+		if o.size < 2 {
+			jobs = append(jobs, []*retry.Claim{c})
+			continue
+		}
+		if o.job >= 0 && len(jobs[o.job]) < o.size && o.bytes+size <= d.p.MaxBatchBytes {
+			jobs[o.job] = append(jobs[o.job], c)
+			o.bytes += size
+			continue
+		}
+		jobs = append(jobs, []*retry.Claim{c})
+		o.job, o.bytes = len(jobs)-1, size
+	}
+	return jobs
+}
+
 // giveBackQueued gives back the claims queued for the workers.
 func (d *Dispatcher) giveBackQueued() {
 	for {
 		select {
-		case c := <-d.send:
-			d.giveBack(c)
+		case job := <-d.send:
+			for _, c := range job {
+				d.giveBack(c)
+			}
 		default:
 			return
 		}
@@ -445,13 +498,24 @@ func (d *Dispatcher) work() {
 	defer d.wg.Done()
 	for {
 		select {
-		case c := <-d.send:
-			if d.stopping.Load() {
-				d.giveBack(c)
-			} else {
-				d.startedOn(c)
-				d.run(c)
-				d.done(c)
+		case job := <-d.send:
+			switch {
+			case d.stopping.Load():
+				for _, c := range job {
+					d.giveBack(c)
+				}
+			case len(job) == 1:
+				d.startedOn(job[0])
+				d.run(job[0])
+				d.done(job[0])
+			default:
+				for _, c := range job {
+					d.startedOn(c)
+				}
+				d.runBatch(job)
+				for _, c := range job {
+					d.done(c)
+				}
 			}
 		case <-d.ctx.Done():
 			return
@@ -509,8 +573,10 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 		case c := <-d.ready:
 			d.giveBack(c)
 			continue
-		case c := <-d.send:
-			d.giveBack(c)
+		case job := <-d.send:
+			for _, c := range job {
+				d.giveBack(c)
+			}
 			continue
 		default:
 		}
@@ -557,9 +623,27 @@ func (d *Dispatcher) giveBack(c *retry.Claim) {
 	d.done(c)
 }
 
+// prepared is a claim ready for its call: its scene and group read and checked, its rate-limit
+// token taken, its request built.
+type prepared struct {
+	c       *retry.Claim
+	sc      *catalog.Scene
+	group   retry.Group
+	timeout time.Duration
+	req     protocol.ExecuteRequest
+}
+
 // run makes one claim's call and settles it.
 func (d *Dispatcher) run(c *retry.Claim) {
-	now := time.Now()
+	if p := d.prepare(c, time.Now()); p != nil {
+		d.dispatch(p, map[string]bool{}, false)
+	}
+}
+
+// prepare readies a claim for its call. A claim that must not be called now (its scene paused,
+// its group disabled, its rate-limit token not there yet, its arguments unusable, the catalog
+// unreadable) is given back, held or settled here, and prepare returns nil.
+func (d *Dispatcher) prepare(c *retry.Claim, now time.Time) *prepared {
 	d.mu.Lock()
 	granted := d.granted[c]
 	delete(d.granted, c)
@@ -568,12 +652,12 @@ func (d *Dispatcher) run(c *retry.Claim) {
 	if err != nil {
 		d.log.Error("dispatch: read scene; the task waits", "task", c.TaskID, "scene", c.SceneID, "err", err)
 		d.add(retry.Release(c, now.Add(d.p.BusyDelay)))
-		return
+		return nil
 	}
 	if !sc.Enabled {
 		// A paused scene's task is held (the catalog's view is never older than its TTL).
 		d.hold(c, now)
-		return
+		return nil
 	}
 	if r := d.reserve(sc, granted); r != nil {
 		// Wait for the token when it comes soon enough, holding it; otherwise give the token
@@ -591,66 +675,90 @@ func (d *Dispatcher) run(c *retry.Claim) {
 				r.Cancel()
 				d.add(retry.Release(c, now.Add(wait)))
 			}
-			return
+			return nil
 		}
 	}
 	group, err := d.catalog.Group(d.ctx, c.GroupID)
 	if err != nil {
 		d.log.Error("dispatch: read group; the task waits", "task", c.TaskID, "group", c.GroupID, "err", err)
 		d.add(retry.Release(c, now.Add(d.p.BusyDelay)))
-		return
+		return nil
 	}
 	if !group.Active() {
 		// A disabled group's (or namespace's) clients are refused; its tasks are held, as a
 		// paused scene's are.
 		d.hold(c, now)
-		return
+		return nil
 	}
 	timeout := sc.Timeout
 	if timeout <= 0 {
 		timeout = d.p.DefaultTimeout
 	}
-	if need := now.Add(timeout + Grace); need.After(c.RunDeadline) {
-		ok, err := d.store.ExtendClaim(d.ctx, c, need.Add(d.p.ClaimTimeout))
-		if err != nil {
-			// The database did not answer: give the task back, due shortly, without using an
-			// attempt (left alone, the sweeper would count a timed-out attempt).
-			d.log.Warn("dispatch: claim could not be extended for the attempt; the task waits", "task", c.TaskID, "err", err)
-			d.add(retry.Release(c, now.Add(d.p.BusyDelay)))
-			return
-		}
-		if !ok {
-			// The claim no longer holds: the task is someone else's now (or the sweeper's).
-			d.log.Warn("dispatch: claim lapsed before the attempt; skipping", "task", c.TaskID)
-			return
-		}
+	p := &prepared{c: c, sc: sc, group: group, timeout: timeout}
+	if p.req, err = d.request(c, sc, group, timeout); err != nil {
+		d.settle(c, sc, retry.Result{Outcome: retry.OutcomeFailed, Error: err.Error(), Permanent: true}, "", now, 0)
+		return nil
 	}
-	body, err := d.request(c, sc, group, timeout)
+	return p
+}
+
+// holdFor makes sure the claim holds through an attempt starting now, extending it when its
+// deadline comes sooner. When it cannot, the claim is given back (or dropped, when it no
+// longer holds) and holdFor returns false.
+func (d *Dispatcher) holdFor(p *prepared) bool {
+	now := time.Now()
+	need := now.Add(p.timeout + Grace)
+	if !need.After(p.c.RunDeadline) {
+		return true
+	}
+	ok, err := d.store.ExtendClaim(d.ctx, p.c, need.Add(d.p.ClaimTimeout))
 	if err != nil {
-		d.settle(c, sc, retry.Result{Outcome: retry.OutcomeFailed, Error: err.Error(), Permanent: true}, "", now)
+		// The database did not answer: give the task back, due shortly, without using an
+		// attempt (left alone, the sweeper would count a timed-out attempt).
+		d.log.Warn("dispatch: claim could not be extended for the attempt; the task waits", "task", p.c.TaskID, "err", err)
+		d.add(retry.Release(p.c, now.Add(d.p.BusyDelay)))
+		return false
+	}
+	if !ok {
+		// The claim no longer holds: the task is someone else's now (or the sweeper's).
+		d.log.Warn("dispatch: claim lapsed before the attempt; skipping", "task", p.c.TaskID)
+		return false
+	}
+	return true
+}
+
+// dispatch makes a prepared claim's call as a single call, on an instance of its group not
+// in tried, trying the next when one is busy or cannot be reached, and settles it. sawBusy says
+// an instance already answered busy for it.
+func (d *Dispatcher) dispatch(p *prepared, tried map[string]bool, sawBusy bool) {
+	c := p.c
+	if !d.holdFor(p) {
 		return
 	}
-	tried := map[string]bool{}
-	sawBusy := false
+	body, err := json.Marshal(p.req)
+	if err != nil {
+		d.settle(c, p.sc, retry.Result{Outcome: retry.OutcomeFailed, Error: "encode the request: " + err.Error(), Permanent: true}, "", time.Now(), 0)
+		return
+	}
 	for {
-		lease, err := d.registry.Pick(c.GroupID, sc.Routing, c.IdempotencyKey, tried)
+		lease, err := d.registry.Pick(c.GroupID, p.sc.Routing, c.IdempotencyKey, tried)
 		if errors.Is(err, ErrNoInstance) && !sawBusy {
 			if c.Kind == retry.KindReplay && d.registry.Live(c.GroupID) == 0 {
 				// The group has no instance at all: hold the task until one registers, so a
 				// service that is down does not have its backlog claimed over and over.
 				d.add(retry.Hold(c))
 			} else {
-				d.add(retry.Release(c, now.Add(d.p.NoInstanceDelay)))
+				d.add(retry.Release(c, time.Now().Add(d.p.NoInstanceDelay)))
 			}
 			return
 		}
 		if err != nil {
-			d.add(retry.Release(c, now.Add(d.p.BusyDelay)))
+			d.add(retry.Release(c, time.Now().Add(d.p.BusyDelay)))
 			return
 		}
 		tried[lease.Instance.ID] = true
 		start := time.Now()
-		res, verdict := d.call(lease.Instance, group, body, timeout)
+		res, verdict := d.call(lease.Instance, p.group, body, p.timeout)
 		switch verdict {
 		case callBusy:
 			lease.Done(d.p.BusyDelay, 0)
@@ -666,9 +774,159 @@ func (d *Dispatcher) run(c *retry.Claim) {
 			return
 		}
 		lease.Done(0, 0)
-		d.settle(c, sc, res, lease.Instance.ID, start)
+		d.settle(c, p.sc, res, lease.Instance.ID, start, 0)
 		return
 	}
+}
+
+// runBatch makes the calls of claims of one group that go out together. Each claim gets an
+// instance as a single call would (the routing, the capacity counted per task); the claims
+// given the same instance go in one batched call, the calls to different instances at once.
+// A claim whose instance takes no batches (it registered again meanwhile), or for which no
+// instance is free, goes on as a single call would.
+func (d *Dispatcher) runBatch(claims []*retry.Claim) {
+	now := time.Now()
+	type call struct {
+		lease *Lease
+		ps    []*prepared
+		ls    []*Lease
+	}
+	var (
+		calls  []*call
+		byInst = map[string]*call{}
+		single []*prepared
+	)
+	for _, c := range claims {
+		p := d.prepare(c, now)
+		if p == nil || !d.holdFor(p) {
+			continue
+		}
+		lease, err := d.registry.Pick(c.GroupID, p.sc.Routing, c.IdempotencyKey, nil)
+		if err != nil || lease.Instance.MaxBatch < 2 {
+			if err == nil {
+				lease.Done(0, 0)
+			}
+			single = append(single, p)
+			continue
+		}
+		k := byInst[lease.Instance.ID]
+		if k == nil || len(k.ps) >= lease.Instance.MaxBatch {
+			k = &call{lease: lease}
+			byInst[lease.Instance.ID] = k
+			calls = append(calls, k)
+		}
+		k.ps = append(k.ps, p)
+		k.ls = append(k.ls, lease)
+	}
+	var wg sync.WaitGroup
+	for _, k := range calls[min(1, len(calls)):] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.callBatch(k.lease.Instance, k.ps, k.ls)
+		}()
+	}
+	if len(calls) > 0 {
+		d.callBatch(calls[0].lease.Instance, calls[0].ps, calls[0].ls)
+	}
+	wg.Wait()
+	for _, p := range single {
+		d.dispatch(p, map[string]bool{}, false)
+	}
+}
+
+// callBatch makes one batched call of the prepared claims to the instance, each holding a
+// lease on it, and settles each claim with its own result. Tasks the instance did not run
+// (it answered 429, or "busy" or nothing for a task) go on as single calls to the other
+// instances, without an attempt; when the call as a whole fails (the instance cannot be
+// reached, no answer in time, an error status) each task is settled as its single call would
+// have been.
+func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Lease) {
+	req := protocol.ExecuteBatchRequest{Kind: protocol.KindBatch, Tasks: make([]protocol.ExecuteRequest, len(ps))}
+	timeout := time.Duration(0)
+	for i, p := range ps {
+		req.Tasks[i] = p.req
+		timeout = max(timeout, p.timeout)
+	}
+	group := ps[0].group
+	done := func(busyFor, downFor time.Duration) {
+		for _, l := range leases {
+			l.Done(busyFor, downFor)
+		}
+	}
+	// notRun sends the tasks the instance did not run on to the group's other instances.
+	notRun := func(ps []*prepared, busy bool) {
+		for _, p := range ps {
+			d.dispatch(p, map[string]bool{in.ID: true}, busy)
+		}
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		done(0, 0)
+		for _, p := range ps {
+			d.settle(p.c, p.sc, retry.Result{Outcome: retry.OutcomeFailed, Error: "encode the request: " + err.Error(), Permanent: true}, "", time.Now(), 0)
+		}
+		return
+	}
+	start := time.Now()
+	raw, res, verdict := d.exchange(in, group, body, timeout)
+	switch verdict {
+	case callBusy:
+		done(d.p.BusyDelay, 0)
+		notRun(ps, true)
+		return
+	case callUnreachable:
+		done(0, d.p.NoInstanceDelay)
+		d.log.Warn("dispatch: client instance unreachable", "instance", in.ID, "url", in.ExecutorURL, "err", res.Error)
+		notRun(ps, false)
+		return
+	case callCancelled:
+		done(0, 0)
+		for _, p := range ps {
+			d.add(retry.Release(p.c, time.Now()))
+		}
+		return
+	}
+	if raw == nil {
+		// The call failed as a whole (no answer in time, an error status): every task is
+		// settled with that outcome, as its single call would have been.
+		done(0, 0)
+		for _, p := range ps {
+			d.settle(p.c, p.sc, res, in.ID, start, 0)
+		}
+		return
+	}
+	var ans protocol.ExecuteBatchResponse
+	if err := json.Unmarshal(raw, &ans); err != nil {
+		done(0, 0)
+		for _, p := range ps {
+			d.settle(p.c, p.sc, retry.Result{Outcome: retry.OutcomeFailed, Error: "unreadable answer: " + err.Error()}, in.ID, start, 0)
+		}
+		return
+	}
+	var busy []*prepared
+	for i, p := range ps {
+		var r *protocol.ExecuteResult
+		if i < len(ans.Results) && ans.Results[i].TaskID == p.req.TaskID && ans.Results[i].Kind == p.req.Kind {
+			r = &ans.Results[i]
+		}
+		if r == nil || (r.Status != protocol.ExecuteSucceeded && r.Status != protocol.ExecuteFailed) {
+			// Not run (busy), or no result for it: no attempt is charged.
+			leases[i].Done(d.p.BusyDelay, 0)
+			busy = append(busy, p)
+			continue
+		}
+		leases[i].Done(0, 0)
+		res := retry.Result{Outcome: retry.OutcomeSucceeded}
+		if r.Status == protocol.ExecuteFailed {
+			if r.Error == "" {
+				r.Error = "failed without an error text"
+			}
+			res = retry.Result{Outcome: retry.OutcomeFailed, Error: r.Error, Permanent: r.Permanent}
+		}
+		d.settle(p.c, p.sc, res, in.ID, start, time.Duration(r.DurationMS)*time.Millisecond)
+	}
+	notRun(busy, true)
 }
 
 // reserve takes a token of the scene's rate limit, unless the claim was granted one already or
@@ -692,12 +950,12 @@ func (d *Dispatcher) reserve(sc *catalog.Scene, granted bool) *rate.Reservation 
 	return l.limiter.Reserve()
 }
 
-func (d *Dispatcher) request(c *retry.Claim, sc *catalog.Scene, g retry.Group, timeout time.Duration) ([]byte, error) {
+func (d *Dispatcher) request(c *retry.Claim, sc *catalog.Scene, g retry.Group, timeout time.Duration) (protocol.ExecuteRequest, error) {
 	req := protocol.ExecuteRequest{Kind: c.Kind.String(), TaskID: c.TaskID, Namespace: g.Namespace, Group: g.Name,
 		Scene: sc.Name, IdempotencyKey: c.IdempotencyKey, Args: json.RawMessage(c.Args), Attempt: c.Number(),
 		Timeout: backoff.Duration(timeout)}
 	if !json.Valid(req.Args) {
-		return nil, fmt.Errorf("stored arguments are not valid JSON")
+		return req, fmt.Errorf("stored arguments are not valid JSON")
 	}
 	if c.Kind == retry.KindCallback {
 		outcome := protocol.OutcomeExhausted
@@ -706,7 +964,7 @@ func (d *Dispatcher) request(c *retry.Claim, sc *catalog.Scene, g retry.Group, t
 		}
 		req.Callback = &protocol.CallbackInfo{Outcome: outcome, LastError: c.LastError, Attempts: c.Attempts}
 	}
-	return json.Marshal(req)
+	return req, nil
 }
 
 type verdict int
@@ -718,11 +976,35 @@ const (
 	callCancelled
 )
 
-// maxAnswer bounds the answer read from an instance.
+// maxAnswer bounds the answer read from an instance to a single call.
 const maxAnswer = 64 << 10
+
+// maxBatchAnswer bounds the answer read from an instance to a batched call.
+const maxBatchAnswer = 4 << 20
 
 // call POSTs a signed request to an executor and reads what became of it.
 func (d *Dispatcher) call(in retry.Instance, group retry.Group, body []byte, timeout time.Duration) (retry.Result, verdict) {
+	raw, res, v := d.exchange(in, group, body, timeout)
+	if v != callAnswered || raw == nil {
+		return res, v
+	}
+	var ans protocol.ExecuteResponse
+	if err := json.Unmarshal(raw, &ans); err != nil {
+		return retry.Result{Outcome: retry.OutcomeFailed, Error: "unreadable answer: " + err.Error()}, callAnswered
+	}
+	if ans.Status == protocol.ExecuteSucceeded {
+		return retry.Result{Outcome: retry.OutcomeSucceeded}, callAnswered
+	}
+	if ans.Error == "" {
+		ans.Error = "failed without an error text"
+	}
+	return retry.Result{Outcome: retry.OutcomeFailed, Error: ans.Error, Permanent: ans.Permanent}, callAnswered
+}
+
+// exchange POSTs a signed request to an executor. For a 200 answer it returns the body read;
+// otherwise the verdict, and for a call answered in another way (no answer in time, an error
+// status) the result that stands for the attempt.
+func (d *Dispatcher) exchange(in retry.Instance, group retry.Group, body []byte, timeout time.Duration) ([]byte, retry.Result, verdict) {
 	ctx, cancel := context.WithTimeout(d.ctx, timeout+Grace)
 	defer cancel()
 	tokens := group.Tokens(time.Now())
@@ -736,50 +1018,44 @@ func (d *Dispatcher) call(in retry.Instance, group retry.Group, body []byte, tim
 		resp, err = d.post(ctx, in, group, tokens[1], body)
 	}
 	if errors.Is(err, errBadURL) {
-		return retry.Result{Outcome: retry.OutcomeFailed, Error: err.Error()}, callUnreachable
+		return nil, retry.Result{Outcome: retry.OutcomeFailed, Error: err.Error()}, callUnreachable
 	}
 	if err != nil {
 		switch {
 		case d.ctx.Err() != nil:
-			return retry.Result{}, callCancelled
+			return nil, retry.Result{}, callCancelled
 		case errors.Is(err, context.DeadlineExceeded):
-			return retry.Result{Outcome: retry.OutcomeTimedOut,
+			return nil, retry.Result{Outcome: retry.OutcomeTimedOut,
 				Error: fmt.Sprintf("no answer within %s", timeout+Grace)}, callAnswered
 		case isDialError(err):
-			return retry.Result{Error: err.Error()}, callUnreachable
+			return nil, retry.Result{Error: err.Error()}, callUnreachable
 		}
-		return retry.Result{Outcome: retry.OutcomeFailed, Error: "call failed: " + err.Error()}, callAnswered
+		return nil, retry.Result{Outcome: retry.OutcomeFailed, Error: "call failed: " + err.Error()}, callAnswered
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	limit := int64(maxAnswer)
+	if resp.StatusCode == http.StatusOK {
+		limit = maxBatchAnswer
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return retry.Result{Outcome: retry.OutcomeTimedOut, Error: fmt.Sprintf("no answer within %s", timeout+Grace)}, callAnswered
+			return nil, retry.Result{Outcome: retry.OutcomeTimedOut, Error: fmt.Sprintf("no answer within %s", timeout+Grace)}, callAnswered
 		}
-		return retry.Result{Outcome: retry.OutcomeFailed, Error: "reading the answer: " + err.Error()}, callAnswered
+		return nil, retry.Result{Outcome: retry.OutcomeFailed, Error: "reading the answer: " + err.Error()}, callAnswered
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
-		var ans protocol.ExecuteResponse
-		if err := json.Unmarshal(raw, &ans); err != nil {
-			return retry.Result{Outcome: retry.OutcomeFailed, Error: "unreadable answer: " + err.Error()}, callAnswered
-		}
-		if ans.Status == protocol.ExecuteSucceeded {
-			return retry.Result{Outcome: retry.OutcomeSucceeded}, callAnswered
-		}
-		if ans.Error == "" {
-			ans.Error = "failed without an error text"
-		}
-		return retry.Result{Outcome: retry.OutcomeFailed, Error: ans.Error, Permanent: ans.Permanent}, callAnswered
+		return raw, retry.Result{}, callAnswered
 	case http.StatusTooManyRequests:
-		return retry.Result{}, callBusy
+		return nil, retry.Result{}, callBusy
 	}
 	msg := string(raw)
 	var eb protocol.ErrorBody
 	if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
 		msg = eb.Error.Code + ": " + eb.Error.Message
 	}
-	return retry.Result{Outcome: retry.OutcomeFailed, Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callAnswered
+	return nil, retry.Result{Outcome: retry.OutcomeFailed, Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callAnswered
 }
 
 // errBadURL is an executor URL a request cannot be made for.
@@ -806,9 +1082,14 @@ func isDialError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-func (d *Dispatcher) settle(c *retry.Claim, sc *catalog.Scene, res retry.Result, instance string, start time.Time) {
+// settle hands a call's outcome to the settler, with its attempt: started at start, lasting
+// took (zero: until now).
+func (d *Dispatcher) settle(c *retry.Claim, sc *catalog.Scene, res retry.Result, instance string, start time.Time, took time.Duration) {
+	if took <= 0 {
+		took = time.Since(start)
+	}
 	att := &retry.Attempt{TaskID: c.TaskID, Kind: c.Kind, Number: c.Number(), NodeID: d.p.NodeID, InstanceID: instance,
-		StartedAt: start, Duration: time.Since(start), Outcome: res.Outcome, Error: retry.TruncateError(res.Error)}
+		StartedAt: start, Duration: took, Outcome: res.Outcome, Error: retry.TruncateError(res.Error)}
 	if c.Kind == retry.KindCallback {
 		d.add(retry.SettleCallback(c, &sc.Scene, sc.Policies, res, att, time.Now()))
 		return

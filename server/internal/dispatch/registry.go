@@ -211,6 +211,26 @@ func (r *Registry) Live(groupID int64) int {
 	return n
 }
 
+// BatchSize is how many tasks one call may carry to any live instance of the group: the
+// smallest MaxBatch among its instances with an executor, so that whichever is picked takes
+// it; 1 (single calls) while any of them takes no batches, or none is live.
+func (r *Registry) BatchSize(groupID int64) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	if g := r.groups[groupID]; g != nil {
+		for _, in := range g.list {
+			if in.ExecutorURL == "" {
+				continue
+			}
+			if n == 0 || in.MaxBatch < n {
+				n = in.MaxBatch
+			}
+		}
+	}
+	return max(n, 1)
+}
+
 // Lease is an instance picked for one call. Its holder must call Done.
 type Lease struct {
 	r    *Registry

@@ -175,6 +175,8 @@ type Instance struct {
 	GroupID     int64
 	ExecutorURL string
 	Capacity    int
+	// MaxBatch, above 1, is how many tasks the instance takes in one batched call.
+	MaxBatch    int
 	SDKVersion  string
 	Host        string
 	StartedAt   time.Time

@@ -15,9 +15,9 @@ import (
 // ErrConflict: one group cannot take over another's live instance; a silent one it may.
 func (s *Store) UpsertInstance(ctx context.Context, in retry.Instance, liveSince time.Time) error {
 	now := T(time.Now())
-	res, err := s.sql.ExecContext(ctx, "UPDATE rh_client_instance SET group_id = ?, executor_url = ?, capacity = ?, "+
+	res, err := s.sql.ExecContext(ctx, "UPDATE rh_client_instance SET group_id = ?, executor_url = ?, capacity = ?, max_batch = ?, "+
 		"sdk_version = ?, host = ?, heartbeat_at = ? WHERE id = ? AND (group_id = ? OR heartbeat_at < ?)",
-		in.GroupID, in.ExecutorURL, in.Capacity, in.SDKVersion, in.Host, now, in.ID, in.GroupID, T(liveSince))
+		in.GroupID, in.ExecutorURL, in.Capacity, in.MaxBatch, in.SDKVersion, in.Host, now, in.ID, in.GroupID, T(liveSince))
 	if err != nil {
 		return fmt.Errorf("register instance %s: %w", in.ID, err)
 	}
@@ -26,7 +26,7 @@ func (s *Store) UpsertInstance(ctx context.Context, in retry.Instance, liveSince
 	} else if n > 0 {
 		return nil
 	}
-	row := instanceRow{ID: in.ID, GroupID: in.GroupID, ExecutorURL: in.ExecutorURL, Capacity: in.Capacity,
+	row := instanceRow{ID: in.ID, GroupID: in.GroupID, ExecutorURL: in.ExecutorURL, Capacity: in.Capacity, MaxBatch: in.MaxBatch,
 		SDKVersion: in.SDKVersion, Host: in.Host, StartedAt: now, HeartbeatAt: now}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
 		if s.d.isDuplicate(err) {
@@ -67,7 +67,7 @@ func (s *Store) LiveInstances(ctx context.Context, since time.Time) ([]retry.Ins
 	}
 	out := make([]retry.Instance, len(rows))
 	for i, r := range rows {
-		out[i] = retry.Instance{ID: r.ID, GroupID: r.GroupID, ExecutorURL: r.ExecutorURL, Capacity: r.Capacity,
+		out[i] = retry.Instance{ID: r.ID, GroupID: r.GroupID, ExecutorURL: r.ExecutorURL, Capacity: r.Capacity, MaxBatch: r.MaxBatch,
 			SDKVersion: r.SDKVersion, Host: r.Host, StartedAt: r.StartedAt.Time, HeartbeatAt: r.HeartbeatAt.Time}
 	}
 	return out, nil

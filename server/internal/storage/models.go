@@ -207,6 +207,8 @@ type instanceRow struct {
 	HeartbeatAt Time   `gorm:"not null;index:idx_instance_heartbeat"`
 	// InFlight is how many replays and callbacks the instance was running at its last heartbeat.
 	InFlight int `gorm:"size:32;not null;default:0"`
+	// MaxBatch is how many tasks the instance takes in one batched call (0: single calls only).
+	MaxBatch int `gorm:"size:32;not null;default:0"`
 }
 
 func (instanceRow) TableName() string { return "rh_client_instance" }

@@ -265,6 +265,9 @@ func (a *API) register(c *gin.Context) {
 	case req.Capacity < 0 || req.Capacity > 100000:
 		httpx.Error(c, http.StatusBadRequest, "bad_instance", "capacity: want 0 (the default, 16) to 100000")
 		return
+	case req.MaxBatch < 0 || req.MaxBatch > 10000:
+		httpx.Error(c, http.StatusBadRequest, "bad_instance", "max_batch: want 0 (single calls only) to 10000")
+		return
 	case len(req.SDKVersion) > 32 || len(req.Host) > 255:
 		httpx.Error(c, http.StatusBadRequest, "bad_instance", "sdk_version (32 bytes) or host (255 bytes) too long")
 		return
@@ -281,7 +284,7 @@ func (a *API) register(c *gin.Context) {
 	}
 	g := groupOf(c)
 	in := retry.Instance{ID: req.InstanceID, GroupID: g.ID, ExecutorURL: req.ExecutorURL, Capacity: req.Capacity,
-		SDKVersion: req.SDKVersion, Host: req.Host, StartedAt: time.Now(), HeartbeatAt: time.Now()}
+		MaxBatch: req.MaxBatch, SDKVersion: req.SDKVersion, Host: req.Host, StartedAt: time.Now(), HeartbeatAt: time.Now()}
 	if err := a.store.UpsertInstance(c.Request.Context(), in, time.Now().Add(-a.p.InstanceTTL)); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
 			httpx.Error(c, http.StatusConflict, "instance_taken",
@@ -296,7 +299,7 @@ func (a *API) register(c *gin.Context) {
 		a.createDeclared(c, g, req.Declarations)
 	}
 	a.log.Info("client instance registered", "group", g.Namespace+"/"+g.Name, "instance", in.ID,
-		"executor", in.ExecutorURL, "capacity", in.Capacity, "sdk", in.SDKVersion, "host", in.Host)
+		"executor", in.ExecutorURL, "capacity", in.Capacity, "max_batch", in.MaxBatch, "sdk", in.SDKVersion, "host", in.Host)
 	c.JSON(http.StatusOK, protocol.RegisterResponse{
 		HeartbeatInterval: backoff.Duration(a.p.InstanceHeartbeat), InstanceTTL: backoff.Duration(a.p.InstanceTTL),
 		MaxBodyBytes: a.p.MaxBodyBytes, MaxPayloadBytes: a.p.MaxPayloadBytes, MaxBatch: a.p.MaxBatch})
