@@ -13,13 +13,13 @@ import (
 )
 
 // Settle writes a batch of settlements and their attempts in one transaction. Per kind (replay,
-// callback), one INSERT … SELECT records the attempts of the settlements whose claim still
-// holds, then one UPDATE joins the tasks to the batch's new values, applying each only while its
-// task is still running under the same claim token (and, for a take-back of a lapsed claim,
-// while the claim's deadline has still passed); the claims given back without an attempt
-// (retry.Settlement.Released) take one more UPDATE that writes only their state, next trigger
-// time and claim. The results whose claim holds are counted (summary.go) before they are
-// applied, with the moves of their tasks between states; the transaction ends by adding the
+// callback), one locking read finds the tasks whose claim still holds (running under the same
+// claim token and, for a take-back of a lapsed claim, with the claim's deadline still passed),
+// one multi-row INSERT records their attempts, then one UPDATE joins the tasks to the batch's
+// new values, applying each only while that still holds; the claims given back without an
+// attempt (retry.Settlement.Released) take one more read and UPDATE that writes only their
+// state, next trigger time and claim. The results whose claim holds are counted (summary.go)
+// from that read, with the moves of their tasks between states; the transaction ends by adding the
 // moves to the state totals (statetotals.go) and the counts to the minute's summary. A
 // settlement that comes too late (the sweeper took the task back, an operator cancelled it, the
 // dispatcher extended the lapsed claim) changes nothing, records nothing and counts nothing.
@@ -63,8 +63,8 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 			for start := 0; start < len(p.batch); start += maxCompound {
 				chunk := p.batch[start:min(start+maxCompound, len(p.batch))]
 				var (
-					n, moved, more int64
-					err            error
+					n, moved int64
+					err      error
 				)
 				switch {
 				case p.released && p.kind == retry.KindReplay:
@@ -73,17 +73,14 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 					}
 				case p.released:
 					n, err = s.settleReleased(ctx, tx, p.kind, chunk, now)
-				case p.kind == retry.KindCallback:
-					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						if _, err = countSettled(ctx, tx, p.kind, chunk, counts, deltas); err == nil {
-							n, err = s.settleCallbacks(ctx, tx, chunk, now)
-						}
-					}
 				default:
-					if err = s.insertAttempts(ctx, tx, p.kind, chunk); err == nil {
-						if moved, err = countSettled(ctx, tx, p.kind, chunk, counts, deltas); err == nil {
-							if more, err = s.moveClaimed(ctx, tx, withoutAttempt(chunk), deltas); err == nil {
-								moved += more
+					var held map[int64]int64
+					if held, err = s.lockHeld(ctx, tx, p.kind, chunk); err == nil {
+						moved = countHeld(p.kind, chunk, held, counts, deltas)
+						if err = s.insertAttempts(ctx, tx, chunk, held); err == nil {
+							if p.kind == retry.KindCallback {
+								n, err = s.settleCallbacks(ctx, tx, chunk, now)
+							} else {
 								n, err = s.settleReplays(ctx, tx, chunk, now)
 							}
 						}
@@ -215,56 +212,106 @@ func (s *Store) settleReleased(ctx context.Context, tx *sql.Tx, kind retry.Attem
 	return n, nil
 }
 
-// insertAttempts records the attempts of the settlements whose claim still holds: their task
-// is running (in the kind's phase) under the settlement's token. Where the dialect locks rows
-// read (MySQL), it locks those tasks, so the UPDATE that follows sees them as they were when
-// the attempts were recorded.
-func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement) error {
-	cols := []string{"id", "tok", "lap", "kind", "number", "node_id", "instance_id", "started_at", "duration_ms", "outcome", "error"}
+// lockHeld reads and locks (lockRows) the tasks of the settlements whose claim still holds:
+// running in the kind's phase under the settlement's token (and for a take-back, with its
+// deadline still passed). It returns their scenes by task id. Locked, the tasks stay as read
+// until the transaction ends, so the attempts recorded and the counts made for them match the
+// UPDATE that follows: under READ COMMITTED an unlocked read would see them as of the
+// statement's start, and a settlement of the same claim committed meanwhile (the sweeper's, a
+// moved deadline) would leave an attempt recorded for an update that does not apply.
+func (s *Store) lockHeld(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement) (map[int64]int64, error) {
+	cols := []string{"id", "tok", "lap"}
 	args := make([]any, 0, len(batch)*len(cols))
-	rows := 0
 	for _, st := range batch {
+		args = append(args, st.TaskID, st.Token, TP(st.Lapsed))
+	}
+	q := "SELECT t.id, t.scene_id FROM (" + values(cols, len(batch)) + ") v JOIN rh_task t ON " +
+		qualify(claimHolds+" AND "+running(kind), "t.") + " ORDER BY t.id" + s.d.lockRows()
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read %d %s claims: %w", len(batch), kind, err)
+	}
+	defer rows.Close()
+	held := make(map[int64]int64, len(batch))
+	for rows.Next() {
+		var id, scene int64
+		if err := rows.Scan(&id, &scene); err != nil {
+			return nil, fmt.Errorf("read %d %s claims: %w", len(batch), kind, err)
+		}
+		held[id] = scene
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %d %s claims: %w", len(batch), kind, err)
+	}
+	return held, nil
+}
+
+// countHeld adds to counts the results of the settlements whose claim holds (held, from
+// lockHeld), and to deltas the moves of their replays from running; it returns how many hold.
+func countHeld(kind retry.AttemptKind, batch []*retry.Settlement, held map[int64]int64, counts sceneCounts, deltas stateDeltas) int64 {
+	var n int64
+	for _, st := range batch {
+		scene, ok := held[st.TaskID]
+		if !ok {
+			continue
+		}
+		n++
+		if kind == retry.KindReplay {
+			deltas.move(scene, retry.Running, st.State, 1)
+		}
 		a := st.Attempt
 		if a == nil {
 			continue
 		}
-		args = append(args, st.TaskID, st.Token, TP(st.Lapsed), int8(a.Kind), a.Number, a.NodeID, a.InstanceID, T(a.StartedAt),
+		c := counts.of(scene)
+		okN, failed := int64(b2i(a.Outcome == retry.OutcomeSucceeded)), int64(b2i(a.Outcome != retry.OutcomeSucceeded))
+		if kind == retry.KindCallback {
+			c.CallbacksSucceeded += okN
+			c.CallbacksFailed += failed
+			c.CallbacksExhausted += int64(b2i(st.CallbackState == retry.CallbackExhausted))
+			continue
+		}
+		c.Replayed++
+		c.Succeeded += okN
+		c.Failed += failed
+		c.Exhausted += int64(b2i(st.State == retry.Exhausted))
+	}
+	return n
+}
+
+// insertAttempts records, in one multi-row INSERT, the attempts of the settlements whose claim
+// holds (held, from lockHeld).
+func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, held map[int64]int64) error {
+	const cols = 9
+	args := make([]any, 0, len(batch)*cols)
+	var q strings.Builder
+	q.WriteString("INSERT INTO rh_attempt (task_id, kind, number, node_id, instance_id, started_at, duration_ms, outcome, error) VALUES ")
+	rows := 0
+	for _, st := range batch {
+		a := st.Attempt
+		if _, ok := held[st.TaskID]; !ok || a == nil {
+			continue
+		}
+		if rows > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(?,?,?,?,?,?,?,?,?)")
+		args = append(args, st.TaskID, int8(a.Kind), a.Number, a.NodeID, a.InstanceID, T(a.StartedAt),
 			a.Duration.Milliseconds(), int8(a.Outcome), retry.TruncateError(a.Error))
 		rows++
 	}
 	if rows == 0 {
 		return nil
 	}
-	// Under READ COMMITTED an unlocked read would see the tasks as of the statement's start: a
-	// settlement of the same claim committed before the UPDATE below (the sweeper's, a
-	// result's, a moved deadline) would leave an attempt recorded for an update that then does
-	// not apply. Locked, the tasks stay as read until this transaction ends.
-	q := "INSERT INTO rh_attempt (task_id, kind, number, node_id, instance_id, started_at, duration_ms, outcome, error) " +
-		"SELECT v.id, v.kind, v.number, v.node_id, v.instance_id, v.started_at, v.duration_ms, v.outcome, v.error " +
-		"FROM (" + values(cols, rows) + ") v JOIN rh_task t ON " + qualify(claimHolds+" AND "+running(kind), "t.") +
-		s.d.lockRows()
-	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
 		return fmt.Errorf("record %d attempts: %w", rows, err)
 	}
 	return nil
 }
 
-// withoutAttempt returns the settlements of batch that record no attempt.
-func withoutAttempt(batch []*retry.Settlement) []*retry.Settlement {
-	var out []*retry.Settlement
-	for _, st := range batch {
-		if st.Attempt == nil {
-			out = append(out, st)
-		}
-	}
-	return out
-}
-
-// moveClaimed counts in deltas the moves of replay settlements that record no attempt (claims
-// given back, mostly): it locks the tasks whose claim still holds (lockRows), which the UPDATE
-// that follows then changes, and moves each from running to its settlement's state; it returns
-// how many. (The settlements with an attempt are counted by countSettled, on the tasks
-// insertAttempts locked.)
+// moveClaimed counts in deltas the moves of replay claims given back without an attempt: it
+// locks the tasks whose claim still holds (lockRows), which the UPDATE that follows then
+// changes, and moves each from running to its settlement's state; it returns how many.
 func (s *Store) moveClaimed(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, deltas stateDeltas) (int64, error) {
 	if len(batch) == 0 {
 		return 0, nil

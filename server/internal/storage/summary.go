@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/retryhub/retryhub/server/internal/retry"
 )
 
 // summaryRow counts what happened to a scene's tasks in one minute. The rows are written in
@@ -128,71 +126,6 @@ func ingestCounts(tasks []NewTask, results []IngestResult) sceneCounts {
 		}
 	}
 	return counts
-}
-
-// settleSummaryCols are the per-settlement flags a settlement chunk passes to its count, and
-// the state a replay's settlement moves its task to.
-var settleSummaryCols = []string{"id", "tok", "lap", "rp", "ok", "fl", "ex", "cok", "cfl", "cex", "st"}
-
-// countSettled adds to counts the settlements of a chunk whose claim still holds (the join that
-// records their attempts, read before the UPDATE that applies them): per scene, replays run,
-// succeeded, failed (timed-out included) and ending exhausted, and callbacks succeeded and
-// failed, and callbacks that ran out of attempts; and to deltas the replays' tasks moving from
-// running to the settlements' states (a callback moves none). It returns how many settlements
-// it counted. Settlements given back without an attempt count nothing here.
-func countSettled(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement, counts sceneCounts, deltas stateDeltas) (int64, error) {
-	args := make([]any, 0, len(batch)*len(settleSummaryCols))
-	rows := 0
-	for _, st := range batch {
-		a := st.Attempt
-		if a == nil {
-			continue
-		}
-		ok, failed := b2i(a.Outcome == retry.OutcomeSucceeded), b2i(a.Outcome != retry.OutcomeSucceeded)
-		if kind == retry.KindCallback {
-			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 0, 0, 0, 0, ok, failed, b2i(st.CallbackState == retry.CallbackExhausted), 0)
-		} else {
-			args = append(args, st.TaskID, st.Token, TP(st.Lapsed), 1, ok, failed, b2i(st.State == retry.Exhausted), 0, 0, 0, int8(st.State))
-		}
-		rows++
-	}
-	if rows == 0 {
-		return 0, nil
-	}
-	q := "SELECT t.scene_id, v.st, COUNT(*), SUM(v.rp), SUM(v.ok), SUM(v.fl), SUM(v.ex), SUM(v.cok), SUM(v.cfl), SUM(v.cex) " +
-		"FROM (" + values(settleSummaryCols, rows) + ") v JOIN rh_task t ON " + qualify(claimHolds+" AND "+running(kind), "t.") +
-		" GROUP BY t.scene_id, v.st"
-	res, err := tx.QueryContext(ctx, q, args...)
-	if err != nil {
-		return 0, fmt.Errorf("count %d %s results: %w", rows, kind, err)
-	}
-	defer res.Close()
-	var matched int64
-	for res.Next() {
-		var (
-			scene, n, rp, ok, fl, ex, cok, cfl, cex int64
-			to                                      int8
-		)
-		if err := res.Scan(&scene, &to, &n, &rp, &ok, &fl, &ex, &cok, &cfl, &cex); err != nil {
-			return 0, fmt.Errorf("count %d %s results: %w", rows, kind, err)
-		}
-		if kind == retry.KindReplay {
-			deltas.move(scene, retry.Running, retry.State(to), n)
-		}
-		matched += n
-		c := counts.of(scene)
-		c.Replayed += rp
-		c.Succeeded += ok
-		c.Failed += fl
-		c.Exhausted += ex
-		c.CallbacksSucceeded += cok
-		c.CallbacksFailed += cfl
-		c.CallbacksExhausted += cex
-	}
-	if err := res.Err(); err != nil {
-		return 0, fmt.Errorf("count %d %s results: %w", rows, kind, err)
-	}
-	return matched, nil
 }
 
 func b2i(b bool) int {
