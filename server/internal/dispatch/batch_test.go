@@ -277,3 +277,40 @@ func TestDispatcherGroupsOnlyWhatEveryInstanceTakes(t *testing.T) {
 		}
 	})
 }
+
+// A claim that finds its group's instances at capacity with this node's own calls waits for a
+// slot to free instead of waiting out the busy delay, whether it goes alone or in a batch.
+func TestDispatcherWaitsForASlotOfAnInstanceAtCapacity(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		for _, batching := range []bool{false, true} {
+			r := newRig(t, s, nil, func(p *dispatch.Params) { p.MaxBatch = 8 })
+			var url string
+			if batching {
+				ex := newBatchExecutor(t, 0)
+				url = ex.URL()
+				r.registerBatching("i-batching", url, 2, 8)
+			} else {
+				ex := newExecutor(t, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+					time.Sleep(20 * time.Millisecond)
+					return http.StatusOK, protocol.ExecuteResponse{Status: protocol.ExecuteSucceeded}
+				})
+				r.register("i-single", ex.URL(), 1)
+			}
+			ids := r.Add(time.Now(), keys("k", 6)...)
+			claims := r.claim(retry.KindReplay, time.Now())
+			if batching {
+				r.d.RunTogether(claims)
+			} else {
+				r.d.Submit(claims)
+			}
+			for _, id := range ids {
+				tk := r.waitTask(id, "settled", notRunning)
+				if tk.State != retry.Succeeded || tk.Attempts != 1 {
+					t.Errorf("batching %v: task %d is %s with %d attempts, due %s; want succeeded once, not given back busy",
+						batching, id, tk.State, tk.Attempts, tk.NextAt)
+				}
+			}
+		}
+	})
+}

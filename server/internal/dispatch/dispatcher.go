@@ -741,7 +741,19 @@ func (d *Dispatcher) dispatch(p *prepared, tried map[string]bool, sawBusy bool) 
 		return
 	}
 	for {
+		freed := d.registry.Freed()
 		lease, err := d.registry.Pick(c.GroupID, p.sc.Routing, c.IdempotencyKey, tried)
+		if errors.Is(err, ErrFull) {
+			// Every instance is at capacity with this node's own calls: wait for one to end
+			// rather than give the task back for BusyDelay.
+			if d.waitSlot(freed, d.startBy(p)) {
+				continue
+			}
+			if d.stopping.Load() {
+				d.add(retry.Release(c, time.Now()))
+				return
+			}
+		}
 		if errors.Is(err, ErrNoInstance) && !sawBusy {
 			if c.Kind == retry.KindReplay && d.registry.Live(c.GroupID) == 0 {
 				// The group has no instance at all: hold the task until one registers, so a
@@ -779,57 +791,122 @@ func (d *Dispatcher) dispatch(p *prepared, tried map[string]bool, sawBusy bool) 
 	}
 }
 
+// startBy is the latest a prepared claim's call may start waiting for a slot: its claim then
+// still holds through the attempt, and it waits no longer than BusyDelay.
+func (d *Dispatcher) startBy(p *prepared) time.Time {
+	return minTime(p.c.RunDeadline.Add(-p.timeout-Grace), time.Now().Add(d.p.BusyDelay))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// waitSlot waits until freed is closed (a call ended, freeing a slot) and reports whether it
+// was, giving up at until or when the dispatcher stops.
+func (d *Dispatcher) waitSlot(freed <-chan struct{}, until time.Time) bool {
+	wait := time.Until(until)
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-freed:
+		return true
+	case <-t.C:
+	case <-d.stopCh:
+	case <-d.ctx.Done():
+	}
+	return false
+}
+
 // runBatch makes the calls of claims of one group that go out together. Each claim gets an
 // instance as a single call would (the routing, the capacity counted per task); the claims
 // given the same instance go in one batched call, the calls to different instances at once.
-// A claim whose instance takes no batches (it registered again meanwhile), or for which no
-// instance is free, goes on as a single call would.
+// Claims that find every instance at capacity with this node's calls go in the next round,
+// once those calls end (or a slot frees); a claim whose instance takes no batches (it
+// registered again meanwhile), for which no instance is free, or that waited for a slot in
+// vain, goes on as a single call would.
 func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 	now := time.Now()
-	type call struct {
-		lease *Lease
-		ps    []*prepared
-		ls    []*Lease
-	}
-	var (
-		calls  []*call
-		byInst = map[string]*call{}
-		single []*prepared
-	)
+	var pending, single []*prepared
 	for _, c := range claims {
-		p := d.prepare(c, now)
-		if p == nil || !d.holdFor(p) {
-			continue
+		if p := d.prepare(c, now); p != nil {
+			pending = append(pending, p)
 		}
-		lease, err := d.registry.Pick(c.GroupID, p.sc.Routing, c.IdempotencyKey, nil)
-		if err != nil || lease.Instance.MaxBatch < 2 {
-			if err == nil {
-				lease.Done(0, 0)
+	}
+	type call struct {
+		in retry.Instance
+		ps []*prepared
+		ls []*Lease
+	}
+	for len(pending) > 0 {
+		freed := d.registry.Freed()
+		var (
+			calls  []*call
+			byInst = map[string]*call{}
+			full   []*prepared
+		)
+		for _, p := range pending {
+			if !d.holdFor(p) {
+				continue
 			}
-			single = append(single, p)
+			lease, err := d.registry.Pick(p.c.GroupID, p.sc.Routing, p.c.IdempotencyKey, nil)
+			if errors.Is(err, ErrFull) {
+				full = append(full, p)
+				continue
+			}
+			if err != nil || lease.Instance.MaxBatch < 2 {
+				if err == nil {
+					lease.Done(0, 0)
+				}
+				single = append(single, p)
+				continue
+			}
+			k := byInst[lease.Instance.ID]
+			if k == nil || len(k.ps) >= lease.Instance.MaxBatch {
+				k = &call{in: lease.Instance}
+				byInst[lease.Instance.ID] = k
+				calls = append(calls, k)
+			}
+			k.ps = append(k.ps, p)
+			k.ls = append(k.ls, lease)
+		}
+		var wg sync.WaitGroup
+		for _, k := range calls[min(1, len(calls)):] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.callBatch(k.in, k.ps, k.ls)
+			}()
+		}
+		if len(calls) > 0 {
+			d.callBatch(calls[0].in, calls[0].ps, calls[0].ls)
+		}
+		wg.Wait()
+		pending = full
+		if len(full) == 0 || len(calls) > 0 {
+			// The calls made have ended, freeing their slots: the next round picks again.
 			continue
 		}
-		k := byInst[lease.Instance.ID]
-		if k == nil || len(k.ps) >= lease.Instance.MaxBatch {
-			k = &call{lease: lease}
-			byInst[lease.Instance.ID] = k
-			calls = append(calls, k)
+		until := d.startBy(full[0])
+		for _, p := range full[1:] {
+			until = minTime(until, d.startBy(p))
 		}
-		k.ps = append(k.ps, p)
-		k.ls = append(k.ls, lease)
+		if !d.waitSlot(freed, until) {
+			if d.stopping.Load() {
+				for _, p := range full {
+					d.add(retry.Release(p.c, time.Now()))
+				}
+			} else {
+				single = append(single, full...)
+			}
+			break
+		}
 	}
-	var wg sync.WaitGroup
-	for _, k := range calls[min(1, len(calls)):] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.callBatch(k.lease.Instance, k.ps, k.ls)
-		}()
-	}
-	if len(calls) > 0 {
-		d.callBatch(calls[0].lease.Instance, calls[0].ps, calls[0].ls)
-	}
-	wg.Wait()
 	for _, p := range single {
 		d.dispatch(p, map[string]bool{}, false)
 	}

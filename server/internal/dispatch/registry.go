@@ -7,6 +7,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
@@ -25,6 +26,9 @@ var (
 	ErrNoInstance = errors.New("no live client instance")
 	// ErrBusy: every live instance is at capacity or asked to be left alone for a while.
 	ErrBusy = errors.New("every client instance is busy")
+	// ErrFull is the ErrBusy of a group with an instance that is at capacity with this node's
+	// own calls (not one that answered busy): a slot frees as one of them ends (see Freed).
+	ErrFull = fmt.Errorf("%w: at capacity with this node's calls", ErrBusy)
 )
 
 // RegistryParams configure a Registry.
@@ -49,6 +53,8 @@ type Registry struct {
 	mu     sync.Mutex
 	groups map[int64]*groupInstances
 	byID   map[string]*instance
+	// freed is closed, and replaced, whenever a call ends and so frees a slot.
+	freed chan struct{}
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -70,7 +76,7 @@ type instance struct {
 // NewRegistry returns a registry; Start loads it and keeps it fresh.
 func NewRegistry(p RegistryParams) *Registry {
 	return &Registry{store: p.Store, ttl: p.TTL, interval: p.Interval, log: p.Log,
-		groups: map[int64]*groupInstances{}, byID: map[string]*instance{}}
+		groups: map[int64]*groupInstances{}, byID: map[string]*instance{}, freed: make(chan struct{})}
 }
 
 // refreshTimeout bounds one reload.
@@ -250,13 +256,17 @@ func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclud
 		return nil, ErrNoInstance
 	}
 	var cands []*instance
-	reachable := 0
+	reachable, full := 0, false
 	for _, in := range g.list {
 		if in.ExecutorURL == "" || exclude[in.ID] || now.Before(in.downUntil) {
 			continue
 		}
 		reachable++
-		if now.Before(in.busyUntil) || (in.Capacity > 0 && in.inflight >= in.Capacity) {
+		if now.Before(in.busyUntil) {
+			continue
+		}
+		if in.Capacity > 0 && in.inflight >= in.Capacity {
+			full = true
 			continue
 		}
 		cands = append(cands, in)
@@ -265,6 +275,9 @@ func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclud
 		return nil, ErrNoInstance
 	}
 	if len(cands) == 0 {
+		if full {
+			return nil, ErrFull
+		}
 		return nil, ErrBusy
 	}
 	var pick *instance
@@ -299,12 +312,22 @@ func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclud
 	return &Lease{r: r, inst: pick, Instance: pick.Instance}, nil
 }
 
+// Freed returns a channel closed when a call next ends (a lease is done), freeing a slot: a
+// caller that got ErrFull takes it before its Pick and waits on it.
+func (r *Registry) Freed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.freed
+}
+
 // Done ends the call. busyFor and downFor, when positive, keep the instance out of picks for
 // that long: after a "busy" answer, and after the instance could not be reached.
 func (l *Lease) Done(busyFor, downFor time.Duration) {
 	l.r.mu.Lock()
 	defer l.r.mu.Unlock()
 	l.inst.inflight--
+	close(l.r.freed)
+	l.r.freed = make(chan struct{})
 	now := time.Now()
 	if busyFor > 0 {
 		l.inst.busyUntil = now.Add(busyFor)
