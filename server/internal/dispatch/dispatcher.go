@@ -851,6 +851,11 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 			full   []*prepared
 		)
 		for _, p := range pending {
+			if len(full) > 0 {
+				// The group's instances were full a moment ago: wait with the first.
+				full = append(full, p)
+				continue
+			}
 			if !d.holdFor(p) {
 				continue
 			}
@@ -926,11 +931,7 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 		timeout = max(timeout, p.timeout)
 	}
 	group := ps[0].group
-	done := func(busyFor, downFor time.Duration) {
-		for _, l := range leases {
-			l.Done(busyFor, downFor)
-		}
-	}
+	done := func(busyFor, downFor time.Duration) { DoneAll(leases, busyFor, downFor) }
 	// notRun sends the tasks the instance did not run on to the group's other instances.
 	notRun := func(ps []*prepared, busy bool) {
 		for _, p := range ps {
@@ -981,19 +982,29 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 		}
 		return
 	}
-	var busy []*prepared
+	var (
+		busy          []*prepared
+		ran, notRanLs []*Lease
+	)
+	results := make([]*protocol.ExecuteResult, len(ps))
 	for i, p := range ps {
-		var r *protocol.ExecuteResult
-		if i < len(ans.Results) && ans.Results[i].TaskID == p.req.TaskID && ans.Results[i].Kind == p.req.Kind {
-			r = &ans.Results[i]
-		}
-		if r == nil || (r.Status != protocol.ExecuteSucceeded && r.Status != protocol.ExecuteFailed) {
-			// Not run (busy), or no result for it: no attempt is charged.
-			leases[i].Done(d.p.BusyDelay, 0)
-			busy = append(busy, p)
+		if i < len(ans.Results) && ans.Results[i].TaskID == p.req.TaskID && ans.Results[i].Kind == p.req.Kind &&
+			(ans.Results[i].Status == protocol.ExecuteSucceeded || ans.Results[i].Status == protocol.ExecuteFailed) {
+			results[i] = &ans.Results[i]
+			ran = append(ran, leases[i])
 			continue
 		}
-		leases[i].Done(0, 0)
+		// Not run (busy), or no result for it: no attempt is charged.
+		busy = append(busy, p)
+		notRanLs = append(notRanLs, leases[i])
+	}
+	DoneAll(notRanLs, d.p.BusyDelay, 0)
+	DoneAll(ran, 0, 0)
+	for i, p := range ps {
+		r := results[i]
+		if r == nil {
+			continue
+		}
 		res := retry.Result{Outcome: retry.OutcomeSucceeded}
 		if r.Status == protocol.ExecuteFailed {
 			if r.Error == "" {

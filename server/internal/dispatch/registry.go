@@ -325,16 +325,40 @@ func (r *Registry) Freed() <-chan struct{} {
 func (l *Lease) Done(busyFor, downFor time.Duration) {
 	l.r.mu.Lock()
 	defer l.r.mu.Unlock()
-	l.inst.inflight--
-	close(l.r.freed)
-	l.r.freed = make(chan struct{})
+	l.doneLocked(time.Now(), busyFor, downFor)
+	l.r.wakeLocked()
+}
+
+// DoneAll ends the calls of leases (of one registry) at once, as Done each, waking those
+// waiting for a slot once.
+func DoneAll(leases []*Lease, busyFor, downFor time.Duration) {
+	if len(leases) == 0 {
+		return
+	}
+	r := leases[0].r
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	now := time.Now()
+	for _, l := range leases {
+		l.doneLocked(now, busyFor, downFor)
+	}
+	r.wakeLocked()
+}
+
+func (l *Lease) doneLocked(now time.Time, busyFor, downFor time.Duration) {
+	l.inst.inflight--
 	if busyFor > 0 {
 		l.inst.busyUntil = now.Add(busyFor)
 	}
 	if downFor > 0 {
 		l.inst.downUntil = now.Add(downFor)
 	}
+}
+
+// wakeLocked wakes those waiting for a slot (Freed).
+func (r *Registry) wakeLocked() {
+	close(r.freed)
+	r.freed = make(chan struct{})
 }
 
 // mix spreads FNV's output over all 64 bits (the splitmix64 finalizer). FNV-1a alone leaves
