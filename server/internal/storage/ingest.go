@@ -64,6 +64,21 @@ func ingestUpsert(d dialect) string {
 // instead of each waiting for a key another holds. The deadlocks and lock waits that remain
 // (MariaDB also locks the gaps next to a key it checks) are tried again (retryTx).
 func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, error) {
+	return s.IngestOnce(ctx, nil, tasks)
+}
+
+// Nonce is a signed request's nonce and when it may be forgotten: kept until then, it lets the
+// request run at most once.
+type Nonce struct {
+	Value   string
+	Expires time.Time
+}
+
+// IngestOnce is Ingest for a signed request: it records the request's nonce in the batch's
+// transaction, so the request's reports are stored exactly when its nonce is, in one commit
+// instead of two. A nonce recorded before fails the batch with ErrConflict, storing nothing.
+// A nil nonce records none.
+func (s *Store) IngestOnce(ctx context.Context, nonce *Nonce, tasks []NewTask) ([]IngestResult, error) {
 	if len(tasks) == 0 {
 		return nil, nil
 	}
@@ -133,6 +148,11 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 	var stored map[sk]IngestResult
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		stored = make(map[sk]IngestResult, len(uniq))
+		if nonce != nil {
+			if err := addNonce(ctx, s.d, tx, nonce.Value, nonce.Expires); err != nil {
+				return err
+			}
+		}
 		// Chunks keep each statement within SQLite's limit on bound parameters (32766).
 		for start := 0; start < len(uniq); start += ingestChunk {
 			chunk := uniq[start:min(start+ingestChunk, len(uniq))]
@@ -185,7 +205,7 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 		if err := s.applyStateDeltas(ctx, tx, deltas); err != nil {
 			return err
 		}
-		return writeSummary(ctx, s.d, tx, now, ingestCounts(tasks, results))
+		return s.writeSummary(ctx, tx, now, ingestCounts(tasks, results))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest %d reports: %w", len(tasks), err)

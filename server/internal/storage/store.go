@@ -127,8 +127,18 @@ func (s *Store) Migrate(ctx context.Context, buckets int) error {
 	if opts := s.d.tableOptions(); opts != "" {
 		db = db.Set("gorm:table_options", opts)
 	}
+	// An earlier version kept one summary row per scene and minute: its table is set aside,
+	// made anew with shards, and its rows are copied back as shard 0 below.
+	if db.Migrator().HasTable(&summaryRow{}) && !db.Migrator().HasColumn(&summaryRow{}, "shard") {
+		if err := db.Migrator().RenameTable("rh_summary_minute", summaryUnsharded); err != nil {
+			return fmt.Errorf("migrate schema: set the unsharded summary aside: %w", err)
+		}
+	}
 	if err := db.AutoMigrate(allModels...); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
+	}
+	if err := s.copyUnshardedSummary(ctx, db); err != nil {
+		return err
 	}
 	for _, ix := range obsoleteIndexes() {
 		if !db.Migrator().HasIndex(ix.model, ix.name) {
@@ -153,6 +163,32 @@ func (s *Store) Migrate(ctx context.Context, buckets int) error {
 	if corrected > 0 {
 		s.log.Info("migrate: counted the tasks by scene and state, which earlier versions did not keep", "totals", corrected)
 	}
+	return nil
+}
+
+// summaryUnsharded is where Migrate sets aside the summary table of an earlier version, whose
+// key had no shard, until its rows are copied into the new one.
+const summaryUnsharded = "rh_summary_minute_unsharded"
+
+// copyUnshardedSummary copies the minutes of an earlier version's summary table into shard 0
+// of the new one and drops it. The copy is one statement, and a minute already copied (by a
+// start cut off before the drop) is kept as it is, so a copy run twice counts nothing twice.
+func (s *Store) copyUnshardedSummary(ctx context.Context, db *gorm.DB) error {
+	if !db.Migrator().HasTable(summaryUnsharded) {
+		return nil
+	}
+	cols := strings.Join(summaryCols, ", ")
+	keep := s.d.upsert([]string{"minute", "scene_id", "shard"}, []assign{{"reported", "rh_summary_minute.reported"}})
+	res, err := s.sql.ExecContext(ctx, "INSERT INTO rh_summary_minute (minute, scene_id, shard, "+cols+") SELECT minute, scene_id, 0, "+
+		cols+" FROM "+summaryUnsharded+" WHERE 1 = 1"+keep)
+	if err != nil {
+		return fmt.Errorf("migrate schema: copy the unsharded summary: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if err := db.Migrator().DropTable(summaryUnsharded); err != nil {
+		return fmt.Errorf("migrate schema: drop the unsharded summary: %w", err)
+	}
+	s.log.Info("migrate: spread the per-minute summary over shards", "rows", n)
 	return nil
 }
 
