@@ -146,6 +146,24 @@ func (s *Store) IngestOnce(ctx context.Context, nonce *Nonce, tasks []NewTask) (
 	}
 
 	var stored map[sk]IngestResult
+	// readStored reads the rows of a chunk: id, scene, key and the report that made each.
+	readStored := func(rows *sql.Rows, err error) error {
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id, scene, rid int64
+				key            string
+			)
+			if err := rows.Scan(&id, &scene, &key, &rid); err != nil {
+				return err
+			}
+			stored[sk{scene, key}] = IngestResult{TaskID: id, Merged: rid != reportID}
+		}
+		return rows.Err()
+	}
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		stored = make(map[sk]IngestResult, len(uniq))
 		if nonce != nil {
@@ -157,32 +175,20 @@ func (s *Store) IngestOnce(ctx context.Context, nonce *Nonce, tasks []NewTask) (
 		for start := 0; start < len(uniq); start += ingestChunk {
 			chunk := uniq[start:min(start+ingestChunk, len(uniq))]
 			q, args := insert(chunk)
+			if s.returning {
+				// The INSERT answers each row as it stands after it: its id, and the report
+				// that made it (another one's for a merge).
+				if err := readStored(tx.QueryContext(ctx, q+" RETURNING id, scene_id, active_key, report_id", args...)); err != nil {
+					return fmt.Errorf("insert: %w", err)
+				}
+				continue
+			}
 			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return fmt.Errorf("insert: %w", err)
 			}
 			read, rargs := readBack(chunk)
-			if err := func() error {
-				rows, err := tx.QueryContext(ctx, read, rargs...)
-				if err != nil {
-					return fmt.Errorf("read back: %w", err)
-				}
-				defer rows.Close()
-				for rows.Next() {
-					var (
-						id, scene, rid int64
-						key            string
-					)
-					if err := rows.Scan(&id, &scene, &key, &rid); err != nil {
-						return fmt.Errorf("read back: %w", err)
-					}
-					stored[sk{scene, key}] = IngestResult{TaskID: id, Merged: rid != reportID}
-				}
-				if err := rows.Err(); err != nil {
-					return fmt.Errorf("read back: %w", err)
-				}
-				return nil
-			}(); err != nil {
-				return err
+			if err := readStored(tx.QueryContext(ctx, read, rargs...)); err != nil {
+				return fmt.Errorf("read back: %w", err)
 			}
 		}
 		// Every report must be accounted for before the batch commits: a caller told the batch

@@ -43,6 +43,9 @@ type Store struct {
 	scanWindow int // the task list's scan window; 0: ScanWindow (tests make it small)
 	// shardTurn picks the shard of each transaction's state deltas in turn (stateShard).
 	shardTurn atomic.Uint32
+	// returning says an upsert can end with RETURNING (SQLite; MariaDB from 10.5, not MySQL):
+	// an ingest then reads its rows' ids from its INSERT instead of a second statement.
+	returning bool
 }
 
 // Options tune the connection pool.
@@ -104,7 +107,36 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s database: %w", dsn.Driver, err)
 	}
 	s.db, s.sql = db, sqlDB
+	if s.returning, err = s.canReturn(ctx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("open %s database: %w", dsn.Driver, err)
+	}
 	return s, nil
+}
+
+// canReturn reports whether the database's upserts take RETURNING: SQLite's do, and MariaDB's
+// from 10.5; MySQL's do not.
+func (s *Store) canReturn(ctx context.Context) (bool, error) {
+	if s.d.name() != config.MySQL {
+		return true, nil
+	}
+	var version string
+	if err := s.sql.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		return false, fmt.Errorf("read the server's version: %w", err)
+	}
+	return mariaDBReturns(version), nil
+}
+
+// mariaDBReturns reports whether a server of that VERSION() is a MariaDB of 10.5 or later.
+func mariaDBReturns(version string) bool {
+	if !strings.Contains(strings.ToLower(version), "mariadb") {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 10 || major == 10 && minor >= 5
 }
 
 // Close closes the connections.
