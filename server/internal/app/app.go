@@ -312,6 +312,7 @@ func (a *App) Start(ctx context.Context) error {
 	if a.tls != nil {
 		ln = tls.NewListener(ln, a.tls)
 	}
+	ln = bindConnections(a.server, ln, a.cfg.Server.MaxConnections)
 	a.listener = ln
 	if err := a.services.Start(ctx); err != nil {
 		ln.Close()
