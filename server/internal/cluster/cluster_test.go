@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,6 +54,18 @@ func TestClusterSurvivesKillsAndADatabaseCut(t *testing.T) {
 		t.Skip("the cluster fault run takes minutes: `make test-cluster` runs it (RETRYHUB_TEST_CLUSTER=1)")
 	}
 	dir := t.TempDir()
+	if keep := os.Getenv("RETRYHUB_TEST_CLUSTER_LOGS"); keep != "" {
+		// The processes' logs, spool and execution log are kept in a new directory under it,
+		// for a look afterwards.
+		if err := os.MkdirAll(keep, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if dir, err = os.MkdirTemp(keep, "run-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("cluster: the processes' logs, spool and execution log are kept in %s", dir)
+	}
 	built := time.Now()
 	serverBin, clientBin := build(t, dir)
 	t.Logf("cluster: built the server and the client in %s", time.Since(built).Round(time.Second))
@@ -112,10 +125,14 @@ func TestClusterSurvivesKillsAndADatabaseCut(t *testing.T) {
 	victim, survivors := r.nodes[1], []*node{r.nodes[0], r.nodes[2]}
 	killedAt := time.Now()
 	victim.kill9(t)
+	var orphaned int
+	if err := db.QueryRow("SELECT COUNT(*) FROM rh_task WHERE state = ? AND claimed_by = ?", retry.Running, victim.id).Scan(&orphaned); err != nil {
+		t.Fatal(err)
+	}
 	r.waitSplit(survivors, bound+time.Minute) // fails here only past a minute more; the bound is checked below
 	moved := time.Since(killedAt)
-	t.Logf("cluster: node-2 killed (SIGKILL) at %d calls; node-1 and node-3 hold all 128 buckets %s later (documented bound %s)",
-		client.lastProgress(), moved.Round(time.Millisecond), bound)
+	t.Logf("cluster: node-2 killed (SIGKILL) at %d calls with %d tasks claimed; node-1 and node-3 hold all 128 buckets %s later (documented bound %s)",
+		client.lastProgress(), orphaned, moved.Round(time.Millisecond), bound)
 	// A lease pass itself takes time on a loaded machine: allow one more heartbeat interval.
 	if moved > bound+defaults.HeartbeatInterval {
 		t.Errorf("node-2's buckets moved to the survivors %s after its kill, past the documented %s (and one heartbeat interval more)", moved, bound)
@@ -161,6 +178,7 @@ func TestClusterSurvivesKillsAndADatabaseCut(t *testing.T) {
 	drainFrom := time.Now()
 	r.waitDrained(sceneID, 4*time.Minute)
 	t.Logf("cluster: every task ended %s after the last call", time.Since(drainFrom).Round(time.Second))
+	r.logLastEnded(sceneID, 3)
 
 	// Stop everything gracefully, then read what happened.
 	client.stop(t, 30*time.Second)
@@ -618,6 +636,56 @@ func (r *run) waitDrained(sceneID int64, timeout time.Duration) {
 	})
 }
 
+// logLastEnded prints the n tasks that ended last, with their attempts: what held the run up.
+func (r *run) logLastEnded(sceneID int64, n int) {
+	t := r.t
+	t.Helper()
+	rows, err := r.db.Query("SELECT id, idem_key, created_at, ended_at FROM rh_task WHERE scene_id = ? ORDER BY ended_at DESC LIMIT ?", sceneID, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type ended struct {
+		id             int64
+		key            string
+		created, ended time.Time
+	}
+	var last []ended
+	for rows.Next() {
+		var e ended
+		if err := rows.Scan(&e.id, &e.key, &e.created, &e.ended); err != nil {
+			t.Fatal(err)
+		}
+		last = append(last, e)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range last {
+		var b strings.Builder
+		arows, err := r.db.Query("SELECT number, node_id, instance_id, started_at, outcome, LEFT(error, 80) FROM rh_attempt WHERE task_id = ? ORDER BY id", e.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for arows.Next() {
+			var (
+				number          int
+				node, inst, msg string
+				started         time.Time
+				outcome         retry.Outcome
+			)
+			if err := arows.Scan(&number, &node, &inst, &started, &outcome, &msg); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "\n      #%d %s on %s/%s at %s %s", number, outcome, node, inst, started.Format("15:04:05.000"), msg)
+		}
+		if err := errors.Join(arows.Err(), arows.Close()); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("cluster: a task that ended last: %s, reported %s, ended %s:%s", e.key,
+			e.created.Format("15:04:05.000"), e.ended.Format("15:04:05.000"), b.String())
+	}
+}
+
 // checkTasks checks that every key has a task, that every task succeeded, and that the console
 // counts what the database holds; it prints the attempts by outcome.
 func (r *run) checkTasks(sceneID int64, dash dashboardView) {
@@ -711,9 +779,39 @@ func (r *run) checkTasks(sceneID int64, dash dashboardView) {
 			t.Fatal(err)
 		}
 		t.Logf("cluster:   %6d attempts failed without running the function's failure: %s", n, msg)
+		// The restarted client has a new instance id at the old one's address: calls sent to
+		// the old id are refused unrun, and must not use attempts.
+		if strings.Contains(msg, "wrong_instance") {
+			t.Errorf("%d replay attempts were used up by calls the restarted client refused unrun: %s", n, msg)
+		}
 	}
 	if err := errors.Join(erows.Err(), erows.Close()); err != nil {
 		t.Fatal(err)
+	}
+
+	// How late the first replays ran: their due time is a second after the failure the report
+	// carried, which the task's creation time records.
+	lrows, err := r.db.Query("SELECT t.created_at, a.started_at FROM rh_task t JOIN rh_attempt a ON a.task_id = t.id "+
+		"WHERE t.scene_id = ? AND a.kind = ? AND a.number = 1", sceneID, retry.KindReplay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lags []time.Duration
+	for lrows.Next() {
+		var created, started time.Time
+		if err := lrows.Scan(&created, &started); err != nil {
+			t.Fatal(err)
+		}
+		lags = append(lags, started.Sub(created.Add(time.Second)))
+	}
+	if err := errors.Join(lrows.Err(), lrows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if len(lags) > 0 {
+		slices.Sort(lags)
+		at := func(q float64) time.Duration { return lags[int(q*float64(len(lags)-1))].Round(time.Millisecond) }
+		t.Logf("cluster: first replays ran after their due time by p50 %s, p99 %s, max %s (the backlog the cut and the kills left)",
+			at(0.5), at(0.99), at(1))
 	}
 
 	// The console's counts: the tasks by state exactly, and the attempts from the summaries.

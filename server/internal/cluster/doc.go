@@ -7,5 +7,6 @@
 // to the survivors within the documented time; duplicate executions are counted and printed.
 //
 // The run needs MariaDB on 127.0.0.1:3306 (RETRYHUB_TEST_MYSQL_DSN points elsewhere) and runs
-// only with RETRYHUB_TEST_CLUSTER=1, so `make test` leaves it out.
+// only with RETRYHUB_TEST_CLUSTER=1, so `make test` leaves it out. RETRYHUB_TEST_CLUSTER_LOGS=dir
+// keeps the processes' logs, the spool and the execution log in a new directory under dir.
 package cluster
