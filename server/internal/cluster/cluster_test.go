@@ -176,7 +176,7 @@ func TestClusterSurvivesKillsAndADatabaseCut(t *testing.T) {
 	t.Logf("cluster: all %d calls handed to the SDK %s after the first", tasks, time.Since(callsFrom).Round(time.Second))
 	sceneID := r.sceneID()
 	drainFrom := time.Now()
-	r.waitDrained(sceneID, 4*time.Minute)
+	r.waitDrained(sceneID, 5*time.Minute)
 	t.Logf("cluster: every task ended %s after the last call", time.Since(drainFrom).Round(time.Second))
 	r.logLastEnded(sceneID, 3)
 
