@@ -5,7 +5,7 @@ BIN      := bin/retryhub-server
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/retryhub/retryhub/server/internal/app.Version=$(VERSION)
 
-.PHONY: run test build lint bench demo clean web web-test
+.PHONY: run test test-cluster build lint bench demo clean web web-test
 
 ## run: start one server on http://localhost:8080 with the embedded SQLite database under ./data
 run:
@@ -15,6 +15,14 @@ run:
 ##       on 127.0.0.1:3306 (RETRYHUB_TEST_MYSQL_DSN to point elsewhere)
 test: lint
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## test-cluster: the fault run (a few minutes, MariaDB on 127.0.0.1:3306 required): three server
+##               processes and an SDK client process with a spool, 20,000 tasks that fail twice
+##               then succeed, while one server and the client are killed with SIGKILL and the
+##               servers lose the database for 20 s; prints what it measured
+test-cluster:
+	RETRYHUB_TEST_CLUSTER=1 RETRYHUB_TEST_REQUIRE_MYSQL=1 $(GO) test -race -count=1 -v -timeout 15m \
+		-run TestClusterSurvivesKillsAndADatabaseCut ./server/internal/cluster/
 
 ## build: the server binary in ./bin
 build:

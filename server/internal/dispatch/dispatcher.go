@@ -779,8 +779,18 @@ func (d *Dispatcher) call(in retry.Instance, group retry.Group, body []byte, tim
 	if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
 		msg = eb.Error.Code + ": " + eb.Error.Message
 	}
+	if resp.StatusCode == http.StatusBadRequest && eb.Error.Code == codeWrongInstance {
+		// Another instance answers at this URL now (the process restarted with a new id, and
+		// the old one stays listed until its heartbeats lapse): the call did not run, so it
+		// uses no attempt, and the listed instance is passed over as an unreachable one is.
+		return retry.Result{Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callUnreachable
+	}
 	return retry.Result{Outcome: retry.OutcomeFailed, Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callAnswered
 }
+
+// codeWrongInstance is the error code of an SDK executor refusing a call signed for another
+// instance than itself.
+const codeWrongInstance = "wrong_instance"
 
 // errBadURL is an executor URL a request cannot be made for.
 var errBadURL = errors.New("bad executor URL")
