@@ -53,6 +53,9 @@ type Options struct {
 	// SlowQuery logs statements slower than this; zero logs none.
 	SlowQuery time.Duration
 	Logger    *slog.Logger
+	// OnError, when set, is told of the errors of statements made through gorm, other than a
+	// row not found or a unique key taken (metrics; see countErrors).
+	OnError func(error)
 }
 
 // ErrNotFound is returned when a row asked for by key does not exist.
@@ -97,6 +100,12 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 		sqlDB.SetConnMaxLifetime(opt.ConnMaxLife)
 	}
 	d.setPool(sqlDB)
+	if opt.OnError != nil {
+		if err := countErrors(db, d, opt.OnError); err != nil {
+			sqlDB.Close()
+			return nil, err
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := sqlDB.PingContext(pctx); err != nil {
