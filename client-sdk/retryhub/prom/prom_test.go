@@ -75,6 +75,9 @@ func PromtoolCheck(t *testing.T, reg prometheus.Gatherer) {
 	t.Helper()
 	path := "/usr/bin/promtool"
 	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("RETRYHUB_TEST_REQUIRE_PROMTOOL") != "" {
+			t.Fatalf("RETRYHUB_TEST_REQUIRE_PROMTOOL is set and %s is missing (install Debian's prometheus package)", path)
+		}
 		t.Log("promtool is not installed (Debian's prometheus package has it); skipping promtool check metrics")
 		return
 	}

@@ -90,6 +90,9 @@ func promtoolCheck(t *testing.T, body []byte) {
 	t.Helper()
 	const path = "/usr/bin/promtool"
 	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("RETRYHUB_TEST_REQUIRE_PROMTOOL") != "" {
+			t.Fatalf("RETRYHUB_TEST_REQUIRE_PROMTOOL is set and %s is missing (install Debian's prometheus package)", path)
+		}
 		t.Log("promtool is not installed (Debian's prometheus package has it); skipping promtool check metrics")
 		return
 	}
