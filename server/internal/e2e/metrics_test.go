@@ -161,6 +161,8 @@ func TestMetricsCountAReportAndItsReplay(t *testing.T) {
 			{"retryhub_attempt_duration_seconds", []string{"kind", "replay"}, 1},
 			{"retryhub_tasks", []string{"scene", w.scene.Name, "state", "waiting"}, 0},
 			{"retryhub_buckets", nil, 128},
+			// A healthy run: a row not found, a key taken and the like are no errors.
+			{"retryhub_database_errors_total", nil, 0},
 		} {
 			if v, ok := sample(fams, c.name, c.labels...); !ok || v != c.want {
 				t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)

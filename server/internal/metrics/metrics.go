@@ -80,7 +80,7 @@ func New(version string, log *slog.Logger) *Metrics {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}},
 		[]string{"result"})
 	m.dbErrors = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "database_errors_total",
-		Help: "Errors the database returned (a row not found is no error), for the statements made through gorm, the settlement batches and the scene totals' reads."})
+		Help: "Errors the database returned (a row not found or a key taken is no error): statements, transactions and the scene totals' reads."})
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
 		Help: "Always 1; the version label is the server's version.", ConstLabels: prometheus.Labels{"version": version}})
 	build.Set(1)
@@ -150,12 +150,11 @@ func (m *Metrics) Attempt(kind retry.AttemptKind, outcome retry.Outcome, lag, to
 	}
 }
 
-// SettleBatch observes a settlement batch's write (dispatch.Observer). A failed write counts
-// as a database error, unless the settler cancelled it on a stop.
+// SettleBatch observes a settlement batch's write (dispatch.Observer). The store counts a
+// failed write's database error itself.
 func (m *Metrics) SettleBatch(_ int, took time.Duration, err error) {
 	if err != nil {
 		m.settle.WithLabelValues("error").Observe(took.Seconds())
-		m.DatabaseError(err)
 		return
 	}
 	m.settle.WithLabelValues("ok").Observe(took.Seconds())

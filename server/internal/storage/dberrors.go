@@ -6,21 +6,31 @@ import (
 	"fmt"
 
 	"gorm.io/gorm"
+
+	"github.com/retryhub/retryhub/server/internal/retry"
 )
 
-// countErrors has onError told of every error a statement made through gorm returns, other
-// than a row not found, a unique key taken (the callers answer it as a conflict) and a context
-// that was cancelled (a caller that went away). It runs
-// after each of gorm's operations; the statements written by hand on the hot paths report
-// their errors to their callers, which count them where they know what failed (the settler's
-// batches, say).
-func countErrors(db *gorm.DB, d dialect, onError func(error)) error {
-	after := func(tx *gorm.DB) {
-		err := tx.Error
-		if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) && !errors.Is(err, context.Canceled) && !d.isDuplicate(err) {
-			onError(err)
-		}
+// dbError reports whether err is the database's error: not a row not found, a unique key
+// taken (the callers answer it as a conflict), a context cancelled (a caller that went away) or
+// one of the store's own answers (a job lost, tasks changed meanwhile, an invalid request).
+func (s *Store) dbError(err error) bool {
+	return err != nil && !errors.Is(err, gorm.ErrRecordNotFound) && !errors.Is(err, ErrNotFound) &&
+		!errors.Is(err, ErrConflict) && !errors.Is(err, ErrJobLost) && !errors.Is(err, errChangedMeanwhile) && !errors.Is(err, retry.ErrInvalid) &&
+		!errors.Is(err, context.Canceled) && !s.d.isDuplicate(err)
+}
+
+// countError tells Options.OnError of err when it is the database's error (dbError).
+func (s *Store) countError(err error) {
+	if s.onError != nil && s.dbError(err) {
+		s.onError(err)
 	}
+}
+
+// countErrors counts the errors of the statements made through gorm (countError), after each
+// of gorm's operations. The statements written by hand run in Store.tx, which counts the
+// errors of its transactions; the few reads outside one report their errors to their callers.
+func (s *Store) countErrors(db *gorm.DB) error {
+	after := func(tx *gorm.DB) { s.countError(tx.Error) }
 	cb := db.Callback()
 	for _, reg := range []struct {
 		name string

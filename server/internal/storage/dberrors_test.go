@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/retryhub/retryhub/server/internal/config"
 	"github.com/retryhub/retryhub/server/internal/retry"
@@ -12,8 +13,9 @@ import (
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
 )
 
-// Options.OnError is told of the database's errors, but not of a row not found nor of a unique
-// key taken, which the callers answer as such.
+// Options.OnError is told of the database's errors, of gorm's statements and of the store's
+// transactions, but not of a row not found nor of a unique key taken, which the callers answer
+// as such.
 func TestOnErrorCountsTheDatabasesErrors(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
 		storagetest.Open(t, target).Close() // creates and migrates the database
@@ -47,6 +49,14 @@ func TestOnErrorCountsTheDatabasesErrors(t *testing.T) {
 		}
 		if n := errs.Load(); n != 1 {
 			t.Fatalf("%d errors counted for a query on a closed database, want 1", n)
+		}
+		// The statements written by hand run in transactions, which count their errors too.
+		if _, err := s.Ingest(ctx, []storage.NewTask{{GroupID: 1, SceneID: 1, Key: "k", Args: []byte("{}"),
+			State: retry.Waiting, NextAt: time.Now()}}); err == nil {
+			t.Fatal("a closed store stored a task")
+		}
+		if n := errs.Load(); n != 2 {
+			t.Fatalf("%d errors counted after a transaction on a closed database, want 2", n)
 		}
 	})
 }

@@ -43,6 +43,8 @@ type Store struct {
 	scanWindow int // the task list's scan window; 0: ScanWindow (tests make it small)
 	// shardTurn picks the shard of each transaction's state deltas in turn (stateShard).
 	shardTurn atomic.Uint32
+	// onError is Options.OnError.
+	onError func(error)
 }
 
 // Options tune the connection pool.
@@ -53,8 +55,9 @@ type Options struct {
 	// SlowQuery logs statements slower than this; zero logs none.
 	SlowQuery time.Duration
 	Logger    *slog.Logger
-	// OnError, when set, is told of the errors of statements made through gorm, other than a
-	// row not found or a unique key taken (metrics; see countErrors).
+	// OnError, when set, is told of the database's errors: of the statements made through gorm
+	// and of the transactions the store runs, other than a row not found, a unique key taken
+	// and the like (metrics; see dbError).
 	OnError func(error)
 }
 
@@ -80,7 +83,7 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	s := &Store{d: d, log: log}
+	s := &Store{d: d, log: log, onError: opt.OnError}
 	s.shardTurn.Store(rand.Uint32())
 	db, err := d.open(ctx, dsn, gcfg)
 	if err != nil {
@@ -101,7 +104,7 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 	}
 	d.setPool(sqlDB)
 	if opt.OnError != nil {
-		if err := countErrors(db, d, opt.OnError); err != nil {
+		if err := s.countErrors(db); err != nil {
 			sqlDB.Close()
 			return nil, err
 		}
@@ -241,15 +244,18 @@ type dbtx interface {
 func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.sql.BeginTx(ctx, nil)
 	if err != nil {
+		s.countError(err)
 		return fmt.Errorf("begin: %w", err)
 	}
 	if err := fn(tx); err != nil {
+		s.countError(err)
 		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 			return errors.Join(err, fmt.Errorf("roll back: %w", rerr))
 		}
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		s.countError(err)
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
