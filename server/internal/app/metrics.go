@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -34,6 +35,9 @@ func (a *App) sceneTasks(ctx context.Context) ([]metrics.SceneTasks, error) {
 	out := make([]metrics.SceneTasks, 0, len(totals))
 	for _, t := range totals {
 		g, err := a.Catalog.Group(ctx, t.GroupID)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue // deleted since the totals were read
+		}
 		if err != nil {
 			return nil, fmt.Errorf("metrics: group %d of scene %s: %w", t.GroupID, t.Scene, err)
 		}
