@@ -37,6 +37,7 @@ type Config struct {
 	ConsoleAPI ConsoleAPI `yaml:"console"`
 	Auth       Auth       `yaml:"auth"`
 	Alert      Alert      `yaml:"alert"`
+	Metrics    Metrics    `yaml:"metrics"`
 }
 
 // Server is the HTTP server and this node's identity.
@@ -231,6 +232,14 @@ type ConsoleAPI struct {
 	BulkRate int `yaml:"bulk_rate"`
 }
 
+// Metrics configures the Prometheus metrics at /metrics.
+type Metrics struct {
+	// Enabled serves /metrics on server.listen.
+	Enabled bool `yaml:"enabled"`
+	// Token, when set, is the bearer token a scrape must carry; empty leaves /metrics open.
+	Token string `yaml:"token"`
+}
+
 // Default returns the configuration used when nothing is set: one node on :8080 with the
 // embedded SQLite database under ./data.
 func Default() Config {
@@ -254,6 +263,7 @@ func Default() Config {
 		ConsoleAPI: ConsoleAPI{Enabled: true, BulkRate: 5000},
 		Auth:       Auth{TokenTTL: 12 * time.Hour, BcryptCost: 12},
 		Alert:      Alert{Evaluate: "*/30 * * * * *", HistoryRetention: 30 * 24 * time.Hour},
+		Metrics:    Metrics{Enabled: true},
 	}
 }
 

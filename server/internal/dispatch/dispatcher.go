@@ -55,6 +55,8 @@ type Params struct {
 	OnRoom func()
 	// Client makes the calls; nil means a client tuned for many calls to few hosts.
 	Client *http.Client
+	// Observer, when set, is told of every attempt (metrics).
+	Observer Observer
 }
 
 // Grace is how much longer than an attempt's timeout the dispatcher waits for the answer.
@@ -116,6 +118,7 @@ type sceneLimiter struct {
 func NewDispatcher(p Params) *Dispatcher {
 	p.Concurrency = max(p.Concurrency, 1)
 	p.QueueSize = max(p.QueueSize, 1)
+	p.Observer = observerOr(p.Observer)
 	client := p.Client
 	if client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -819,6 +822,7 @@ func isDialError(err error) bool {
 func (d *Dispatcher) settle(c *retry.Claim, sc *catalog.Scene, res retry.Result, instance string, start time.Time) {
 	att := &retry.Attempt{TaskID: c.TaskID, Kind: c.Kind, Number: c.Number(), NodeID: d.p.NodeID, InstanceID: instance,
 		StartedAt: start, Duration: time.Since(start), Outcome: res.Outcome, Error: retry.TruncateError(res.Error)}
+	d.p.Observer.Attempt(c.Kind, res.Outcome, lagOf(c, start), att.Duration)
 	if c.Kind == retry.KindCallback {
 		d.add(retry.SettleCallback(c, &sc.Scene, sc.Policies, res, att, time.Now()))
 		return

@@ -46,6 +46,8 @@ type Store struct {
 	// returning says an upsert can end with RETURNING (SQLite; MariaDB from 10.5, not MySQL):
 	// an ingest then reads its rows' ids from its INSERT instead of a second statement.
 	returning bool
+	// onError is Options.OnError.
+	onError func(error)
 }
 
 // Options tune the connection pool.
@@ -56,6 +58,10 @@ type Options struct {
 	// SlowQuery logs statements slower than this; zero logs none.
 	SlowQuery time.Duration
 	Logger    *slog.Logger
+	// OnError, when set, is told of the database's errors: of the statements made through gorm
+	// and of the transactions the store runs, other than a row not found, a unique key taken
+	// and the like (metrics; see dbError).
+	OnError func(error)
 }
 
 // ErrNotFound is returned when a row asked for by key does not exist.
@@ -80,7 +86,7 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	s := &Store{d: d, log: log}
+	s := &Store{d: d, log: log, onError: opt.OnError}
 	s.shardTurn.Store(rand.Uint32())
 	db, err := d.open(ctx, dsn, gcfg)
 	if err != nil {
@@ -100,6 +106,12 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 		sqlDB.SetConnMaxLifetime(opt.ConnMaxLife)
 	}
 	d.setPool(sqlDB)
+	if opt.OnError != nil {
+		if err := s.countErrors(db); err != nil {
+			sqlDB.Close()
+			return nil, err
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := sqlDB.PingContext(pctx); err != nil {
@@ -300,15 +312,18 @@ type dbtx interface {
 func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.sql.BeginTx(ctx, nil)
 	if err != nil {
+		s.countError(err)
 		return fmt.Errorf("begin: %w", err)
 	}
 	if err := fn(tx); err != nil {
+		s.countError(err)
 		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 			return errors.Join(err, fmt.Errorf("roll back: %w", rerr))
 		}
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		s.countError(err)
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
