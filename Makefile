@@ -5,7 +5,7 @@ BIN      := bin/retryhub-server
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/retryhub/retryhub/server/internal/app.Version=$(VERSION)
 
-.PHONY: run test build lint bench demo clean web web-test
+.PHONY: run test fuzz build lint bench demo clean web web-test
 
 ## run: start one server on http://localhost:8080 with the embedded SQLite database under ./data
 run:
@@ -15,6 +15,19 @@ run:
 ##       on 127.0.0.1:3306 (RETRYHUB_TEST_MYSQL_DSN to point elsewhere)
 test: lint
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## fuzz: each fuzz target for FUZZTIME (10s), one after another: policies, request signing, the
+##       spool's journal, the client API's bodies. A failure leaves its input under the package's
+##       testdata/fuzz: fix the bug and commit the input, which `make test` then runs for good.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./client-sdk/backoff:FuzzPolicy ./client-sdk/protocol:FuzzVerify \
+	./client-sdk/internal/spool:FuzzSpoolFile ./client-sdk/internal/spool:FuzzSpoolRoundTrip \
+	./server/internal/api/clientapi:FuzzClientAPI
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz: $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x $$pkg; \
+	done
 
 ## build: the server binary in ./bin
 build:
