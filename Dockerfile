@@ -30,7 +30,7 @@ RUN go build -ldflags "-s -w -X github.com/retryhub/retryhub/server/internal/app
 # SQLite database under /home/nonroot/data (mount a volume there to keep it).
 FROM gcr.io/distroless/static-debian12:nonroot AS server
 COPY --from=build /out/retryhub-server /usr/local/bin/retryhub-server
-COPY --from=build --chown=nonroot:nonroot /out/data /home/nonroot/data
+COPY --from=build --chown=65532:65532 /out/data /home/nonroot/data
 WORKDIR /home/nonroot
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
