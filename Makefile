@@ -16,11 +16,12 @@ run:
 test: lint
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
-## fuzz: each fuzz target for FUZZTIME (10s), one after another: policies, request signing, the
-##       spool's journal, the client API's bodies. A failure leaves its input under the package's
+## fuzz: each fuzz target for FUZZTIME (10s), one after another: policies and scene declarations,
+##       request signing, the spool's journal, the client API's bodies. A failure leaves its input under the package's
 ##       testdata/fuzz: fix the bug and commit the input, which `make test` then runs for good.
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./client-sdk/backoff:FuzzPolicy ./client-sdk/protocol:FuzzVerify \
+FUZZ_TARGETS := ./client-sdk/backoff:FuzzPolicy ./server/internal/retry:FuzzSceneDeclaration \
+	./client-sdk/protocol:FuzzVerify \
 	./client-sdk/internal/spool:FuzzSpoolFile ./client-sdk/internal/spool:FuzzSpoolRoundTrip \
 	./server/internal/api/clientapi:FuzzClientAPI
 fuzz:
