@@ -17,6 +17,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -167,6 +168,15 @@ func (s *Store) Writers(want int) int { return max(s.d.writers(want), 1) }
 // Migrate creates or updates the schema, then checks that the database was made for the same
 // number of buckets (recording it on first use).
 func (s *Store) Migrate(ctx context.Context, buckets int) error {
+	// Nodes starting together on one MySQL database migrate one after another: each checks
+	// the schema and creates what is missing, which two at once would both try.
+	if s.d.name() == config.MySQL {
+		unlock, err := s.migrationLock(ctx)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	db := s.db.WithContext(ctx)
 	if opts := s.d.tableOptions(); opts != "" {
 		db = db.Set("gorm:table_options", opts)
@@ -208,6 +218,31 @@ func (s *Store) Migrate(ctx context.Context, buckets int) error {
 		s.log.Info("migrate: counted the tasks by scene and state, which earlier versions did not keep", "totals", corrected)
 	}
 	return nil
+}
+
+// migrationLock takes MySQL's named lock for the migration of this database, waiting up to two
+// minutes for a node that holds it, and returns its release.
+func (s *Store) migrationLock(ctx context.Context) (func(), error) {
+	conn, err := s.sql.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrate schema: %w", err)
+	}
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(CONCAT('retryhub.migrate.', DATABASE()), 120)").Scan(&got); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("migrate schema: take the migration lock: %w", err)
+	}
+	if got.Int64 != 1 {
+		conn.Close()
+		return nil, errors.New("migrate schema: another node held the migration lock for two minutes")
+	}
+	return func() {
+		// A lock left by a failed release goes with the connection.
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(CONCAT('retryhub.migrate.', DATABASE()))"); err != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		conn.Close()
+	}, nil
 }
 
 // summaryUnsharded is where Migrate sets aside the summary table of an earlier version, whose
