@@ -15,7 +15,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
@@ -73,18 +72,28 @@ func node(b *testing.B, target storagetest.Target) *app.App {
 	return a
 }
 
+// world is the bench's namespace, group and scene.
 type world struct {
-	group retry.Group
-	scene retry.Scene
+	namespace string
+	group     retry.Group
+	scene     retry.Scene
 }
 
 func setup(b *testing.B, a *app.App) world {
 	b.Helper()
-	f := testkit.NewFixture(b, a.Store, storagetest.RandomName("bench"), token, func(sc *retry.Scene) {
+	return setupOn(b, a.Store)
+}
+
+// setupOn makes the bench's namespace, group and scene in s: a remote scene replayed an hour
+// after each failure.
+func setupOn(b *testing.B, s *storage.Store) world {
+	b.Helper()
+	ns := storagetest.RandomName("bench")
+	f := testkit.NewFixture(b, s, ns, token, func(sc *retry.Scene) {
 		sc.Mode = protocol.Remote
 		sc.Backoff = backoff.Policy{Strategy: backoff.Fixed, Interval: backoff.Duration(time.Hour)}
 	})
-	return world{group: f.Group, scene: f.Scene}
+	return world{namespace: ns, group: f.Group, scene: f.Scene}
 }
 
 // BenchmarkIngest reports failed calls through the client API, 500 per signed request from 4
@@ -211,21 +220,18 @@ func BenchmarkRawInsert(b *testing.B) {
 	})
 }
 
-// BenchmarkReplay replays a backlog of due tasks on an instance that succeeds at once, and
-// reports attempts/s: each a claim, an HTTP call, a settlement and a stored attempt.
+// BenchmarkReplay replays a backlog of due tasks on a real SDK instance whose function
+// succeeds at once, and reports attempts/s: each a claim, a call of the SDK's executor over
+// loopback HTTP, a settlement and a stored attempt.
 func BenchmarkReplay(b *testing.B) {
 	eachDB(b, func(b *testing.B, target storagetest.Target) {
 		a := node(b, target)
 		w := setup(b, a)
 		var calls atomic.Int64
-		srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
+		startSDK(b, a.URL(), w, func(context.Context, dueArgs) error {
 			calls.Add(1)
-			rw.Header().Set("Content-Type", "application/json")
-			rw.Write([]byte(`{"status":"succeeded"}`))
-		}))
-		defer srv.Close()
-		register(b, a, w, srv.URL+"/x", 512)
+			return nil
+		}, nil)
 		n := tasks()
 		for range b.N {
 			b.StopTimer()
@@ -241,74 +247,69 @@ func BenchmarkReplay(b *testing.B) {
 			b.StartTimer()
 			waitCalls(b, &calls, base+int64(n))
 			waitSettled(b, a.Store, w)
-			b.ReportMetric(float64(n)/time.Since(due).Seconds(), "attempts/s")
+			rate := float64(n) / time.Since(due).Seconds()
+			b.ReportMetric(rate, "attempts/s")
 		}
 	})
 }
 
+// dueArgs are the arguments of the bench's tasks: when each falls due (Unix ms).
+type dueArgs struct {
+	Due int64 `json:"due"`
+}
+
+// lagRecorder collects how late each replay reached the SDK's function.
+type lagRecorder struct {
+	mu    sync.Mutex
+	lags  []float64
+	calls atomic.Int64
+}
+
+// run is the scene's function: it notes its lag and succeeds.
+func (l *lagRecorder) run(_ context.Context, a dueArgs) error {
+	lag := float64(time.Now().UnixMicro()-a.Due*1000) / 1000
+	l.mu.Lock()
+	l.lags = append(l.lags, lag)
+	l.mu.Unlock()
+	l.calls.Add(1)
+	return nil
+}
+
+// percentiles returns the p50 and p99 of the lags noted, in ms.
+func (l *lagRecorder) percentiles() (float64, float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.lags) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(l.lags)
+	slices.Sort(s)
+	return s[len(s)/2], s[(len(s)*99+99)/100-1]
+}
+
 // BenchmarkDueLag loads tasks falling due evenly over a few seconds, beside a larger backlog
-// that is not due, and reports how late each reached the instance: p50 and p99, in ms.
+// that is not due, and reports how late each reached a real SDK instance's function: p50 and
+// p99, in ms.
 func BenchmarkDueLag(b *testing.B) {
 	eachDB(b, func(b *testing.B, target storagetest.Target) {
 		a := node(b, target)
 		w := setup(b, a)
-		var mu sync.Mutex
-		var lags []float64
-		var calls atomic.Int64
-		srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-			defer calls.Add(1)
-			var req protocol.ExecuteRequest
-			json.NewDecoder(r.Body).Decode(&req)
-			var due struct {
-				Due int64 `json:"due"`
-			}
-			json.Unmarshal(req.Args, &due)
-			mu.Lock()
-			lags = append(lags, float64(time.Now().UnixMilli()-due.Due))
-			mu.Unlock()
-			rw.Write([]byte(`{"status":"succeeded"}`))
-		}))
-		defer srv.Close()
-		register(b, a, w, srv.URL+"/x", 512)
+		var rec lagRecorder
+		startSDK(b, a.URL(), w, rec.run, nil)
 		n := tasks()
 		for range b.N {
 			b.StopTimer()
 			load(b, a.Store, w, 4*n, time.Now().Add(time.Hour), 0) // the backlog, not due
 			spreadFrom := time.Now().Add(2*time.Second + time.Duration(n/5)*time.Millisecond)
-			base := calls.Load()
+			base := rec.calls.Load()
 			load(b, a.Store, w, n, spreadFrom, 5*time.Second) // due over 5 s, 3 s from now
 			b.StartTimer()
-			waitCalls(b, &calls, base+int64(n))
+			waitCalls(b, &rec.calls, base+int64(n))
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		slices.Sort(lags)
-		b.ReportMetric(lags[len(lags)/2], "p50-ms")
-		b.ReportMetric(lags[len(lags)*99/100], "p99-ms")
+		p50, p99 := rec.percentiles()
+		b.ReportMetric(p50, "p50-ms")
+		b.ReportMetric(p99, "p99-ms")
 	})
-}
-
-// register lists an instance at url and keeps it listed with heartbeats until the benchmark
-// ends, as the SDK does.
-func register(b *testing.B, a *app.App, w world, url string, capacity int) {
-	b.Helper()
-	testkit.Register(b, a.URL(), w.group, protocol.RegisterRequest{InstanceID: "bench-1", ExecutorURL: url, Capacity: capacity})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				testkit.Call(a.URL(), w.group, http.MethodPost, protocol.PathHeartbeat, protocol.HeartbeatRequest{InstanceID: "bench-1"})
-			}
-		}
-	}()
-	b.Cleanup(func() { close(stop); <-done })
 }
 
 var loaded atomic.Int64
