@@ -3,10 +3,16 @@
 // database; replay attempts per second with every attempt stored; and how late due tasks are
 // dispatched. `make bench` runs them; nothing here asserts a time.
 //
-// Sizes can be raised with RETRYHUB_BENCH_TASKS (default 20000) for longer runs.
+// Sizes can be raised with RETRYHUB_BENCH_TASKS (default 20000) for longer runs, and the
+// due-lag backlog with RETRYHUB_BENCH_BACKLOG (default 1,000,000; `make bench-10m` sets 10M).
+// Once every benchmark has run, TestMain prints one table of the figures beside the limits
+// measured in the same run (raw INSERT rate, loopback HTTP round trips) and the targets, and
+// writes it as JSON to RETRYHUB_BENCH_OUT (default bench-results.json at the repository's
+// root); RETRYHUB_BENCH_PEERS names the peers' results (../shared/peers/out) to print beside.
 package bench
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -15,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
@@ -26,6 +33,7 @@ import (
 
 	"github.com/retryhub/retryhub/client-sdk/backoff"
 	"github.com/retryhub/retryhub/client-sdk/protocol"
+	"github.com/retryhub/retryhub/client-sdk/retryhub"
 	"github.com/retryhub/retryhub/server/internal/app"
 	"github.com/retryhub/retryhub/server/internal/config"
 	"github.com/retryhub/retryhub/server/internal/retry"
@@ -119,7 +127,94 @@ func BenchmarkIngest(b *testing.B) {
 			}
 		}
 		elapsed := time.Since(start)
-		b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "rows/s")
+		rate := float64(n*b.N) / elapsed.Seconds()
+		b.ReportMetric(rate, "rows/s")
+		record("ingest.api."+target.Name, rate)
+	})
+}
+
+// ingestArgs are the arguments of the ingest runs' calls: the same width as the raw INSERT's.
+type ingestArgs struct {
+	Order  string `json:"order"`
+	Amount int    `json:"amount"`
+}
+
+// errIngest is the failure of every call in BenchmarkIngestSDK.
+var errIngest = errors.New("timeout")
+
+// BenchmarkIngestSDK fails calls of a remote scene in ingestSenders real SDK clients at once,
+// each delivering its reports in batches of ingestBatch (the SDK's batched reporter, one
+// request at a time per client), and reports rows/s: from the first call until the server has
+// committed every report.
+func BenchmarkIngestSDK(b *testing.B) {
+	eachDB(b, func(b *testing.B, target storagetest.Target) {
+		a := node(b, target)
+		w := setup(b, a)
+		n := tasks()
+		per := (n + ingestSenders - 1) / ingestSenders
+		type sender struct {
+			c    *retryhub.Client
+			fail func(context.Context, ingestArgs) error
+		}
+		var senders []sender
+		for range ingestSenders {
+			c := startSDKClient(b, a.URL(), w, func(cfg *retryhub.Config) {
+				cfg.ListenAddr = ""
+				cfg.ReportBatchSize = ingestBatch
+				cfg.MaxQueuedReports = per * max(b.N, 1)
+			})
+			fail := retryhub.RetryableOn(c, w.scene.Name, func(context.Context, ingestArgs) error { return errIngest },
+				retryhub.WithMode(retryhub.Remote), retryhub.WithKey(func(a ingestArgs) string { return a.Order }))
+			startClient(b, c)
+			senders = append(senders, sender{c, fail})
+		}
+		b.ResetTimer()
+		start := time.Now()
+		var seq atomic.Int64
+		for range b.N {
+			var wg sync.WaitGroup
+			errs := make(chan error, ingestSenders)
+			for _, s := range senders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range per {
+						k := "k" + strconv.FormatInt(seq.Add(1), 10)
+						if err := s.fail(context.Background(), ingestArgs{Order: k, Amount: 1999}); !errors.Is(err, retryhub.ErrReported) {
+							errs <- fmt.Errorf("a failed call was not reported: %w", err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
+		}
+		want := uint64(per * ingestSenders * b.N)
+		deadline := time.Now().Add(10 * time.Minute)
+		for {
+			var delivered uint64
+			for _, s := range senders {
+				st := s.c.Stats()
+				delivered += st.Delivered + st.Merged
+				if st.Rejected > 0 {
+					b.Fatalf("the server rejected %d reports", st.Rejected)
+				}
+			}
+			if delivered >= want {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of %d reports delivered after 10 minutes", delivered, want)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		rate := float64(want) / time.Since(start).Seconds()
+		b.ReportMetric(rate, "rows/s")
+		record("ingest.sdk."+target.Name, rate)
 	})
 }
 
@@ -216,8 +311,66 @@ func BenchmarkRawInsert(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(n*b.N)/time.Since(start).Seconds(), "rows/s")
+		rate := float64(n*b.N) / time.Since(start).Seconds()
+		b.ReportMetric(rate, "rows/s")
+		record("rawinsert."+target.Name, rate)
 	})
+}
+
+// BenchmarkLoopbackHTTP is the ceiling BenchmarkReplay is measured against: small JSON POSTs
+// to an in-process HTTP server over loopback from 16 clients with keep-alive, for a few
+// seconds, reported as round trips/s.
+func BenchmarkLoopbackHTTP(b *testing.B) {
+	resp := []byte(`{"status":"succeeded","id":12}`)
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		rw.Header().Set("Content-Type", "application/json")
+		_, _ = rw.Write(resp)
+	}))
+	defer srv.Close()
+	body := []byte(paddedArgs(time.Now()))
+	const clients, span = 16, 5 * time.Second
+	tr := &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	b.ResetTimer()
+	for range b.N {
+		var trips atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		start := time.Now()
+		end := start.Add(span)
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(end) {
+					req, err := http.NewRequest(http.MethodPost, srv.URL+"/x", bytes.NewReader(body))
+					if err != nil {
+						errs <- err
+						return
+					}
+					req.Header.Set("Content-Type", "application/json")
+					res, err := hc.Do(req)
+					if err != nil {
+						errs <- err
+						return
+					}
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					trips.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		rate := float64(trips.Load()) / time.Since(start).Seconds()
+		b.ReportMetric(rate, "req/s")
+		record("http16", rate)
+	}
 }
 
 // BenchmarkReplay replays a backlog of due tasks on a real SDK instance whose function
@@ -249,6 +402,7 @@ func BenchmarkReplay(b *testing.B) {
 			waitSettled(b, a.Store, w)
 			rate := float64(n) / time.Since(due).Seconds()
 			b.ReportMetric(rate, "attempts/s")
+			record("replay."+target.Name, rate)
 		}
 	})
 }
@@ -275,6 +429,13 @@ func (l *lagRecorder) run(_ context.Context, a dueArgs) error {
 	return nil
 }
 
+// reset forgets the lags noted.
+func (l *lagRecorder) reset() {
+	l.mu.Lock()
+	l.lags = l.lags[:0]
+	l.mu.Unlock()
+}
+
 // percentiles returns the p50 and p99 of the lags noted, in ms.
 func (l *lagRecorder) percentiles() (float64, float64) {
 	l.mu.Lock()
@@ -287,35 +448,106 @@ func (l *lagRecorder) percentiles() (float64, float64) {
 	return s[len(s)/2], s[(len(s)*99+99)/100-1]
 }
 
-// BenchmarkDueLag loads tasks falling due evenly over a few seconds, beside a larger backlog
-// that is not due, and reports how late each reached a real SDK instance's function: p50 and
-// p99, in ms.
+// The due-lag run: dueCount tasks falling due evenly over dueSpread, beside a backlog of
+// waiting tasks that are not due.
+const (
+	dueCount  = 5000
+	dueSpread = 10 * time.Second
+)
+
+// backlogSizes are the backlogs the MariaDB due-lag run measures beside, in order: 10k, 1M and
+// RETRYHUB_BENCH_BACKLOG (1M by default), as far as that goes. The backlog is loaded once,
+// growing from one size to the next.
+func backlogSizes() []int {
+	largest := 1_000_000
+	if n, err := strconv.Atoi(os.Getenv("RETRYHUB_BENCH_BACKLOG")); err == nil && n > 0 {
+		largest = n
+	}
+	var out []int
+	for _, n := range []int{10_000, 1_000_000} {
+		if n < largest {
+			out = append(out, n)
+		}
+	}
+	return append(out, largest)
+}
+
+// BenchmarkDueLag measures how late tasks reach a real SDK instance's function after they fall
+// due: dueCount tasks due evenly over dueSpread beside a backlog that is not due, p50 and p99
+// in ms. On MariaDB the server runs as a process of its own with its default configuration, as
+// a new user would run it, beside backlogs of each of backlogSizes (with 200-byte arguments);
+// its peak memory and rh_task's bytes per task are measured at the end. On SQLite it runs in
+// process beside a backlog of 4 × RETRYHUB_BENCH_TASKS.
 func BenchmarkDueLag(b *testing.B) {
-	eachDB(b, func(b *testing.B, target storagetest.Target) {
-		a := node(b, target)
+	b.Run("sqlite", func(b *testing.B) {
+		a := node(b, storagetest.SQLite(b))
 		w := setup(b, a)
 		var rec lagRecorder
 		startSDK(b, a.URL(), w, rec.run, nil)
-		n := tasks()
 		for range b.N {
-			b.StopTimer()
-			load(b, a.Store, w, 4*n, time.Now().Add(time.Hour), 0) // the backlog, not due
-			spreadFrom := time.Now().Add(2*time.Second + time.Duration(n/5)*time.Millisecond)
-			base := rec.calls.Load()
-			load(b, a.Store, w, n, spreadFrom, 5*time.Second) // due over 5 s, 3 s from now
-			b.StartTimer()
-			waitCalls(b, &rec.calls, base+int64(n))
+			backlog := 4 * tasks()
+			load(b, a.Store, w, backlog, time.Now().Add(time.Hour), 0)
+			p50, p99 := measureLag(b, a.Store, w, &rec)
+			b.ReportMetric(p50, "p50-ms")
+			b.ReportMetric(p99, "p99-ms")
+			record(lagKey("p50", "sqlite", backlog), p50)
+			record(lagKey("p99", "sqlite", backlog), p99)
 		}
-		p50, p99 := rec.percentiles()
-		b.ReportMetric(p50, "p50-ms")
-		b.ReportMetric(p99, "p99-ms")
 	})
+	b.Run("mysql", func(b *testing.B) {
+		target := storagetest.MySQL(b)
+		store := storagetest.Open(b, target)
+		db := mysqlDB(b, target)
+		w := setupOn(b, store)
+		srv := startServer(b, target)
+		var rec lagRecorder
+		startSDK(b, srv.url, w, rec.run, nil)
+		for range b.N {
+			loaded := 0
+			for _, size := range backlogSizes() {
+				fillBacklog(b, db, w, size-loaded)
+				loaded = size
+				p50, p99 := measureLag(b, store, w, &rec)
+				fmt.Fprintf(os.Stderr, "due→dispatch lag beside %s waiting: p50 %.1f ms, p99 %.1f ms\n", count(size), p50, p99)
+				b.ReportMetric(p50, "p50-ms-"+count(size))
+				b.ReportMetric(p99, "p99-ms-"+count(size))
+				record(lagKey("p50", "mysql", size), p50)
+				record(lagKey("p99", "mysql", size), p99)
+			}
+			rss, peak := srv.memory(b)
+			b.ReportMetric(peak, "peak-rss-MiB")
+			record("rss.end", rss)
+			record("rss.peak", peak)
+			per := bytesPerTask(b, db)
+			b.ReportMetric(per, "B/task")
+			record("bytes_per_task", per)
+		}
+	})
+}
+
+// dueLead is how long after their storing begins the due-lag run's tasks start falling due:
+// long enough for storing them to be over, so that the lag is the scheduler's alone.
+const dueLead = 3 * time.Second
+
+// measureLag stores dueCount tasks due evenly over dueSpread from dueLead on, waits until the
+// SDK instance ran them all and returns the p50 and p99 of their lags, in ms.
+func measureLag(b *testing.B, s *storage.Store, w world, rec *lagRecorder) (float64, float64) {
+	b.Helper()
+	rec.reset()
+	base := rec.calls.Load()
+	first := time.Now().Add(dueLead)
+	load(b, s, w, dueCount, first, dueSpread)
+	if late := time.Since(first); late > 0 {
+		fmt.Fprintf(os.Stderr, "storing the due tasks ended %s after the first fell due: their lag includes it\n", late.Round(time.Millisecond))
+	}
+	waitCalls(b, &rec.calls, base+dueCount)
+	return rec.percentiles()
 }
 
 var loaded atomic.Int64
 
-// load stores n waiting tasks due from `from`, spread evenly over `spread`; each one's
-// arguments carry its due time.
+// load stores n waiting tasks due from `from`, spread evenly over `spread`, through the store
+// as an ingest does; each one's arguments (argsBytes long) carry its due time.
 func load(b *testing.B, s *storage.Store, w world, n int, from time.Time, spread time.Duration) {
 	b.Helper()
 	ctx := context.Background()
@@ -328,7 +560,7 @@ func load(b *testing.B, s *storage.Store, w world, n int, from time.Time, spread
 			}
 			key := fmt.Sprintf("t-%d", loaded.Add(1))
 			batch = append(batch, storage.NewTask{GroupID: w.group.ID, SceneID: w.scene.ID, Bucket: retry.BucketOf(key, 128),
-				Key: key, Args: []byte(fmt.Sprintf(`{"due":%d}`, due.UnixMilli())), State: retry.Waiting, NextAt: due})
+				Key: key, Args: []byte(paddedArgs(due)), State: retry.Waiting, NextAt: due})
 		}
 		if _, err := s.Ingest(ctx, batch); err != nil {
 			b.Fatal(err)

@@ -20,6 +20,16 @@ const sdkCapacity = 256
 // down when the benchmark ends.
 func startSDK[T any](b *testing.B, base string, w world, fn func(context.Context, T) error, edit func(*retryhub.Config)) *retryhub.Client {
 	b.Helper()
+	c := startSDKClient(b, base, w, edit)
+	retryhub.RetryableOn(c, w.scene.Name, fn, retryhub.WithMode(retryhub.Remote))
+	startClient(b, c)
+	return c
+}
+
+// startSDKClient makes (without starting it) an SDK client for the bench's group at base,
+// listening for replays on loopback; edit changes its configuration.
+func startSDKClient(b *testing.B, base string, w world, edit func(*retryhub.Config)) *retryhub.Client {
+	b.Helper()
 	cfg := retryhub.Config{Servers: []string{base}, Namespace: w.namespace, Group: w.group.Name, Token: token,
 		ListenAddr: "127.0.0.1:0", Capacity: sdkCapacity, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if edit != nil {
@@ -29,7 +39,13 @@ func startSDK[T any](b *testing.B, base string, w world, fn func(context.Context
 	if err != nil {
 		b.Fatal(err)
 	}
-	retryhub.RetryableOn(c, w.scene.Name, fn, retryhub.WithMode(retryhub.Remote))
+	return c
+}
+
+// startClient starts c, shut down when the benchmark ends, and waits until the server lists
+// it.
+func startClient(b *testing.B, c *retryhub.Client) {
+	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.Start(ctx); err != nil {
@@ -49,5 +65,4 @@ func startSDK[T any](b *testing.B, base string, w world, fn func(context.Context
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return c
 }
