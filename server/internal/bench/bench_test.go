@@ -1,7 +1,9 @@
 // Package bench measures the numbers that matter, against the real parts: reports ingested
-// per second through the client API, next to the raw multi-row INSERT rate of the same
-// database; replay attempts per second with every attempt stored; and how late due tasks are
-// dispatched. `make bench` runs them; nothing here asserts a time.
+// per second through real SDK clients and through the signed client API, next to the raw
+// multi-row INSERT rate of the same database; replay attempts per second on a real SDK client
+// with every attempt stored, next to the loopback HTTP round-trip rate; how late due tasks
+// reach the SDK beside a large backlog, with the server's memory and the storage per task.
+// `make bench` runs them; nothing here asserts a time.
 //
 // Sizes can be raised with RETRYHUB_BENCH_TASKS (default 20000) for longer runs, and the
 // due-lag backlog with RETRYHUB_BENCH_BACKLOG (default 1,000,000; `make bench-10m` sets 10M).
