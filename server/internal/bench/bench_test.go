@@ -535,6 +535,7 @@ func BenchmarkDueLag(b *testing.B) {
 			loaded := 0
 			for _, size := range backlogSizes() {
 				fillBacklog(b, db, w, size-loaded)
+				settleInnoDB(b, db)
 				loaded = size
 				p50, p99 := measureLag(b, store, w, &rec)
 				fmt.Fprintf(os.Stderr, "due→dispatch lag beside %s waiting: p50 %.1f ms, p99 %.1f ms; %s\n", count(size), p50, p99, rec.edge())
