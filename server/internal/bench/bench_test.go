@@ -418,6 +418,8 @@ type dueArgs struct {
 type lagRecorder struct {
 	mu   sync.Mutex
 	lags []float64
+	// dues are the tasks' due times (Unix ms), beside lags.
+	dues []int64
 	// early are the lags of the tasks due in the first tickEdge after a whole second (the claim
 	// ticks): the tail a claim that does not reach past the next tick leaves.
 	early []float64
@@ -432,6 +434,7 @@ func (l *lagRecorder) run(_ context.Context, a dueArgs) error {
 	lag := float64(time.Now().UnixMicro()-a.Due*1000) / 1000
 	l.mu.Lock()
 	l.lags = append(l.lags, lag)
+	l.dues = append(l.dues, a.Due)
 	if time.Duration(a.Due%1000)*time.Millisecond < tickEdge {
 		l.early = append(l.early, lag)
 	}
@@ -443,8 +446,31 @@ func (l *lagRecorder) run(_ context.Context, a dueArgs) error {
 // reset forgets the lags noted.
 func (l *lagRecorder) reset() {
 	l.mu.Lock()
-	l.lags, l.early = l.lags[:0], l.early[:0]
+	l.lags, l.dues, l.early = l.lags[:0], l.dues[:0], l.early[:0]
 	l.mu.Unlock()
+}
+
+// dump appends the lags noted to RETRYHUB_BENCH_LAG_CSV, when set, as lines of the backlog,
+// the due time (Unix ms) and the lag (ms): to see whether the tail comes in bursts.
+func (l *lagRecorder) dump(b *testing.B, backlog int) {
+	path := os.Getenv("RETRYHUB_BENCH_LAG_CSV")
+	if path == "" {
+		return
+	}
+	l.mu.Lock()
+	var sb strings.Builder
+	for i := range l.lags {
+		fmt.Fprintf(&sb, "%d,%d,%.3f\n", backlog, l.dues[i], l.lags[i])
+	}
+	l.mu.Unlock()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		b.Fatalf("lag CSV: %v", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(sb.String()); err != nil {
+		b.Fatalf("lag CSV: %v", err)
+	}
 }
 
 // edge describes the lags of the tasks due just after a tick beside all of them.
@@ -541,6 +567,7 @@ func BenchmarkDueLag(b *testing.B) {
 				fmt.Fprintf(os.Stderr, "due→dispatch lag beside %s waiting: p50 %.1f ms, p99 %.1f ms; %s\n", count(size), p50, p99, rec.edge())
 				b.ReportMetric(p50, "p50-ms-"+count(size))
 				b.ReportMetric(p99, "p99-ms-"+count(size))
+				rec.dump(b, size)
 				record(lagKey("p50", "mysql", size), p50)
 				record(lagKey("p99", "mysql", size), p99)
 			}
