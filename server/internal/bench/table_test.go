@@ -50,6 +50,8 @@ func TestMain(m *testing.M) {
 
 // tableRow is one line of the table (and of its JSON).
 type tableRow struct {
+	// Key names the figure for programs: ingest.sdk.mysql, lag.p99.mysql.1000000, ….
+	Key    string  `json:"key"`
 	Figure string  `json:"figure"`
 	Value  float64 `json:"value"`
 	Unit   string  `json:"unit"`
@@ -72,7 +74,7 @@ func ratioRow(name, valueKey, unit, limitName, limitKey string, goal float64, at
 	if !ok {
 		return tableRow{}, false
 	}
-	r := tableRow{Figure: name, Value: v, Unit: unit}
+	r := tableRow{Key: valueKey, Figure: name, Value: v, Unit: unit}
 	limit, ok := figure(limitKey)
 	if limitKey == "" {
 		limit, ok = goal, true
