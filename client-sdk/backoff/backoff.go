@@ -204,7 +204,9 @@ func (b *Backoff) Delay(failures int) time.Duration {
 		now := time.Now()
 		d = b.Next(failures, now).Sub(now)
 	case Random:
-		lo, hi := int64(b.p.Min), int64(b.p.Max)
+		// Bounded first: hi-lo+1 of a max near the largest Duration would overflow.
+		hi := min(int64(b.p.Max), int64(MaxDelay))
+		lo := min(int64(b.p.Min), hi)
 		d = time.Duration(lo + rand.Int64N(hi-lo+1))
 	}
 	return min(max(d, 0), MaxDelay)
@@ -215,8 +217,10 @@ func (b *Backoff) exponential(failures int) time.Duration {
 	if m == 0 {
 		m = 2
 	}
+	// The limit is at most MaxDelay, so that the float below converts back to a Duration
+	// without overflow (a cap near the largest Duration would round up past it).
 	limit := float64(MaxDelay)
-	if b.p.Cap > 0 {
+	if b.p.Cap > 0 && time.Duration(b.p.Cap) < MaxDelay {
 		limit = float64(b.p.Cap)
 	}
 	f := float64(b.p.Base) * math.Pow(m, float64(failures-1))
@@ -264,6 +268,10 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	if _, err := fmt.Sscan(s, &ms); err != nil {
 		return fmt.Errorf("duration %s: want a string such as \"30s\" or a number of milliseconds", s)
 	}
-	*d = Duration(time.Duration(ms * float64(time.Millisecond)))
+	ns := ms * float64(time.Millisecond)
+	if math.IsNaN(ns) || ns >= math.MaxInt64 || ns < math.MinInt64 {
+		return fmt.Errorf("duration %s: out of range (at most about 292 years)", s)
+	}
+	*d = Duration(time.Duration(ns))
 	return nil
 }

@@ -24,6 +24,7 @@ type wrapped[T any] struct {
 // fn; everything else happens in failed.
 func (w *wrapped[T]) call(ctx context.Context, arg T) error {
 	p := w.s.pol.Load()
+	w.s.reg.calls.calls.Add(1)
 	var err error
 	if p.timeout > 0 {
 		err = w.attempt(ctx, arg, p.timeout)
@@ -33,6 +34,7 @@ func (w *wrapped[T]) call(ctx context.Context, arg T) error {
 	if err == nil {
 		return nil
 	}
+	w.s.reg.calls.failed.Add(1)
 	return w.failed(ctx, arg, err, p)
 }
 
@@ -65,6 +67,7 @@ func (w *wrapped[T]) failed(ctx context.Context, arg T, err error, p *policy) er
 		attempts, err, stop = retryLocal(ctx, p.attempts, p.backoff, err, func(ctx context.Context) error {
 			return w.attempt(ctx, arg, p.timeout)
 		})
+		s.reg.calls.localRetries.Add(uint64(attempts - 1))
 		if err == nil {
 			return nil
 		}

@@ -284,6 +284,13 @@ type Stats struct {
 	// InFlight is how many replays and callbacks run now (counted from when their request's
 	// headers pass the signature's first checks).
 	InFlight int
+	// Calls counts the calls of the client's retryable functions (replays the server sends
+	// are not calls); Failed counts those whose first attempt failed, and LocalRetries the
+	// attempts after the first that ran in the process. A function declared with Retryable
+	// counts toward the process-wide client.
+	Calls        uint64
+	Failed       uint64
+	LocalRetries uint64
 }
 
 // Stats returns the client's counters.
@@ -293,6 +300,10 @@ func (c *Client) Stats() Stats {
 		Merged:    c.stats.merged.Load(),
 		Rejected:  c.stats.rejected.Load(),
 		InFlight:  int(c.exec.inFlight.Load()),
+
+		Calls:        c.reg.calls.calls.Load(),
+		Failed:       c.reg.calls.failed.Load(),
+		LocalRetries: c.reg.calls.localRetries.Load(),
 	}
 	if q := c.q.Load(); q != nil {
 		st.Queued = q.len()

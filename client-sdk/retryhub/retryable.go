@@ -49,6 +49,13 @@ type registry struct {
 	scenes map[string]*scene
 	// client is the started Client serving the registry, nil when none.
 	client atomic.Pointer[Client]
+	// calls counts the calls of the registry's scenes (Stats).
+	calls callCounters
+}
+
+// callCounters count what the retryable functions did.
+type callCounters struct {
+	calls, failed, localRetries atomic.Uint64
 }
 
 func newRegistry() *registry { return &registry{scenes: make(map[string]*scene)} }

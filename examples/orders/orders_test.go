@@ -203,6 +203,15 @@ func TestFailingCallRetriesLocally(t *testing.T) {
 	if o.Published != StateFailed || o.Partner != StateDone {
 		t.Errorf("order %+v: want publishing failed and the partner told", o)
 	}
+	// /metrics serves the SDK client's counters: both scenes' calls, the local retries.
+	w := httptest.NewRecorder()
+	f.svc.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{"retryhub_client_calls_total 2", "retryhub_client_call_failures_total 1",
+		"retryhub_client_local_retries_total 2"} {
+		if !strings.Contains(w.Body.String(), want+"\n") {
+			t.Errorf("/metrics: no %q in\n%s", want, w.Body.String())
+		}
+	}
 	// The broker failed each attempt, half of them after storing the message: at most one copy
 	// is kept, the rest are dropped as repeats.
 	if b := f.broker.Stats(); b.Messages > 1 || b.Messages+b.Duplicates > 3 {

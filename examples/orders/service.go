@@ -25,8 +25,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 	"github.com/retryhub/retryhub/client-sdk/retryhub"
+	"github.com/retryhub/retryhub/client-sdk/retryhub/prom"
 )
 
 // The service's scenes, as the retryhub console shows them.
@@ -54,6 +58,8 @@ type Service struct {
 	orders  atomic.Int64
 
 	publishStats, notifyStats sceneStats
+	// metrics holds the SDK client's collector, served at /metrics.
+	metrics *prometheus.Registry
 
 	// The retryable scenes: call them like the functions they wrap.
 	publishOrderCreated func(context.Context, OrderCreated) error
@@ -67,7 +73,8 @@ func New(client *retryhub.Client, broker *Broker, partner *PartnerClient, log *s
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Service{log: log, broker: broker, partner: partner, store: newStore()}
+	s := &Service{log: log, broker: broker, partner: partner, store: newStore(), metrics: prometheus.NewRegistry()}
+	s.metrics.MustRegister(prom.NewCollector(client, nil))
 	s.publishStats.name = ScenePublishOrderCreated
 	s.notifyStats.name = SceneNotifyPartner
 
@@ -204,11 +211,13 @@ const maxBody = 64 << 10
 //	POST /orders       create an order from a NewOrder; 201 with the Order, 400 when invalid
 //	GET  /orders/{id}  the Order; 404 when unknown
 //	GET  /stats        the Stats
+//	GET  /metrics      the retryhub client's counters for Prometheus (retryhub/prom)
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /orders", s.handleCreate)
 	mux.HandleFunc("GET /orders/{id}", s.handleGet)
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Stats()) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	return mux
 }
 

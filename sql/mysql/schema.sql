@@ -257,6 +257,7 @@ CREATE TABLE rh_audit (
 CREATE TABLE rh_summary_minute (
   minute       DATETIME(3) NOT NULL,
   scene_id     BIGINT      NOT NULL,
+  shard        INT         NOT NULL DEFAULT 0,
   reported     BIGINT      NOT NULL DEFAULT 0,
   merged       BIGINT      NOT NULL DEFAULT 0,
   replayed     BIGINT      NOT NULL DEFAULT 0,
@@ -266,7 +267,7 @@ CREATE TABLE rh_summary_minute (
   cb_succeeded BIGINT      NOT NULL DEFAULT 0,
   cb_failed    BIGINT      NOT NULL DEFAULT 0,
   cb_exhausted BIGINT      NOT NULL DEFAULT 0,
-  PRIMARY KEY (minute, scene_id)
+  PRIMARY KEY (minute, scene_id, shard)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- The same counts per hour: minute rows older than 30 days are rolled up into these by the

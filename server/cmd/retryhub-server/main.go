@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -24,6 +25,7 @@ func main() {
 	path := flag.String("config", os.Getenv("RETRYHUB_CONFIG"), "YAML configuration file (optional)")
 	keys := flag.Bool("keys", false, "list the configuration keys and their environment variables, then exit")
 	version := flag.Bool("version", false, "print the version and exit")
+	healthcheck := flag.Bool("healthcheck", false, "ask this configuration's node for /healthz on the local host, exit 0 when it answers 200 (for container health checks)")
 	flag.Parse()
 	if *version {
 		fmt.Println(app.Version)
@@ -39,6 +41,16 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "retryhub-server: configuration:", err)
 		os.Exit(2)
+	}
+	if *healthcheck {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := checkHealth(ctx, cfg.Server); err != nil {
+			fmt.Fprintln(os.Stderr, "retryhub-server: healthcheck:", err)
+			cancel()
+			os.Exit(1)
+		}
+		return
 	}
 	log := newLogger(cfg.Log)
 	slog.SetDefault(log)

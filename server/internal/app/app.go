@@ -29,6 +29,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/catalog"
 	"github.com/retryhub/retryhub/server/internal/config"
 	"github.com/retryhub/retryhub/server/internal/dispatch"
+	"github.com/retryhub/retryhub/server/internal/metrics"
 	"github.com/retryhub/retryhub/server/internal/ops"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/scheduler"
@@ -68,6 +69,8 @@ type App struct {
 	ConsoleAPI *consoleapi.API
 	// NoncePruner deletes the client requests' nonces once their signatures have expired.
 	NoncePruner *clientapi.NoncePruner
+	// Metrics is the node's Prometheus registry and the metrics its parts feed (/metrics).
+	Metrics *metrics.Metrics
 
 	// services are the node's long-running parts in start order; they stop in reverse.
 	services *service.List
@@ -98,9 +101,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		nodeID = defaultNodeID()
 	}
 	log = log.With("node", nodeID)
+	m := metrics.New(Version, log)
 	store, err := storage.Open(ctx, dsn, storage.Options{MaxOpenConns: cfg.Database.MaxOpenConns,
 		MaxIdleConns: cfg.Database.MaxIdleConns, ConnMaxLife: cfg.Database.ConnMaxLife,
-		SlowQuery: cfg.Database.SlowQuery, Logger: log})
+		SlowQuery: cfg.Database.SlowQuery, Logger: log, OnError: m.DatabaseError})
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +117,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, err
 	}
 
-	a := &App{cfg: cfg, log: log, NodeID: nodeID, Store: store}
+	a := &App{cfg: cfg, log: log, NodeID: nodeID, Store: store, Metrics: m}
 	key, err := alert.LoadKey(ctx, store, cfg.Alert.SecretKey, log)
 	if err == nil {
 		a.Channels, err = alert.NewChannels(key, notify.Options{})
@@ -163,7 +167,7 @@ func (a *App) build() error {
 	a.Registry = dispatch.NewRegistry(dispatch.RegistryParams{Store: store, TTL: d.InstanceTTL, Interval: time.Second, Log: log})
 	writers := store.Writers(d.SettleWriters) // one at a time is all SQLite has
 	a.Settler = dispatch.NewSettler(dispatch.SettlerParams{Store: store, Batch: d.SettleBatch, Interval: d.SettleInterval,
-		Writers: writers, Log: log})
+		Writers: writers, Observer: a.Metrics, Log: log})
 	a.Heartbeat = scheduler.NewHeartbeat(scheduler.HeartbeatParams{Store: store, Node: retry.Node{ID: nodeID,
 		Address: advertise(cfg.Server), Version: Version, StartedAt: time.Now()}, Interval: s.HeartbeatInterval, Log: log})
 	a.Leaser = scheduler.NewLeaser(scheduler.LeaserParams{Store: store, Log: log, NodeID: nodeID, Buckets: s.Buckets,
@@ -175,7 +179,7 @@ func (a *App) build() error {
 		Registry: a.Registry, Settler: a.Settler, Log: log, Concurrency: d.Concurrency, QueueSize: d.QueueSize,
 		MaxQueuedBytes: d.MaxQueuedBytes, DefaultTimeout: d.DefaultTimeout, NoInstanceDelay: d.NoInstanceDelay,
 		BusyDelay: d.BusyDelay, PausedDelay: d.PausedDelay, ClaimTimeout: s.ClaimTimeout, StopReserve: shutdownGrace,
-		Nodes: a.Leaser.Nodes, OnRoom: waker.Wake})
+		Nodes: a.Leaser.Nodes, OnRoom: waker.Wake, Observer: a.Metrics})
 	// A claim lasts through an attempt of the default timeout; scenes with longer ones extend
 	// their claims as they dispatch.
 	var err error
@@ -205,6 +209,9 @@ func (a *App) build() error {
 		SignatureWindow: cfg.ClientAPI.SignatureWindow, InstanceHeartbeat: d.InstanceHeartbeat,
 		InstanceTTL: d.InstanceTTL, Buckets: s.Buckets}, store, a.Catalog, a.Registry, log)
 	a.NoncePruner = clientapi.NewNoncePruner(clientapi.NoncePrunerParams{Store: store, Log: log})
+	if err := a.watch(); err != nil {
+		return err
+	}
 	// Stopping runs this backwards: the jobs and the claimer end, dispatch gives back what it
 	// did not start and hands its results to the settler, the settler writes them, and only
 	// then are the leases, the leadership and the node row given up.
@@ -253,6 +260,7 @@ func (a *App) routes() http.Handler {
 	r := gin.New()
 	r.Use(httpx.Recover(a.log), httpx.Log(a.log))
 	r.GET("/healthz", a.health)
+	a.mountMetrics(r)
 	a.ClientAPI.Mount(r)
 	a.ConsoleAPI.Mount(r)
 	files := web.Handler()
@@ -312,6 +320,7 @@ func (a *App) Start(ctx context.Context) error {
 	if a.tls != nil {
 		ln = tls.NewListener(ln, a.tls)
 	}
+	ln = bindConnections(a.server, ln, a.cfg.Server.MaxConnections)
 	a.listener = ln
 	if err := a.services.Start(ctx); err != nil {
 		ln.Close()

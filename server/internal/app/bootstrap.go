@@ -36,6 +36,11 @@ func bootstrap(ctx context.Context, store *storage.Store, b config.Bootstrap, lo
 		return nil
 	}
 	ns, err := store.CreateNamespace(ctx, retry.Namespace{Name: b.Namespace, Description: "created on first start", Enabled: true})
+	if errors.Is(err, storage.ErrConflict) {
+		// Another node starting on the same empty database created it a moment ago: the
+		// group is made by whichever node gets to it first.
+		ns, err = store.NamespaceByName(ctx, b.Namespace)
+	}
 	if err != nil {
 		return fmt.Errorf("bootstrap namespace: %w", err)
 	}
@@ -45,6 +50,9 @@ func bootstrap(ctx context.Context, store *storage.Store, b config.Bootstrap, lo
 	}
 	g, err := store.CreateGroup(ctx, retry.Group{NamespaceID: ns.ID, Name: b.Group, Description: "created on first start",
 		Token: token, Enabled: true, AutoCreateScenes: true})
+	if errors.Is(err, storage.ErrConflict) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("config bootstrap.group_token: %w", err)
 	}

@@ -37,6 +37,7 @@ type Config struct {
 	ConsoleAPI ConsoleAPI `yaml:"console"`
 	Auth       Auth       `yaml:"auth"`
 	Alert      Alert      `yaml:"alert"`
+	Metrics    Metrics    `yaml:"metrics"`
 }
 
 // Server is the HTTP server and this node's identity.
@@ -57,6 +58,11 @@ type Server struct {
 	// PublicURL is the console's address as operators reach it (https://retryhub.example.com),
 	// for the links in alert messages; empty sends messages without links.
 	PublicURL string `yaml:"public_url"`
+	// MaxConnections bounds the client connections the node holds open: at the bound it
+	// closes its idle keep-alive connections and keeps no new ones idle until it is back
+	// under three quarters of it; connections past the bound wait to be accepted. Each costs
+	// some 20 KiB, so the bound keeps a flood of connections from growing the node's memory.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // Database is the store every node shares.
@@ -228,17 +234,25 @@ type ConsoleAPI struct {
 	BulkRate int `yaml:"bulk_rate"`
 }
 
+// Metrics configures the Prometheus metrics at /metrics.
+type Metrics struct {
+	// Enabled serves /metrics on server.listen.
+	Enabled bool `yaml:"enabled"`
+	// Token, when set, is the bearer token a scrape must carry; empty leaves /metrics open.
+	Token string `yaml:"token"`
+}
+
 // Default returns the configuration used when nothing is set: one node on :8080 with the
 // embedded SQLite database under ./data.
 func Default() Config {
 	return Config{
-		Server: Server{Listen: ":8080", ShutdownTimeout: 30 * time.Second},
+		Server: Server{Listen: ":8080", ShutdownTimeout: 30 * time.Second, MaxConnections: 1024},
 		Database: Database{DSN: "sqlite://data/retryhub.db", MaxOpenConns: 32, MaxIdleConns: 32,
 			ConnMaxLife: 30 * time.Minute, SlowQuery: time.Second},
 		Scheduler: Scheduler{Buckets: 128, Tick: "* * * * * *", Lookahead: time.Second, ClaimBatch: 1000,
 			ClaimTimeout: 30 * time.Second, HeartbeatInterval: 2 * time.Second, NodeTTL: 10 * time.Second,
 			LeaseDuration: 10 * time.Second, SweepInterval: 5 * time.Second},
-		Dispatch: Dispatch{Concurrency: 256, QueueSize: 20000, MaxQueuedBytes: 64 << 20, DefaultTimeout: 30 * time.Second,
+		Dispatch: Dispatch{Concurrency: 256, QueueSize: 20000, MaxQueuedBytes: 16 << 20, DefaultTimeout: 30 * time.Second,
 			InstanceTTL: 30 * time.Second, InstanceHeartbeat: 5 * time.Second, NoInstanceDelay: 10 * time.Second,
 			BusyDelay: 2 * time.Second, PausedDelay: 30 * time.Second, SettleBatch: 500,
 			SettleInterval: 20 * time.Millisecond, SettleWriters: 2},
@@ -246,11 +260,12 @@ func Default() Config {
 			Attempts: 30 * 24 * time.Hour, Batch: 1000},
 		Log:        Log{Level: "info", Format: "text"},
 		Bootstrap:  Bootstrap{Namespace: "default", Group: "default"},
-		ClientAPI:  ClientAPI{MaxBodyBytes: 4 << 20, MaxInflightBytes: 64 << 20, MaxPayloadBytes: 256 << 10, MaxBatch: 1000, SignatureWindow: 5 * time.Minute},
+		ClientAPI:  ClientAPI{MaxBodyBytes: 4 << 20, MaxInflightBytes: 16 << 20, MaxPayloadBytes: 256 << 10, MaxBatch: 1000, SignatureWindow: 5 * time.Minute},
 		Catalog:    Catalog{TTL: time.Second, MaxEntries: 10000},
 		ConsoleAPI: ConsoleAPI{Enabled: true, BulkRate: 5000},
 		Auth:       Auth{TokenTTL: 12 * time.Hour, BcryptCost: 12},
 		Alert:      Alert{Evaluate: "*/30 * * * * *", HistoryRetention: 30 * 24 * time.Hour},
+		Metrics:    Metrics{Enabled: true},
 	}
 }
 
@@ -468,6 +483,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.ShutdownTimeout <= 0 {
 		bad("server.shutdown_timeout", "must be positive")
+	}
+	if c.Server.MaxConnections != 0 && c.Server.MaxConnections < 16 {
+		bad("server.max_connections", "want 0 (no bound) or at least 16, got %d", c.Server.MaxConnections)
 	}
 	if c.Server.TLSCertFile != "" && c.Server.TLSKeyFile == "" {
 		bad("server.tls_key_file", "set it with server.tls_cert_file (both or neither)")

@@ -55,6 +55,8 @@ type Params struct {
 	OnRoom func()
 	// Client makes the calls; nil means a client tuned for many calls to few hosts.
 	Client *http.Client
+	// Observer, when set, is told of every attempt (metrics).
+	Observer Observer
 }
 
 // Grace is how much longer than an attempt's timeout the dispatcher waits for the answer.
@@ -116,6 +118,7 @@ type sceneLimiter struct {
 func NewDispatcher(p Params) *Dispatcher {
 	p.Concurrency = max(p.Concurrency, 1)
 	p.QueueSize = max(p.QueueSize, 1)
+	p.Observer = observerOr(p.Observer)
 	client := p.Client
 	if client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -779,8 +782,18 @@ func (d *Dispatcher) call(in retry.Instance, group retry.Group, body []byte, tim
 	if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
 		msg = eb.Error.Code + ": " + eb.Error.Message
 	}
+	if resp.StatusCode == http.StatusBadRequest && eb.Error.Code == codeWrongInstance {
+		// Another instance answers at this URL now (the process restarted with a new id, and
+		// the old one stays listed until its heartbeats lapse): the call did not run, so it
+		// uses no attempt, and the listed instance is passed over as an unreachable one is.
+		return retry.Result{Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callUnreachable
+	}
 	return retry.Result{Outcome: retry.OutcomeFailed, Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callAnswered
 }
+
+// codeWrongInstance is the error code of an SDK executor refusing a call signed for another
+// instance than itself.
+const codeWrongInstance = "wrong_instance"
 
 // errBadURL is an executor URL a request cannot be made for.
 var errBadURL = errors.New("bad executor URL")
@@ -809,6 +822,7 @@ func isDialError(err error) bool {
 func (d *Dispatcher) settle(c *retry.Claim, sc *catalog.Scene, res retry.Result, instance string, start time.Time) {
 	att := &retry.Attempt{TaskID: c.TaskID, Kind: c.Kind, Number: c.Number(), NodeID: d.p.NodeID, InstanceID: instance,
 		StartedAt: start, Duration: time.Since(start), Outcome: res.Outcome, Error: retry.TruncateError(res.Error)}
+	d.p.Observer.Attempt(c.Kind, res.Outcome, lagOf(c, start), att.Duration)
 	if c.Kind == retry.KindCallback {
 		d.add(retry.SettleCallback(c, &sc.Scene, sc.Policies, res, att, time.Now()))
 		return

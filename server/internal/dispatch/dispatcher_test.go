@@ -258,6 +258,37 @@ func TestDispatcherSkipsAnUnreachableInstance(t *testing.T) {
 	})
 }
 
+// A process restarted on the same address with a new instance id refuses the calls signed for
+// the old id, which stays listed until its heartbeats lapse: such a refusal did not run the call,
+// so it uses no attempt, and the old instance is passed over as an unreachable one.
+func TestDispatcherPassesOverAnInstanceThatIsNoLongerAtItsURL(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		r := newRig(t, s, nil, nil)
+		ok := newExecutor(t, testkit.Succeed)
+		refusal := []byte(`{"error":{"code":"wrong_instance","message":"this is instance b-new, not a-old"}}`)
+		r.register("a-old", newRawServer(t, http.StatusBadRequest, refusal), 0)
+		r.register("b-new", ok.URL(), 0)
+		id := r.run("k")[0]
+		tk := r.Task(id)
+		atts := r.Attempts(id)
+		if tk.State != retry.Succeeded || tk.Attempts != 1 || len(atts) != 1 || atts[0].InstanceID != "b-new" {
+			t.Fatalf("task is %s with %d attempts %+v; want succeeded once, on b-new", tk.State, tk.Attempts, atts)
+		}
+		if _, err := r.reg.Pick(r.Group.ID, retry.RoundRobin, "x", map[string]bool{"b-new": true}); err != dispatch.ErrNoInstance {
+			t.Fatalf("pick with only the refusing instance left: %v, want ErrNoInstance", err)
+		}
+
+		// Any other 400 is the call's failure, as before.
+		r2 := newRig(t, s, nil, nil)
+		r2.register("bad", newRawServer(t, http.StatusBadRequest, []byte(`{"error":{"code":"wrong_group","message":"no"}}`)), 0)
+		id = r2.run("k2")[0]
+		if tk := r2.Task(id); tk.Attempts != 1 || !strings.Contains(tk.LastError, "wrong_group") {
+			t.Fatalf("a wrong_group refusal: task has %d attempts, last error %q; want one failed attempt", tk.Attempts, tk.LastError)
+		}
+	})
+}
+
 func TestDispatcherTimesOutAnInstanceThatNeverAnswers(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {

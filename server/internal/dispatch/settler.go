@@ -24,7 +24,9 @@ type SettlerParams struct {
 	// OnSettled, when set, is called after each written batch with the batch and the number of
 	// tasks it changed (settlements whose claim no longer held change nothing).
 	OnSettled func(batch []retry.Settlement, changed int64)
-	Log       *slog.Logger
+	// Observer, when set, is told of every batch written or failed (metrics).
+	Observer Observer
+	Log      *slog.Logger
 }
 
 // Settler writes settlements in batches: it collects them for up to an interval or a batch
@@ -74,6 +76,7 @@ var _ service.Killer = (*Settler)(nil)
 func NewSettler(p SettlerParams) *Settler {
 	p.Batch = max(p.Batch, 1)
 	p.Writers = max(p.Writers, 1)
+	p.Observer = observerOr(p.Observer)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Settler{p: p, log: p.Log, ctx: ctx, cancel: cancel,
 		in: make(chan retry.Settlement, p.Batch*2), batches: make(chan []retry.Settlement, p.Writers),
@@ -290,8 +293,10 @@ func (s *Settler) flushSince(buf []retry.Settlement, failedAt time.Time) {
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
+		start := time.Now()
 		changed, err := s.p.Store.Settle(ctx, buf)
 		cancel()
+		s.p.Observer.SettleBatch(len(buf), time.Since(start), err)
 		if err == nil {
 			s.lastWritten.Store(time.Now().UnixNano())
 			s.recovered()

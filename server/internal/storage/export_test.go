@@ -10,6 +10,10 @@ import (
 // SetScanWindow makes the task list's scan window n ids.
 func (s *Store) SetScanWindow(n int) { s.scanWindow = n }
 
+// SetReturning turns the ingest's use of RETURNING on or off, to test the path of databases
+// without it (MySQL).
+func (s *Store) SetReturning(on bool) { s.returning = on }
+
 // ExplainTaskPage runs EXPLAIN on the SELECT of ListTaskPage, and on the lookups of the id
 // bounds of a created-time range, and returns their rows as maps of column to text.
 func (s *Store) ExplainTaskPage(ctx context.Context, f TaskFilter, o TaskOrder, after *TaskCursor, limit int) ([]map[string]string, error) {

@@ -64,6 +64,21 @@ func ingestUpsert(d dialect) string {
 // instead of each waiting for a key another holds. The deadlocks and lock waits that remain
 // (MariaDB also locks the gaps next to a key it checks) are tried again (retryTx).
 func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, error) {
+	return s.IngestOnce(ctx, nil, tasks)
+}
+
+// Nonce is a signed request's nonce and when it may be forgotten: kept until then, it lets the
+// request run at most once.
+type Nonce struct {
+	Value   string
+	Expires time.Time
+}
+
+// IngestOnce is Ingest for a signed request: it records the request's nonce in the batch's
+// transaction, so the request's reports are stored exactly when its nonce is, in one commit
+// instead of two. A nonce recorded before fails the batch with ErrConflict, storing nothing.
+// A nil nonce records none.
+func (s *Store) IngestOnce(ctx context.Context, nonce *Nonce, tasks []NewTask) ([]IngestResult, error) {
 	if len(tasks) == 0 {
 		return nil, nil
 	}
@@ -131,38 +146,49 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 	}
 
 	var stored map[sk]IngestResult
+	// readStored reads the rows of a chunk: id, scene, key and the report that made each.
+	readStored := func(rows *sql.Rows, err error) error {
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id, scene, rid int64
+				key            string
+			)
+			if err := rows.Scan(&id, &scene, &key, &rid); err != nil {
+				return err
+			}
+			stored[sk{scene, key}] = IngestResult{TaskID: id, Merged: rid != reportID}
+		}
+		return rows.Err()
+	}
 	err := s.retryTx(ctx, func(tx *sql.Tx) error {
 		stored = make(map[sk]IngestResult, len(uniq))
+		if nonce != nil {
+			if err := addNonce(ctx, s.d, tx, nonce.Value, nonce.Expires); err != nil {
+				return err
+			}
+		}
 		// Chunks keep each statement within SQLite's limit on bound parameters (32766).
 		for start := 0; start < len(uniq); start += ingestChunk {
 			chunk := uniq[start:min(start+ingestChunk, len(uniq))]
 			q, args := insert(chunk)
+			if s.returning {
+				// The INSERT answers each row as it stands after it: its id, and the report
+				// that made it (another one's for a merge).
+				if err := readStored(tx.QueryContext(ctx, q+" RETURNING id, scene_id, active_key, report_id", args...)); err != nil {
+					return fmt.Errorf("insert: %w", err)
+				}
+				continue
+			}
 			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return fmt.Errorf("insert: %w", err)
 			}
 			read, rargs := readBack(chunk)
-			if err := func() error {
-				rows, err := tx.QueryContext(ctx, read, rargs...)
-				if err != nil {
-					return fmt.Errorf("read back: %w", err)
-				}
-				defer rows.Close()
-				for rows.Next() {
-					var (
-						id, scene, rid int64
-						key            string
-					)
-					if err := rows.Scan(&id, &scene, &key, &rid); err != nil {
-						return fmt.Errorf("read back: %w", err)
-					}
-					stored[sk{scene, key}] = IngestResult{TaskID: id, Merged: rid != reportID}
-				}
-				if err := rows.Err(); err != nil {
-					return fmt.Errorf("read back: %w", err)
-				}
-				return nil
-			}(); err != nil {
-				return err
+			if err := readStored(tx.QueryContext(ctx, read, rargs...)); err != nil {
+				return fmt.Errorf("read back: %w", err)
 			}
 		}
 		// Every report must be accounted for before the batch commits: a caller told the batch
@@ -185,7 +211,7 @@ func (s *Store) Ingest(ctx context.Context, tasks []NewTask) ([]IngestResult, er
 		if err := s.applyStateDeltas(ctx, tx, deltas); err != nil {
 			return err
 		}
-		return writeSummary(ctx, s.d, tx, now, ingestCounts(tasks, results))
+		return s.writeSummary(ctx, tx, now, ingestCounts(tasks, results))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest %d reports: %w", len(tasks), err)

@@ -20,8 +20,13 @@ func (nonceRow) TableName() string { return "rh_nonce" }
 // AddNonce records a request's nonce until expires: one INSERT, whose primary key answers
 // ErrConflict when the nonce was recorded before (the request is a replay).
 func (s *Store) AddNonce(ctx context.Context, nonce string, expires time.Time) error {
-	_, err := s.sql.ExecContext(ctx, "INSERT INTO rh_nonce (nonce, expires_at) VALUES (?, ?)", nonce, T(expires))
-	if s.d.isDuplicate(err) {
+	return addNonce(ctx, s.d, s.sql, nonce, expires)
+}
+
+// addNonce records a nonce through db, ErrConflict when it was recorded before.
+func addNonce(ctx context.Context, d dialect, db dbtx, nonce string, expires time.Time) error {
+	_, err := db.ExecContext(ctx, "INSERT INTO rh_nonce (nonce, expires_at) VALUES (?, ?)", nonce, T(expires))
+	if d.isDuplicate(err) {
 		return ErrConflict
 	}
 	if err != nil {

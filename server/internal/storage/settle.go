@@ -103,7 +103,7 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 		if err := s.applyStateDeltas(ctx, tx, deltas); err != nil {
 			return err
 		}
-		return writeSummary(ctx, s.d, tx, now, counts)
+		return s.writeSummary(ctx, tx, now, counts)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("settle %d tasks: %w", len(batch), err)

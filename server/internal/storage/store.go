@@ -17,6 +17,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,11 @@ type Store struct {
 	scanWindow int // the task list's scan window; 0: ScanWindow (tests make it small)
 	// shardTurn picks the shard of each transaction's state deltas in turn (stateShard).
 	shardTurn atomic.Uint32
+	// returning says an upsert can end with RETURNING (SQLite; MariaDB from 10.5, not MySQL):
+	// an ingest then reads its rows' ids from its INSERT instead of a second statement.
+	returning bool
+	// onError is Options.OnError.
+	onError func(error)
 }
 
 // Options tune the connection pool.
@@ -53,6 +59,10 @@ type Options struct {
 	// SlowQuery logs statements slower than this; zero logs none.
 	SlowQuery time.Duration
 	Logger    *slog.Logger
+	// OnError, when set, is told of the database's errors: of the statements made through gorm
+	// and of the transactions the store runs, other than a row not found, a unique key taken
+	// and the like (metrics; see dbError).
+	OnError func(error)
 }
 
 // ErrNotFound is returned when a row asked for by key does not exist.
@@ -77,7 +87,7 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	s := &Store{d: d, log: log}
+	s := &Store{d: d, log: log, onError: opt.OnError}
 	s.shardTurn.Store(rand.Uint32())
 	db, err := d.open(ctx, dsn, gcfg)
 	if err != nil {
@@ -97,6 +107,12 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 		sqlDB.SetConnMaxLifetime(opt.ConnMaxLife)
 	}
 	d.setPool(sqlDB)
+	if opt.OnError != nil {
+		if err := s.countErrors(db); err != nil {
+			sqlDB.Close()
+			return nil, err
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := sqlDB.PingContext(pctx); err != nil {
@@ -104,7 +120,36 @@ func Open(ctx context.Context, dsn config.DSN, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s database: %w", dsn.Driver, err)
 	}
 	s.db, s.sql = db, sqlDB
+	if s.returning, err = s.canReturn(ctx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("open %s database: %w", dsn.Driver, err)
+	}
 	return s, nil
+}
+
+// canReturn reports whether the database's upserts take RETURNING: SQLite's do, and MariaDB's
+// from 10.5; MySQL's do not.
+func (s *Store) canReturn(ctx context.Context) (bool, error) {
+	if s.d.name() != config.MySQL {
+		return true, nil
+	}
+	var version string
+	if err := s.sql.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		return false, fmt.Errorf("read the server's version: %w", err)
+	}
+	return mariaDBReturns(version), nil
+}
+
+// mariaDBReturns reports whether a server of that VERSION() is a MariaDB of 10.5 or later.
+func mariaDBReturns(version string) bool {
+	if !strings.Contains(strings.ToLower(version), "mariadb") {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 10 || major == 10 && minor >= 5
 }
 
 // Close closes the connections.
@@ -123,12 +168,31 @@ func (s *Store) Writers(want int) int { return max(s.d.writers(want), 1) }
 // Migrate creates or updates the schema, then checks that the database was made for the same
 // number of buckets (recording it on first use).
 func (s *Store) Migrate(ctx context.Context, buckets int) error {
+	// Nodes starting together on one MySQL database migrate one after another: each checks
+	// the schema and creates what is missing, which two at once would both try.
+	if s.d.name() == config.MySQL {
+		unlock, err := s.migrationLock(ctx)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	db := s.db.WithContext(ctx)
 	if opts := s.d.tableOptions(); opts != "" {
 		db = db.Set("gorm:table_options", opts)
 	}
+	// An earlier version kept one summary row per scene and minute: its table is set aside,
+	// made anew with shards, and its rows are copied back as shard 0 below.
+	if db.Migrator().HasTable(&summaryRow{}) && !db.Migrator().HasColumn(&summaryRow{}, "shard") {
+		if err := db.Migrator().RenameTable("rh_summary_minute", summaryUnsharded); err != nil {
+			return fmt.Errorf("migrate schema: set the unsharded summary aside: %w", err)
+		}
+	}
 	if err := db.AutoMigrate(allModels...); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
+	}
+	if err := s.copyUnshardedSummary(ctx, db); err != nil {
+		return err
 	}
 	for _, ix := range obsoleteIndexes() {
 		if !db.Migrator().HasIndex(ix.model, ix.name) {
@@ -153,6 +217,57 @@ func (s *Store) Migrate(ctx context.Context, buckets int) error {
 	if corrected > 0 {
 		s.log.Info("migrate: counted the tasks by scene and state, which earlier versions did not keep", "totals", corrected)
 	}
+	return nil
+}
+
+// migrationLock takes MySQL's named lock for the migration of this database, waiting up to two
+// minutes for a node that holds it, and returns its release.
+func (s *Store) migrationLock(ctx context.Context) (func(), error) {
+	conn, err := s.sql.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrate schema: %w", err)
+	}
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(CONCAT('retryhub.migrate.', DATABASE()), 120)").Scan(&got); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("migrate schema: take the migration lock: %w", err)
+	}
+	if got.Int64 != 1 {
+		conn.Close()
+		return nil, errors.New("migrate schema: another node held the migration lock for two minutes")
+	}
+	return func() {
+		// A lock left by a failed release goes with the connection.
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(CONCAT('retryhub.migrate.', DATABASE()))"); err != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		conn.Close()
+	}, nil
+}
+
+// summaryUnsharded is where Migrate sets aside the summary table of an earlier version, whose
+// key had no shard, until its rows are copied into the new one.
+const summaryUnsharded = "rh_summary_minute_unsharded"
+
+// copyUnshardedSummary copies the minutes of an earlier version's summary table into shard 0
+// of the new one and drops it. The copy is one statement, and a minute already copied (by a
+// start cut off before the drop) is kept as it is, so a copy run twice counts nothing twice.
+func (s *Store) copyUnshardedSummary(ctx context.Context, db *gorm.DB) error {
+	if !db.Migrator().HasTable(summaryUnsharded) {
+		return nil
+	}
+	cols := strings.Join(summaryCols, ", ")
+	keep := s.d.upsert([]string{"minute", "scene_id", "shard"}, []assign{{"reported", "rh_summary_minute.reported"}})
+	res, err := s.sql.ExecContext(ctx, "INSERT INTO rh_summary_minute (minute, scene_id, shard, "+cols+") SELECT minute, scene_id, 0, "+
+		cols+" FROM "+summaryUnsharded+" WHERE 1 = 1"+keep)
+	if err != nil {
+		return fmt.Errorf("migrate schema: copy the unsharded summary: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if err := db.Migrator().DropTable(summaryUnsharded); err != nil {
+		return fmt.Errorf("migrate schema: drop the unsharded summary: %w", err)
+	}
+	s.log.Info("migrate: spread the per-minute summary over shards", "rows", n)
 	return nil
 }
 
@@ -232,15 +347,18 @@ type dbtx interface {
 func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.sql.BeginTx(ctx, nil)
 	if err != nil {
+		s.countError(err)
 		return fmt.Errorf("begin: %w", err)
 	}
 	if err := fn(tx); err != nil {
+		s.countError(err)
 		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 			return errors.Join(err, fmt.Errorf("roll back: %w", rerr))
 		}
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		s.countError(err)
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil

@@ -13,11 +13,18 @@ import (
 
 // summaryRow counts what happened to a scene's tasks in one minute. The rows are written in
 // the transactions that make the events (ingest, settlements), by upserts that add a batch's
-// counts per scene, never by counting rh_task. The key (minute, scene_id) serves the
+// counts per scene, never by counting rh_task. The key (minute, scene_id, shard) serves the
 // dashboard's reads of a time range.
+//
+// A scene's minute is spread over shards like its state totals (sceneStateRow): each
+// transaction adds its counts to a shard picked in turn, so that the ingests and settlements
+// running at once do not queue on one row per scene until each commits; readers add the shards
+// up. Before shards, concurrent ingests of one scene spent most of their time waiting for that
+// row's lock.
 type summaryRow struct {
 	Minute      Time  `gorm:"primaryKey;autoIncrement:false"`
 	SceneID     int64 `gorm:"primaryKey;autoIncrement:false"`
+	Shard       int   `gorm:"primaryKey;autoIncrement:false;size:32;default:0"`
 	Reported    int64 `gorm:"not null;default:0"`
 	Merged      int64 `gorm:"not null;default:0"`
 	Replayed    int64 `gorm:"not null;default:0"`
@@ -57,7 +64,7 @@ var summaryCols = []string{"reported", "merged", "replayed", "succeeded", "faile
 
 // summaryUpsert ends an INSERT into rh_summary_minute: a row that exists adds the new counts.
 func summaryUpsert(d dialect) string {
-	return d.upsert([]string{"minute", "scene_id"}, summaryAdd())
+	return d.upsert([]string{"minute", "scene_id", "shard"}, summaryAdd())
 }
 
 // summaryAdd adds an upsert's counts to the row's.
@@ -84,10 +91,11 @@ func (m sceneCounts) of(scene int64) *SummaryCounts {
 	return c
 }
 
-// writeSummary adds a batch's counts to the summary of now's minute: one upsert, its rows in
-// scene order, so that transactions counting the same scenes lock their rows in one order. The
-// callers make it the last statement of their transaction, so the rows stay locked briefly.
-func writeSummary(ctx context.Context, d dialect, tx *sql.Tx, now Time, counts sceneCounts) error {
+// writeSummary adds a batch's counts to the summary of now's minute, in one shard (the next in
+// turn): one upsert, its rows in scene order, so that transactions counting the same scenes
+// lock their rows in one order. The callers make it the last statement of their transaction,
+// so the rows stay locked briefly.
+func (s *Store) writeSummary(ctx context.Context, tx *sql.Tx, now Time, counts sceneCounts) error {
 	if len(counts) == 0 {
 		return nil
 	}
@@ -98,18 +106,19 @@ func writeSummary(ctx context.Context, d dialect, tx *sql.Tx, now Time, counts s
 	slices.Sort(scenes)
 	minute := minuteOf(now.Time)
 	var q strings.Builder
-	q.WriteString("INSERT INTO rh_summary_minute (minute, scene_id, " + strings.Join(summaryCols, ", ") + ") VALUES ")
-	args := make([]any, 0, len(scenes)*(2+len(summaryCols)))
+	shard := s.stateShard()
+	q.WriteString("INSERT INTO rh_summary_minute (minute, scene_id, shard, " + strings.Join(summaryCols, ", ") + ") VALUES ")
+	args := make([]any, 0, len(scenes)*(3+len(summaryCols)))
 	for i, id := range scenes {
 		if i > 0 {
 			q.WriteByte(',')
 		}
-		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
+		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
 		c := counts[id]
-		args = append(args, minute, id, c.Reported, c.Merged, c.Replayed, c.Succeeded, c.Failed, c.Exhausted,
+		args = append(args, minute, id, shard, c.Reported, c.Merged, c.Replayed, c.Succeeded, c.Failed, c.Exhausted,
 			c.CallbacksSucceeded, c.CallbacksFailed, c.CallbacksExhausted)
 	}
-	q.WriteString(summaryUpsert(d))
+	q.WriteString(summaryUpsert(s.d))
 	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
 		return fmt.Errorf("write the summary of %d scenes: %w", len(scenes), err)
 	}
@@ -247,16 +256,17 @@ func (s *Store) Summary(ctx context.Context, f SummaryFilter, limit int) ([]Summ
 	if f.NamespaceIDs != nil && len(f.NamespaceIDs) == 0 {
 		return nil, nil
 	}
-	src := "rh_summary_minute"
-	where := " WHERE m.minute >= ? AND m.minute < ?"
+	// The range applies inside: the hour expression's text need not compare with a bound time.
+	where := " WHERE 1 = 1"
 	args := []any{T(f.From), T(f.Until)}
+	sums := make([]string, len(summaryCols))
+	for i, c := range summaryCols {
+		sums[i] = "SUM(" + c + ") AS " + c
+	}
+	// A minute's shards added up.
+	src := "(SELECT minute, scene_id, " + strings.Join(sums, ", ") +
+		" FROM rh_summary_minute WHERE minute >= ? AND minute < ? GROUP BY minute, scene_id)"
 	if f.Hourly {
-		// The range applies inside: the hour expression's text need not compare with a bound time.
-		where = " WHERE 1 = 1"
-		sums := make([]string, len(summaryCols))
-		for i, c := range summaryCols {
-			sums[i] = "SUM(" + c + ") AS " + c
-		}
 		cols := strings.Join(summaryCols, ", ")
 		src = "(SELECT " + s.d.hourOf("minute") + " AS minute, scene_id, " + strings.Join(sums, ", ") +
 			" FROM rh_summary_minute WHERE minute >= ? AND minute < ? GROUP BY " + s.d.hourOf("minute") + ", scene_id" +

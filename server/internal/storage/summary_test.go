@@ -160,3 +160,30 @@ func TestSummaryCountsCallbacks(t *testing.T) {
 		}
 	})
 }
+
+// A database an earlier version kept, with one summary row per scene and minute, keeps its
+// counts when a node of this version starts on it (the rows move to shard 0 of the sharded
+// table), and a second start changes nothing; new reports add to them.
+func TestSummaryOfAnEarlierVersionIsKept(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		f := setup(t, s)
+		now := time.Now().UTC().Truncate(time.Minute)
+		if err := s.MakeSummaryUnsharded(ctx, f.scene.ID, map[time.Time]int{now.Add(-2 * time.Minute): 3, now.Add(-time.Minute): 4}); err != nil {
+			t.Fatal(err)
+		}
+		from, until := now.Add(-time.Hour), now.Add(time.Hour)
+		for start := range 2 {
+			if err := s.Migrate(ctx, storagetest.Buckets); err != nil {
+				t.Fatalf("start %d: %v", start, err)
+			}
+			if got := sumSummary(t, s, f.scene.ID, from, until); got != (storage.SummaryCounts{Reported: 7}) {
+				t.Fatalf("start %d: %+v, want the 7 reports the earlier version counted", start, got)
+			}
+		}
+		ingest(t, s, f.task("a", time.Now()), f.task("b", time.Now()))
+		if got := sumSummary(t, s, f.scene.ID, from, until); got != (storage.SummaryCounts{Reported: 9}) {
+			t.Fatalf("after two more reports: %+v", got)
+		}
+	})
+}

@@ -78,18 +78,20 @@ func (a *API) Inflight() (now, high int64) { return a.inflight.stats() }
 
 // Mount adds the API's routes to r.
 func (a *API) Mount(r gin.IRouter) {
-	g := r.Group("/api/v1/client", a.authenticate)
-	g.POST("/register", a.register)
-	g.POST("/heartbeat", a.heartbeat)
-	g.POST("/deregister", a.deregister)
-	g.GET("/scenes", a.scenes)
-	g.POST("/reports", a.reports)
+	g := r.Group("/api/v1/client")
+	g.POST("/register", a.authenticate(true), a.register)
+	g.POST("/heartbeat", a.authenticate(true), a.heartbeat)
+	g.POST("/deregister", a.authenticate(true), a.deregister)
+	g.GET("/scenes", a.authenticate(true), a.scenes)
+	// A report's nonce is recorded in the transaction that stores its items: one commit.
+	g.POST("/reports", a.authenticate(false), a.reports)
 }
 
 const (
 	ctxGroup  = "retryhub.group"
 	ctxBody   = "retryhub.body"
 	ctxSigned = "retryhub.signed"
+	ctxNonce  = "retryhub.nonce"
 )
 
 // verifyAny checks the signature against each token a group accepts (the current one, and the
@@ -123,7 +125,14 @@ func verifyAny(tokens []string, stamp protocol.Stamp, body []byte) error {
 //   - 409 replayed_request when the nonce was accepted before, on any node.
 //
 // The body's room is given back once the handler has answered.
-func (a *API) authenticate(c *gin.Context) {
+//
+// With recordNonce false, the nonce is left for the handler to record (in the context under
+// ctxNonce) in the transaction of its change, and the handler answers 409 itself.
+func (a *API) authenticate(recordNonce bool) gin.HandlerFunc {
+	return func(c *gin.Context) { a.authenticateRequest(c, recordNonce) }
+}
+
+func (a *API) authenticateRequest(c *gin.Context, recordNonce bool) {
 	if c.Request.ContentLength != 0 {
 		// Until the body is read, an answer closes the connection: otherwise the HTTP server
 		// would read what is left of the body (up to 256 KiB) before it sends a refusal.
@@ -193,10 +202,11 @@ func (a *API) authenticate(c *gin.Context) {
 	}
 	// Kept until no node would accept the signature any more, by its timestamp.
 	expires := time.UnixMilli(stamp.Timestamp).Add(a.p.SignatureWindow + NonceMargin)
-	if err := a.store.AddNonce(ctx, stamp.Nonce, expires); err != nil {
+	if !recordNonce {
+		c.Set(ctxNonce, &storage.Nonce{Value: stamp.Nonce, Expires: expires})
+	} else if err := a.store.AddNonce(ctx, stamp.Nonce, expires); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
-			httpx.Error(c, http.StatusConflict, "replayed_request",
-				"this request's nonce was used before: every request needs a fresh nonce and signature")
+			replayed(c)
 			return
 		}
 		httpx.Internal(c, a.log, "recording the request's nonce", err)
@@ -206,6 +216,12 @@ func (a *API) authenticate(c *gin.Context) {
 	c.Set(ctxBody, body)
 	c.Set(ctxSigned, stamp.Timestamp)
 	c.Next()
+}
+
+// replayed answers 409 to a request whose nonce was recorded before.
+func replayed(c *gin.Context) {
+	httpx.Error(c, http.StatusConflict, "replayed_request",
+		"this request's nonce was used before: every request needs a fresh nonce and signature")
 }
 
 func (a *API) tooLarge(c *gin.Context) {
@@ -464,7 +480,11 @@ func (a *API) reports(c *gin.Context) {
 			Results: results})
 		return
 	}
-	stored, err := a.store.Ingest(ctx, tasks)
+	stored, err := a.store.IngestOnce(ctx, c.MustGet(ctxNonce).(*storage.Nonce), tasks)
+	if errors.Is(err, storage.ErrConflict) {
+		replayed(c)
+		return
+	}
 	if err != nil {
 		httpx.Internal(c, a.log, "storing the report", err)
 		return
