@@ -107,33 +107,40 @@ func setupOn(b *testing.B, s *storage.Store) world {
 }
 
 // BenchmarkIngest reports failed calls through the client API, 500 per signed request from 4
-// senders (ingestBatch, ingestSenders), and reports rows/s: every row committed before its answer.
+// senders (ingestBatch, ingestSenders), and reports rows/s, the best of reps: every row
+// committed before its answer.
 func BenchmarkIngest(b *testing.B) {
 	eachDB(b, func(b *testing.B, target storagetest.Target) {
 		a := node(b, target)
 		w := setup(b, a)
 		n := tasks()
 		b.ResetTimer()
-		start := time.Now()
-		for i := range b.N {
-			err := inBatches(int64(i)*int64(n), int64(n), func(first, last int64) error {
-				req := protocol.ReportRequest{}
-				for i := first; i < last; i++ {
-					req.Items = append(req.Items, protocol.ReportItem{Scene: "notify", IdempotencyKey: "k" + strconv.FormatInt(i, 10),
-						Args: json.RawMessage(`{"order":"` + strconv.FormatInt(i, 10) + `","amount":1999}`), Error: "timeout", LocalAttempts: 3})
+		best := 0.0
+		for rep := range reps {
+			start := time.Now()
+			for i := range b.N {
+				err := inBatches(int64(rep*b.N+i)*int64(n), int64(n), func(first, last int64) error {
+					req := protocol.ReportRequest{}
+					for i := first; i < last; i++ {
+						req.Items = append(req.Items, protocol.ReportItem{Scene: "notify", IdempotencyKey: "k" + strconv.FormatInt(i, 10),
+							Args: json.RawMessage(`{"order":"` + strconv.FormatInt(i, 10) + `","amount":1999}`), Error: "timeout", LocalAttempts: 3})
+					}
+					return post(a.URL(), w.group, req)
+				})
+				if err != nil {
+					b.Fatal(err)
 				}
-				return post(a.URL(), w.group, req)
-			})
-			if err != nil {
-				b.Fatal(err)
 			}
+			best = max(best, float64(n*b.N)/time.Since(start).Seconds())
 		}
-		elapsed := time.Since(start)
-		rate := float64(n*b.N) / elapsed.Seconds()
-		b.ReportMetric(rate, "rows/s")
-		record("ingest.api."+target.Name, rate)
+		b.ReportMetric(best, "rows/s")
+		record("ingest.api."+target.Name, best)
 	})
 }
+
+// reps is how many times each rate is measured (ingest, raw INSERT, loopback HTTP): the best
+// is kept, so that a moment when the shared machine was busy weighs less on the ratios.
+const reps = 3
 
 // ingestArgs are the arguments of the ingest runs' calls: the same width as the raw INSERT's.
 type ingestArgs struct {
@@ -146,8 +153,8 @@ var errIngest = errors.New("timeout")
 
 // BenchmarkIngestSDK fails calls of a remote scene in ingestSenders real SDK clients at once,
 // each delivering its reports in batches of ingestBatch (the SDK's batched reporter, one
-// request at a time per client), and reports rows/s: from the first call until the server has
-// committed every report.
+// request at a time per client), and reports rows/s, the best of reps: from the first call
+// until the server has committed every report.
 func BenchmarkIngestSDK(b *testing.B) {
 	eachDB(b, func(b *testing.B, target storagetest.Target) {
 		a := node(b, target)
@@ -163,7 +170,7 @@ func BenchmarkIngestSDK(b *testing.B) {
 			c := startSDKClient(b, a.URL(), w, func(cfg *retryhub.Config) {
 				cfg.ListenAddr = ""
 				cfg.ReportBatchSize = ingestBatch
-				cfg.MaxQueuedReports = per * max(b.N, 1)
+				cfg.MaxQueuedReports = per * max(b.N, 1) * reps
 			})
 			fail := retryhub.RetryableOn(c, w.scene.Name, func(context.Context, ingestArgs) error { return errIngest },
 				retryhub.WithMode(retryhub.Remote), retryhub.WithKey(func(a ingestArgs) string { return a.Order }))
@@ -171,52 +178,55 @@ func BenchmarkIngestSDK(b *testing.B) {
 			senders = append(senders, sender{c, fail})
 		}
 		b.ResetTimer()
-		start := time.Now()
 		var seq atomic.Int64
-		for range b.N {
-			var wg sync.WaitGroup
-			errs := make(chan error, ingestSenders)
-			for _, s := range senders {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range per {
-						k := "k" + strconv.FormatInt(seq.Add(1), 10)
-						if err := s.fail(context.Background(), ingestArgs{Order: k, Amount: 1999}); !errors.Is(err, retryhub.ErrReported) {
-							errs <- fmt.Errorf("a failed call was not reported: %w", err)
-							return
+		best := 0.0
+		for rep := range reps {
+			start := time.Now()
+			for range b.N {
+				var wg sync.WaitGroup
+				errs := make(chan error, ingestSenders)
+				for _, s := range senders {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range per {
+							k := "k" + strconv.FormatInt(seq.Add(1), 10)
+							if err := s.fail(context.Background(), ingestArgs{Order: k, Amount: 1999}); !errors.Is(err, retryhub.ErrReported) {
+								errs <- fmt.Errorf("a failed call was not reported: %w", err)
+								return
+							}
 						}
-					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				b.Fatal(err)
-			}
-		}
-		want := uint64(per * ingestSenders * b.N)
-		deadline := time.Now().Add(10 * time.Minute)
-		for {
-			var delivered uint64
-			for _, s := range senders {
-				st := s.c.Stats()
-				delivered += st.Delivered + st.Merged
-				if st.Rejected > 0 {
-					b.Fatalf("the server rejected %d reports", st.Rejected)
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					b.Fatal(err)
 				}
 			}
-			if delivered >= want {
-				break
+			want := uint64(per * ingestSenders * b.N * (rep + 1))
+			deadline := time.Now().Add(10 * time.Minute)
+			for {
+				var delivered uint64
+				for _, s := range senders {
+					st := s.c.Stats()
+					delivered += st.Delivered + st.Merged
+					if st.Rejected > 0 {
+						b.Fatalf("the server rejected %d reports", st.Rejected)
+					}
+				}
+				if delivered >= want {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("%d of %d reports delivered after 10 minutes", delivered, want)
+				}
+				time.Sleep(2 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				b.Fatalf("%d of %d reports delivered after 10 minutes", delivered, want)
-			}
-			time.Sleep(2 * time.Millisecond)
+			best = max(best, float64(per*ingestSenders*b.N)/time.Since(start).Seconds())
 		}
-		rate := float64(want) / time.Since(start).Seconds()
-		b.ReportMetric(rate, "rows/s")
-		record("ingest.sdk."+target.Name, rate)
+		b.ReportMetric(best, "rows/s")
+		record("ingest.sdk."+target.Name, best)
 	})
 }
 
@@ -270,7 +280,7 @@ func inBatches(from, n int64, send func(first, last int64) error) error {
 
 // BenchmarkRawInsert is the ceiling BenchmarkIngest is measured against: multi-row INSERTs of
 // 500 rows of the same width into a table with the same indexes, from 4 connections, straight
-// through database/sql.
+// through database/sql; the best of reps.
 func BenchmarkRawInsert(b *testing.B) {
 	eachDB(b, func(b *testing.B, target storagetest.Target) {
 		store := storagetest.Open(b, target)
@@ -291,37 +301,40 @@ func BenchmarkRawInsert(b *testing.B) {
 		cols := "group_id, scene_id, bucket, idem_key, active_key, args, state, local_attempts, next_at, last_error, cb_error, report_id, created_at, updated_at"
 		row := "(?,?,?,?,?,?,?,?,?,?,'',?,?,?)"
 		b.ResetTimer()
-		start := time.Now()
-		for i := range b.N {
-			err := inBatches(int64(i)*int64(n), int64(n), func(first, last int64) error {
-				var q strings.Builder
-				q.WriteString("INSERT INTO rh_task (" + cols + ") VALUES ")
-				args := make([]any, 0, (last-first)*13)
-				now := time.Now().UTC()
-				for i := first; i < last; i++ {
-					if i > first {
-						q.WriteByte(',')
+		best := 0.0
+		for rep := range reps {
+			start := time.Now()
+			for i := range b.N {
+				err := inBatches(int64(rep*b.N+i)*int64(n), int64(n), func(first, last int64) error {
+					var q strings.Builder
+					q.WriteString("INSERT INTO rh_task (" + cols + ") VALUES ")
+					args := make([]any, 0, (last-first)*13)
+					now := time.Now().UTC()
+					for i := first; i < last; i++ {
+						if i > first {
+							q.WriteByte(',')
+						}
+						q.WriteString(row)
+						k := "k" + strconv.FormatInt(i, 10)
+						args = append(args, 1, 1, int(i%128), k, k, `{"order":"`+k+`","amount":1999}`, 1, 3, now, "timeout", 1, now, now)
 					}
-					q.WriteString(row)
-					k := "k" + strconv.FormatInt(i, 10)
-					args = append(args, 1, 1, int(i%128), k, k, `{"order":"`+k+`","amount":1999}`, 1, 3, now, "timeout", 1, now, now)
+					_, err := db.Exec(q.String(), args...)
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
 				}
-				_, err := db.Exec(q.String(), args...)
-				return err
-			})
-			if err != nil {
-				b.Fatal(err)
 			}
+			best = max(best, float64(n*b.N)/time.Since(start).Seconds())
 		}
-		rate := float64(n*b.N) / time.Since(start).Seconds()
-		b.ReportMetric(rate, "rows/s")
-		record("rawinsert."+target.Name, rate)
+		b.ReportMetric(best, "rows/s")
+		record("rawinsert."+target.Name, best)
 	})
 }
 
 // BenchmarkLoopbackHTTP is the ceiling BenchmarkReplay is measured against: small JSON POSTs
-// to an in-process HTTP server over loopback from 16 clients with keep-alive, for a few
-// seconds, reported as round trips/s.
+// to an in-process HTTP server over loopback from 16 clients with keep-alive, for 2 seconds,
+// the best of reps, reported as round trips/s.
 func BenchmarkLoopbackHTTP(b *testing.B) {
 	resp := []byte(`{"status":"succeeded","id":12}`)
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -331,12 +344,13 @@ func BenchmarkLoopbackHTTP(b *testing.B) {
 	}))
 	defer srv.Close()
 	body := []byte(paddedArgs(time.Now()))
-	const clients, span = 16, 5 * time.Second
+	const clients, span = 16, 2 * time.Second
 	tr := &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	b.ResetTimer()
-	for range b.N {
+	best := 0.0
+	for range b.N * reps {
 		var trips atomic.Int64
 		var wg sync.WaitGroup
 		errs := make(chan error, clients)
@@ -369,10 +383,10 @@ func BenchmarkLoopbackHTTP(b *testing.B) {
 		for err := range errs {
 			b.Fatal(err)
 		}
-		rate := float64(trips.Load()) / time.Since(start).Seconds()
-		b.ReportMetric(rate, "req/s")
-		record("http16", rate)
+		best = max(best, float64(trips.Load())/time.Since(start).Seconds())
 	}
+	b.ReportMetric(best, "req/s")
+	record("http16", best)
 }
 
 // BenchmarkReplay replays a backlog of due tasks on a real SDK instance whose function
