@@ -5,7 +5,7 @@ BIN      := bin/retryhub-server
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/retryhub/retryhub/server/internal/app.Version=$(VERSION)
 
-.PHONY: run test test-cluster fuzz build lint bench demo clean web web-test
+.PHONY: run test test-cluster fuzz build lint bench bench-10m demo clean web web-test
 
 ## run: start one server on http://localhost:8080 with the embedded SQLite database under ./data
 run:
@@ -67,12 +67,24 @@ demo:
 	GO="$(GO)" bash examples/demo.sh
 
 ## bench: the benchmarks (numbers that matter are measured here, never asserted in tests):
-##        the SDK's call overhead, then the server's ingest, replay and due-lag runs on SQLite and
-##        MariaDB (RETRYHUB_BENCH_TASKS sets their size), then every console list read over a million
-##        tasks on MariaDB (RETRYHUB_BENCH_LIST_TASKS)
+##        the SDK's call overhead, then the server's ingest (SDK and signed API) beside a raw
+##        multi-row INSERT, replays on a real SDK client beside loopback HTTP round trips, the
+##        due→dispatch lag beside 10k and 1M waiting tasks (a separate server process: its
+##        memory; rh_task's bytes per task), then every console list read over a million tasks
+##        (RETRYHUB_BENCH_LIST_TASKS). One table at the end, also as JSON in bench-results.json
+##        (RETRYHUB_BENCH_OUT); RETRYHUB_BENCH_PEERS=../shared/peers/out prints River beside it;
+##        RETRYHUB_BENCH_TASKS sizes the ingest and replay runs. About 10 minutes.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./client-sdk/...
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./server/internal/bench/
+	GO="$(GO)" RETRYHUB_BENCH_OUT="$${RETRYHUB_BENCH_OUT:-$(CURDIR)/bench-results.json}" \
+		$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./server/internal/bench/
+
+## bench-10m: the due→dispatch lag beside 10k, 1M and 10M waiting tasks on MariaDB (loads
+##            10M rows once, about 7 GB and several minutes), with the server's memory and the
+##            bytes per task; the table goes to bench-results-10m.json
+bench-10m:
+	GO="$(GO)" RETRYHUB_BENCH_BACKLOG=10000000 RETRYHUB_BENCH_OUT="$${RETRYHUB_BENCH_OUT:-$(CURDIR)/bench-results-10m.json}" \
+		$(GO) test -run '^$$' -bench 'DueLag/mysql' -benchtime 1x -timeout 180m ./server/internal/bench/
 
 ## web: rebuild the console (needs Node 20+): install its packages when the lock changed, write
 ##      the console API's document and the typed client generated from it, type-check, and build

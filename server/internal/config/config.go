@@ -84,7 +84,9 @@ type Scheduler struct {
 	Buckets int `yaml:"buckets"`
 	// Tick is the claim cron's spec (robfig/cron with seconds); the default claims every second.
 	Tick string `yaml:"tick"`
-	// Lookahead claims tasks due within this time after the tick, so they fire on time.
+	// Lookahead claims tasks due within this time after the tick, so they fire on time; a round
+	// also claims what falls due until just past the next tick (250ms, or twice the last
+	// round's time, at most one tick more), so a task due right after a tick fires on time too.
 	Lookahead time.Duration `yaml:"lookahead"`
 	// ClaimBatch bounds the tasks claimed per statement.
 	ClaimBatch int `yaml:"claim_batch"`

@@ -2,10 +2,13 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"github.com/robfig/cron/v3"
 
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/service"
@@ -36,8 +39,16 @@ type ClaimerParams struct {
 	NodeID string
 	// Batch bounds the claims of one statement.
 	Batch int
-	// Lookahead claims what falls due before the next tick; dispatch fires each at its time.
+	// Lookahead is how far ahead of its start a round claims at least; dispatch fires each
+	// claim at its time. With a Tick, a round also claims what falls due up to just past the
+	// next tick (see Overlap), whatever the Lookahead.
 	Lookahead time.Duration
+	// Overlap is how far past the next tick a round claims, at least: a task due just after a
+	// tick is then held already when that tick's own claim is still under way, and fires on
+	// time. A round reaches past the next tick by twice the time the last round took when that
+	// is more, but never by more than one tick interval, so the claims held stay within about
+	// two ticks. Zero means 250ms.
+	Overlap time.Duration
 	// ClaimTimeout is how long a claim holds beyond its due time before the sweeper may take
 	// the task back.
 	ClaimTimeout time.Duration
@@ -50,8 +61,8 @@ const claimStatementTimeout = 10 * time.Second
 
 // Claimer claims the due tasks and callbacks of this node's buckets and hands them to
 // dispatch. A round runs on every cron tick and whenever dispatch has room again after being
-// full, and claims what falls due before the next tick, the earliest first in each bucket,
-// spreading what dispatch has room for evenly over the buckets.
+// full, and claims what falls due until just past the next tick (the overlap), the earliest
+// first in each bucket, spreading what dispatch has room for evenly over the buckets.
 type Claimer struct {
 	p     ClaimerParams
 	store *storage.Store
@@ -60,6 +71,11 @@ type Claimer struct {
 	log   *slog.Logger
 	wake  *Waker
 	tick  *Cron
+
+	// sched is the Tick's schedule, nil without a Tick.
+	sched cron.Schedule
+	// lastRound is how long the last round took, in nanoseconds.
+	lastRound atomic.Int64
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -81,6 +97,9 @@ func NewClaimer(p ClaimerParams) (*Claimer, error) {
 	if p.Waker == nil {
 		p.Waker = NewWaker()
 	}
+	if p.Overlap <= 0 {
+		p.Overlap = defaultOverlap
+	}
 	c := &Claimer{p: p, store: p.Store, held: p.Held, sink: p.Sink, log: p.Log, wake: p.Waker,
 		offset: map[retry.AttemptKind]int{}}
 	if p.Tick != "" {
@@ -89,8 +108,34 @@ func NewClaimer(p ClaimerParams) (*Claimer, error) {
 			return nil, err
 		}
 		c.tick = tick
+		if c.sched, err = specParser.Parse(p.Tick); err != nil {
+			return nil, fmt.Errorf("schedule claim tick %q: %w", p.Tick, err)
+		}
 	}
 	return c, nil
+}
+
+// defaultOverlap is the Overlap when none is set.
+const defaultOverlap = 250 * time.Millisecond
+
+// reach is how far a pass starting at now claims: the Lookahead, and with a tick, past the
+// next tick by the overlap. Without the overlap, a task due in the first moments after a tick
+// would wait for that tick's claim statement (and, when the lookahead is exactly one tick,
+// always did): it is the tail of the due-to-dispatch lag.
+func (c *Claimer) reach(now time.Time) time.Time {
+	r := now.Add(c.p.Lookahead)
+	if c.sched == nil {
+		return r
+	}
+	next := c.sched.Next(now)
+	margin := max(c.p.Overlap, 2*time.Duration(c.lastRound.Load()))
+	if period := c.sched.Next(next).Sub(next); period > 0 && margin > period {
+		margin = period
+	}
+	if t := next.Add(margin); t.After(r) {
+		r = t
+	}
+	return r
 }
 
 // Wake asks for a round soon; rounds never overlap, and wakes during a round merge into one.
@@ -179,6 +224,8 @@ func (c *Claimer) Rounds() int64 { return c.ended.Load() }
 // round is Exec, also saying whether due work was left behind for lack of room or passes.
 func (c *Claimer) round(ctx context.Context) (int, bool) {
 	defer c.ended.Add(1)
+	start := time.Now()
+	defer func() { c.lastRound.Store(int64(time.Since(start))) }()
 	first, second := retry.KindReplay, retry.KindCallback
 	if c.rounds++; c.rounds%2 == 0 {
 		first, second = second, first
@@ -214,14 +261,15 @@ func (c *Claimer) claim(ctx context.Context, kind retry.AttemptKind) (int, bool)
 		// the rounding leaves is taken by the next pass.
 		per := room / len(active)
 		now := time.Now()
+		dueBy := c.reach(now)
 		// A claim stamps the rows, then reads them back: cancelled between the two, or after
 		// the database took the stamp, it would leave tasks running under a claim no one
 		// holds, until the sweeper took them back charging each an attempt. So a stop lets the
 		// statement under way finish (the round ends after it); its own timeout bounds it.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimStatementTimeout)
 		claims, err := c.store.Claim(sctx, storage.ClaimParams{Kind: kind, Buckets: active,
-			DueBy: now.Add(c.p.Lookahead), PerBucket: per, Token: rand.Int64N(1<<62) + 1, Node: c.p.NodeID,
-			Deadline: now.Add(c.p.Lookahead + c.p.ClaimTimeout)})
+			DueBy: dueBy, PerBucket: per, Token: rand.Int64N(1<<62) + 1, Node: c.p.NodeID,
+			Deadline: dueBy.Add(c.p.ClaimTimeout)})
 		cancel()
 		if err != nil {
 			c.log.Warn("claim due work", "kind", kind, "buckets", len(active), "err", err)

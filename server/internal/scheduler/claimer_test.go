@@ -267,6 +267,42 @@ func TestClaimerLooksAhead(t *testing.T) {
 	})
 }
 
+// A task due just after a tick is claimed by the round before that tick: when the tick comes,
+// dispatch already holds it and fires it at its time, instead of leaving it to wait for that
+// tick's own claim statement. (With a lookahead of exactly one tick, a round early in a second
+// reached only as far into the next second as it had itself started into this one.)
+func TestClaimerHoldsWhatFallsDueJustAfterTheNextTick(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, nil)
+		sk := newSink(t, 100)
+		c, err := scheduler.NewClaimer(scheduler.ClaimerParams{Store: s, Held: func() []int { return []int{1} },
+			Sink: sk, Log: testkit.Logger(t), NodeID: "node-1", Batch: 1000, Tick: "* * * * * *",
+			Lookahead: time.Second, ClaimTimeout: claimTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Start early in a second, as a tick's round does.
+		testkit.WaitEvery(t, time.Millisecond, 5*time.Second, "the start of a second", func() bool {
+			return time.Now().Sub(time.Now().Truncate(time.Second)) < 50*time.Millisecond
+		})
+		tick := time.Now().Truncate(time.Second).Add(time.Second)
+		due := tick.Add(150 * time.Millisecond)
+		id := f.AddInBucket(1, due, "just-after-the-tick")[0]
+		lateID := f.AddInBucket(1, tick.Add(time.Hour), "in-an-hour")[0]
+		if n := c.Exec(context.Background()); n != 1 {
+			t.Fatalf("claimed %d; want the task due %s after the next tick, and not the one due in an hour",
+				n, due.Sub(tick))
+		}
+		if cl := sk.drain()[0]; cl.TaskID != id || !cl.DueAt.Equal(retry.Truncate(due)) {
+			t.Fatalf("claimed task %d due %s; want task %d due %s", cl.TaskID, cl.DueAt, id, due)
+		}
+		if tk := f.Task(lateID); tk.State != retry.Waiting {
+			t.Fatalf("the task due in an hour is %s", tk.State)
+		}
+	})
+}
+
 func TestClaimerClaimsCallbacks(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
