@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 )
@@ -183,7 +184,7 @@ func (x *executor) executeBatch(ctx context.Context, tasks []protocol.ExecuteReq
 			// The slot is free before the result is handed over, so that an answer never
 			// counts a task that has ended as running.
 			x.inFlight.Add(-1)
-			ch <- protocol.ExecuteResult{TaskID: req.TaskID, Kind: req.Kind, Status: resp.Status, Error: resp.Error,
+			ch <- protocol.ExecuteResult{TaskID: req.TaskID, Kind: req.Kind, Status: resp.Status, Error: truncateError(resp.Error),
 				Permanent: resp.Permanent, DurationMS: time.Since(start).Milliseconds()}
 		}()
 	}
@@ -402,4 +403,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// maxResultError bounds the error text of one task in a batch's answer, so that the answer of
+// a full batch stays well under what the server reads (the server keeps less anyway).
+const maxResultError = 8 << 10
+
+// truncateError cuts an error text to maxResultError bytes, on a rune boundary.
+func truncateError(s string) string {
+	if len(s) <= maxResultError {
+		return s
+	}
+	cut := maxResultError
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }

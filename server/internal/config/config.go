@@ -515,11 +515,14 @@ func (c *Config) Validate() error {
 	if c.Alert.HistoryRetention < 0 {
 		bad("alert.history_retention", "must not be negative (0 keeps forever)")
 	}
-	if _, err := ParseDSN(c.Database.DSN); err != nil {
+	dsn, err := ParseDSN(c.Database.DSN)
+	if err != nil {
 		bad("database.dsn", "%v", err)
 	}
-	if c.Database.MaxOpenConns < 1 {
-		bad("database.max_open_conns", "must be at least 1")
+	if c.Database.MaxOpenConns < 1 || err == nil && dsn.Driver == MySQL && c.Database.MaxOpenConns < 2 {
+		// On MySQL a starting node holds one connection for the migration lock while it
+		// migrates through another.
+		bad("database.max_open_conns", "must be at least 1 (2 on MySQL), got %d", c.Database.MaxOpenConns)
 	}
 	if c.Database.MaxIdleConns < 0 {
 		bad("database.max_idle_conns", "must not be negative")
@@ -576,8 +579,10 @@ func (c *Config) Validate() error {
 	if d.MaxBatch < 1 || d.MaxBatch > 1000 {
 		bad("dispatch.max_batch", "want 1 (single calls only) to 1000, got %d", d.MaxBatch)
 	}
-	if d.MaxBatchBytes < 1 {
-		bad("dispatch.max_batch_bytes", "must be at least 1, got %d", d.MaxBatchBytes)
+	if d.MaxBatchBytes < 1 || d.MaxBatchBytes > 8<<20 {
+		// The SDK reads an executor body of up to 16 MiB (more when the payload limit is
+		// larger): a batch must fit with room for its JSON around the arguments.
+		bad("dispatch.max_batch_bytes", "want 1 to 8388608 (8 MiB), got %d", d.MaxBatchBytes)
 	}
 	if d.InstanceHeartbeat > 0 && d.InstanceHeartbeat >= d.InstanceTTL {
 		bad("dispatch.instance_heartbeat", "must be shorter than dispatch.instance_ttl (%s)", d.InstanceTTL)

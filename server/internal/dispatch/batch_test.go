@@ -16,6 +16,7 @@ import (
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
+	"github.com/retryhub/retryhub/server/internal/testkit"
 )
 
 // batchExecutor is a fake instance that takes batched calls: it verifies the signature and
@@ -26,6 +27,8 @@ type batchExecutor struct {
 	t      *testing.T
 	srv    *httptest.Server
 	status int
+	// delay, when set, is how long a batched call takes.
+	delay time.Duration
 
 	mu      sync.Mutex
 	batches [][]protocol.ExecuteRequest
@@ -84,6 +87,7 @@ func (b *batchExecutor) serve(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	b.batches = append(b.batches, req.Tasks)
 	b.mu.Unlock()
+	time.Sleep(b.delay) // the call's work
 	if b.status != 0 {
 		w.WriteHeader(b.status)
 		w.Write([]byte(`{"error":{"code":"broken","message":"the executor broke"}}`))
@@ -310,6 +314,45 @@ func TestDispatcherWaitsForASlotOfAnInstanceAtCapacity(t *testing.T) {
 					t.Errorf("batching %v: task %d is %s with %d attempts, due %s; want succeeded once, not given back busy",
 						batching, id, tk.State, tk.Attempts, tk.NextAt)
 				}
+			}
+		}
+	})
+}
+
+// Claims of a batch that wait for an instance's slot, while the calls before them take most of
+// the claims' time, are kept held: none is ever past its deadline unsent (where the sweeper
+// would charge it an attempt never made), and each task runs once.
+func TestBatchedClaimsWaitingForASlotStayHeld(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		r := newRig(t, s, func(sc *retry.Scene) { sc.Timeout = time.Second }, func(p *dispatch.Params) { p.MaxBatch = 16 })
+		ex := newBatchExecutor(t, 0)
+		ex.delay = 1200 * time.Millisecond
+		r.registerBatching("i-one-slot", ex.URL(), 1, 16)
+		ids := r.Add(time.Now(), keys("k", 6)...)
+		claims := r.Claim(retry.KindReplay, "node-1", time.Now(), time.Now().Add(2500*time.Millisecond))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.d.RunTogether(claims)
+		}()
+		for finished := false; !finished; {
+			select {
+			case <-done:
+				finished = true
+			case <-time.After(50 * time.Millisecond):
+			}
+			stuck, err := s.Stuck(context.Background(), retry.KindReplay, testkit.AllBuckets(), time.Now(), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range stuck {
+				t.Fatalf("task %d is past its claim's deadline while it waits to be sent", c.TaskID)
+			}
+		}
+		for _, id := range ids {
+			if tk := r.waitTask(id, "settled", notRunning); tk.State != retry.Succeeded || tk.Attempts != 1 {
+				t.Errorf("task %d is %s after %d attempts; want succeeded once", id, tk.State, tk.Attempts)
 			}
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -709,8 +710,12 @@ func (d *Dispatcher) prepare(c *retry.Claim, now time.Time) *prepared {
 // deadline comes sooner. When it cannot, the claim is given back (or dropped, when it no
 // longer holds) and holdFor returns false.
 func (d *Dispatcher) holdFor(p *prepared) bool {
+	return d.holdUntil(p, time.Now().Add(p.timeout+Grace))
+}
+
+// holdUntil makes sure the claim holds until need, as holdFor does.
+func (d *Dispatcher) holdUntil(p *prepared, need time.Time) bool {
 	now := time.Now()
-	need := now.Add(p.timeout + Grace)
 	if !need.After(p.c.RunDeadline) {
 		return true
 	}
@@ -835,7 +840,16 @@ func (d *Dispatcher) waitSlot(freed <-chan struct{}, until time.Time) bool {
 // vain, goes on as a single call would.
 func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 	now := time.Now()
-	var pending, single []*prepared
+	var pending []*prepared
+	// Claims that go on as single calls start at once, beside the batches: left to wait for
+	// the rounds to end, their claims could lapse meanwhile.
+	var singles sync.WaitGroup
+	defer singles.Wait()
+	single := func(ps ...*prepared) {
+		for _, p := range ps {
+			singles.Go(func() { d.dispatch(p, map[string]bool{}, false) })
+		}
+	}
 	for _, c := range claims {
 		if p := d.prepare(c, now); p != nil {
 			pending = append(pending, p)
@@ -854,12 +868,14 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 			full   []*prepared
 		)
 		for _, p := range pending {
+			// Every claim of the round is made to hold through an attempt from now, those
+			// that wait for a slot too: a round can last an attempt's timeout.
+			if !d.holdFor(p) {
+				continue
+			}
 			if len(full) > 0 {
 				// The group's instances were full a moment ago: wait with the first.
 				full = append(full, p)
-				continue
-			}
-			if !d.holdFor(p) {
 				continue
 			}
 			lease, err := d.registry.Pick(p.c.GroupID, p.sc.Routing, p.c.IdempotencyKey, nil)
@@ -871,7 +887,7 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 				if err == nil {
 					lease.Done(0, 0)
 				}
-				single = append(single, p)
+				single(p)
 				continue
 			}
 			k := byInst[lease.Instance.ID]
@@ -910,13 +926,10 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 					d.add(retry.Release(p.c, time.Now()))
 				}
 			} else {
-				single = append(single, full...)
+				single(full...)
 			}
 			break
 		}
-	}
-	for _, p := range single {
-		d.dispatch(p, map[string]bool{}, false)
 	}
 }
 
@@ -935,11 +948,14 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 	}
 	group := ps[0].group
 	done := func(busyFor, downFor time.Duration) { DoneAll(leases, busyFor, downFor) }
-	// notRun sends the tasks the instance did not run on to the group's other instances.
+	// notRun sends the tasks the instance did not run on to the group's other instances, all
+	// at once: one after another, the last could wait past its claim.
 	notRun := func(ps []*prepared, busy bool) {
+		var wg sync.WaitGroup
 		for _, p := range ps {
-			d.dispatch(p, map[string]bool{in.ID: true}, busy)
+			wg.Go(func() { d.dispatch(p, map[string]bool{in.ID: true}, busy) })
 		}
+		wg.Wait()
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -948,6 +964,37 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 			d.settle(p.c, p.sc, retry.Result{Outcome: retry.OutcomeFailed, Error: "encode the request: " + err.Error(), Permanent: true}, "", time.Now(), 0)
 		}
 		return
+	}
+	// The instance answers once every task has ended, so each claim must hold as long as
+	// the batch's longest timeout, not only its own.
+	if need := time.Now().Add(timeout + Grace); slices.ContainsFunc(ps, func(p *prepared) bool { return need.After(p.c.RunDeadline) }) {
+		var held []*prepared
+		var heldLs []*Lease
+		for i, p := range ps {
+			if d.holdUntil(p, need) {
+				held, heldLs = append(held, p), append(heldLs, leases[i])
+				continue
+			}
+			leases[i].Done(0, 0)
+		}
+		if len(held) == 0 {
+			return
+		}
+		if len(held) < len(ps) {
+			// Signed again without the tasks that no longer hold.
+			ps, leases = held, heldLs
+			req.Tasks = req.Tasks[:0]
+			for _, p := range ps {
+				req.Tasks = append(req.Tasks, p.req)
+			}
+			if body, err = json.Marshal(req); err != nil {
+				done(0, 0)
+				for _, p := range ps {
+					d.settle(p.c, p.sc, retry.Result{Outcome: retry.OutcomeFailed, Error: "encode the request: " + err.Error(), Permanent: true}, "", time.Now(), 0)
+				}
+				return
+			}
+		}
 	}
 	start := time.Now()
 	raw, res, verdict := d.exchange(in, group, body, timeout)

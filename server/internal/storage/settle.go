@@ -74,7 +74,7 @@ func (s *Store) Settle(ctx context.Context, batch []retry.Settlement) (int64, er
 				case p.released:
 					n, err = s.settleReleased(ctx, tx, p.kind, chunk, now)
 				default:
-					var held map[int64]int64
+					var held map[claimKey]int64
 					if held, err = s.lockHeld(ctx, tx, p.kind, chunk); err == nil {
 						moved = countHeld(p.kind, chunk, held, counts, deltas)
 						if err = s.insertAttempts(ctx, tx, chunk, held); err == nil {
@@ -214,31 +214,32 @@ func (s *Store) settleReleased(ctx context.Context, tx *sql.Tx, kind retry.Attem
 
 // lockHeld reads and locks (lockRows) the tasks of the settlements whose claim still holds:
 // running in the kind's phase under the settlement's token (and for a take-back, with its
-// deadline still passed). It returns their scenes by task id. Locked, the tasks stay as read
+// deadline still passed). It returns their scenes by task and token (two settlements of one
+// task in a batch, under an old claim and a new one, are told apart). Locked, the tasks stay as read
 // until the transaction ends, so the attempts recorded and the counts made for them match the
 // UPDATE that follows: under READ COMMITTED an unlocked read would see them as of the
 // statement's start, and a settlement of the same claim committed meanwhile (the sweeper's, a
 // moved deadline) would leave an attempt recorded for an update that does not apply.
-func (s *Store) lockHeld(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement) (map[int64]int64, error) {
+func (s *Store) lockHeld(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind, batch []*retry.Settlement) (map[claimKey]int64, error) {
 	cols := []string{"id", "tok", "lap"}
 	args := make([]any, 0, len(batch)*len(cols))
 	for _, st := range batch {
 		args = append(args, st.TaskID, st.Token, TP(st.Lapsed))
 	}
-	q := "SELECT t.id, t.scene_id FROM (" + values(cols, len(batch)) + ") v JOIN rh_task t ON " +
+	q := "SELECT t.id, v.tok, t.scene_id FROM (" + values(cols, len(batch)) + ") v JOIN rh_task t ON " +
 		qualify(claimHolds+" AND "+running(kind), "t.") + " ORDER BY t.id" + s.d.lockRows()
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read %d %s claims: %w", len(batch), kind, err)
 	}
 	defer rows.Close()
-	held := make(map[int64]int64, len(batch))
+	held := make(map[claimKey]int64, len(batch))
 	for rows.Next() {
-		var id, scene int64
-		if err := rows.Scan(&id, &scene); err != nil {
+		var id, tok, scene int64
+		if err := rows.Scan(&id, &tok, &scene); err != nil {
 			return nil, fmt.Errorf("read %d %s claims: %w", len(batch), kind, err)
 		}
-		held[id] = scene
+		held[claimKey{id, tok}] = scene
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read %d %s claims: %w", len(batch), kind, err)
@@ -246,12 +247,15 @@ func (s *Store) lockHeld(ctx context.Context, tx *sql.Tx, kind retry.AttemptKind
 	return held, nil
 }
 
+// claimKey is a task and the token of a claim on it.
+type claimKey struct{ id, tok int64 }
+
 // countHeld adds to counts the results of the settlements whose claim holds (held, from
 // lockHeld), and to deltas the moves of their replays from running; it returns how many hold.
-func countHeld(kind retry.AttemptKind, batch []*retry.Settlement, held map[int64]int64, counts sceneCounts, deltas stateDeltas) int64 {
+func countHeld(kind retry.AttemptKind, batch []*retry.Settlement, held map[claimKey]int64, counts sceneCounts, deltas stateDeltas) int64 {
 	var n int64
 	for _, st := range batch {
-		scene, ok := held[st.TaskID]
+		scene, ok := held[claimKey{st.TaskID, st.Token}]
 		if !ok {
 			continue
 		}
@@ -281,7 +285,7 @@ func countHeld(kind retry.AttemptKind, batch []*retry.Settlement, held map[int64
 
 // insertAttempts records, in one multi-row INSERT, the attempts of the settlements whose claim
 // holds (held, from lockHeld).
-func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, held map[int64]int64) error {
+func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, batch []*retry.Settlement, held map[claimKey]int64) error {
 	const cols = 9
 	args := make([]any, 0, len(batch)*cols)
 	var q strings.Builder
@@ -289,7 +293,7 @@ func (s *Store) insertAttempts(ctx context.Context, tx *sql.Tx, batch []*retry.S
 	rows := 0
 	for _, st := range batch {
 		a := st.Attempt
-		if _, ok := held[st.TaskID]; !ok || a == nil {
+		if _, ok := held[claimKey{st.TaskID, st.Token}]; !ok || a == nil {
 			continue
 		}
 		if rows > 0 {
@@ -323,7 +327,7 @@ func (s *Store) moveClaimed(ctx context.Context, tx *sql.Tx, batch []*retry.Sett
 		args = append(args, st.TaskID, st.Token, TP(st.Lapsed))
 		to[st.TaskID] = st.State
 	}
-	q := "SELECT t.id, t.scene_id FROM (" + values(cols, len(batch)) + ") v JOIN rh_task t ON " +
+	q := "SELECT t.id, v.tok, t.scene_id FROM (" + values(cols, len(batch)) + ") v JOIN rh_task t ON " +
 		qualify(claimHolds+" AND "+running(retry.KindReplay), "t.") + " ORDER BY t.id" + s.d.lockRows()
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -170,7 +170,8 @@ func (s *Store) Writers(want int) int { return max(s.d.writers(want), 1) }
 func (s *Store) Migrate(ctx context.Context, buckets int) error {
 	// Nodes starting together on one MySQL database migrate one after another: each checks
 	// the schema and creates what is missing, which two at once would both try.
-	if s.d.name() == config.MySQL {
+	if s.d.name() == config.MySQL && s.sql.Stats().MaxOpenConnections != 1 {
+		// (A pool of one connection could not migrate while the lock held it.)
 		unlock, err := s.migrationLock(ctx)
 		if err != nil {
 			return err
@@ -182,7 +183,7 @@ func (s *Store) Migrate(ctx context.Context, buckets int) error {
 		db = db.Set("gorm:table_options", opts)
 	}
 	// An earlier version kept one summary row per scene and minute: its table is set aside,
-	// made anew with shards, and its rows are copied back as shard 0 below.
+	// made anew with shards, and its rows are copied back as shard -1 below.
 	if db.Migrator().HasTable(&summaryRow{}) && !db.Migrator().HasColumn(&summaryRow{}, "shard") {
 		if err := db.Migrator().RenameTable("rh_summary_minute", summaryUnsharded); err != nil {
 			return fmt.Errorf("migrate schema: set the unsharded summary aside: %w", err)
@@ -249,16 +250,17 @@ func (s *Store) migrationLock(ctx context.Context) (func(), error) {
 // key had no shard, until its rows are copied into the new one.
 const summaryUnsharded = "rh_summary_minute_unsharded"
 
-// copyUnshardedSummary copies the minutes of an earlier version's summary table into shard 0
-// of the new one and drops it. The copy is one statement, and a minute already copied (by a
-// start cut off before the drop) is kept as it is, so a copy run twice counts nothing twice.
+// copyUnshardedSummary copies the minutes of an earlier version's summary table into shard -1
+// of the new one, which no writer uses, and drops it. The copy is one statement, and a minute
+// already copied (by a start cut off before the drop) is kept as it is, so a copy run twice
+// counts nothing twice and loses nothing written meanwhile.
 func (s *Store) copyUnshardedSummary(ctx context.Context, db *gorm.DB) error {
 	if !db.Migrator().HasTable(summaryUnsharded) {
 		return nil
 	}
 	cols := strings.Join(summaryCols, ", ")
 	keep := s.d.upsert([]string{"minute", "scene_id", "shard"}, []assign{{"reported", "rh_summary_minute.reported"}})
-	res, err := s.sql.ExecContext(ctx, "INSERT INTO rh_summary_minute (minute, scene_id, shard, "+cols+") SELECT minute, scene_id, 0, "+
+	res, err := s.sql.ExecContext(ctx, "INSERT INTO rh_summary_minute (minute, scene_id, shard, "+cols+") SELECT minute, scene_id, -1, "+
 		cols+" FROM "+summaryUnsharded+" WHERE 1 = 1"+keep)
 	if err != nil {
 		return fmt.Errorf("migrate schema: copy the unsharded summary: %w", err)

@@ -162,8 +162,8 @@ func TestSummaryCountsCallbacks(t *testing.T) {
 }
 
 // A database an earlier version kept, with one summary row per scene and minute, keeps its
-// counts when a node of this version starts on it (the rows move to shard 0 of the sharded
-// table), and a second start changes nothing; new reports add to them.
+// counts when a node of this version starts on it (the rows move to a shard of their own in the
+// sharded table), and a second start changes nothing; new reports add to them.
 func TestSummaryOfAnEarlierVersionIsKept(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
