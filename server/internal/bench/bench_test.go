@@ -307,33 +307,7 @@ const ingestBatch, ingestSenders = 500, 4
 // goroutines: send gets each batch's rows as [first, last). A sender stops at its first error,
 // which fails the benchmark.
 func inBatches(from, n int64, send func(first, last int64) error) error {
-	var (
-		seq  atomic.Int64
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	seq.Store(from)
-	for range ingestSenders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				first := seq.Add(ingestBatch) - ingestBatch
-				if first >= from+n {
-					return
-				}
-				if err := send(first, min(first+ingestBatch, from+n)); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return inChunks(from, n, ingestBatch, send)
 }
 
 // BenchmarkRawInsert is the ceiling BenchmarkIngest is measured against: multi-row INSERTs of

@@ -22,6 +22,13 @@ import (
 // console sends a console API request to a node with an optional bearer token.
 func console(t *testing.T, node *app.App, method, path, token string, body any) (int, []byte) {
 	t.Helper()
+	return send(t, method, node.URL()+path, token, body)
+}
+
+// send makes a request to url with an optional bearer token and JSON body, and returns the
+// status and the body of the answer.
+func send(t *testing.T, method, url, token string, body any) (int, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -30,7 +37,7 @@ func console(t *testing.T, node *app.App, method, path, token string, body any) 
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, node.URL()+path, rd)
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
