@@ -322,10 +322,10 @@ func (s *Store) moveClaimed(ctx context.Context, tx *sql.Tx, batch []*retry.Sett
 	}
 	cols := []string{"id", "tok", "lap"}
 	args := make([]any, 0, len(batch)*len(cols))
-	to := make(map[int64]retry.State, len(batch))
+	to := make(map[claimKey]retry.State, len(batch))
 	for _, st := range batch {
 		args = append(args, st.TaskID, st.Token, TP(st.Lapsed))
-		to[st.TaskID] = st.State
+		to[claimKey{st.TaskID, st.Token}] = st.State
 	}
 	q := "SELECT t.id, v.tok, t.scene_id FROM (" + values(cols, len(batch)) + ") v JOIN rh_task t ON " +
 		qualify(claimHolds+" AND "+running(retry.KindReplay), "t.") + " ORDER BY t.id" + s.d.lockRows()
@@ -336,11 +336,11 @@ func (s *Store) moveClaimed(ctx context.Context, tx *sql.Tx, batch []*retry.Sett
 	defer rows.Close()
 	var moved int64
 	for rows.Next() {
-		var id, scene int64
-		if err := rows.Scan(&id, &scene); err != nil {
+		var id, tok, scene int64
+		if err := rows.Scan(&id, &tok, &scene); err != nil {
 			return 0, fmt.Errorf("read %d claims given back: %w", len(batch), err)
 		}
-		deltas.move(scene, retry.Running, to[id], 1)
+		deltas.move(scene, retry.Running, to[claimKey{id, tok}], 1)
 		moved++
 	}
 	if err := rows.Err(); err != nil {
