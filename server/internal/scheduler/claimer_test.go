@@ -434,3 +434,49 @@ func TestClaimerDoesNotStarveCallbacksUnderABacklog(t *testing.T) {
 		}
 	})
 }
+
+// A backlog's follow-up rounds claim only the kind that left work behind; a callback that falls
+// due while a replay backlog drains is still claimed, at the next tick.
+func TestClaimerClaimsCallbacksFallingDueDuringAReplayBacklog(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		f := newFixture(t, s, func(sc *retry.Scene) { sc.Callback.Enabled = true })
+		backlog := f.addMany(0, 3000, time.Now().Add(-time.Minute))
+		sk := newSink(t, 20)
+		c, err := scheduler.NewClaimer(scheduler.ClaimerParams{Store: s, Held: func() []int { return []int{0} },
+			Sink: sk, Log: testkit.Logger(t), NodeID: "node-1", Batch: 1000, Tick: "* * * * * *",
+			Lookahead: time.Second, ClaimTimeout: claimTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start(t, c)
+		t.Cleanup(func() { c.Stop(context.Background()) })
+		c.Wake()
+		// Dispatch finishes what it holds at every poll (5 ms): the backlog drains in rounds
+		// that follow each other without waiting for a tick. The first replays handed over
+		// succeed, so their callbacks fall due while the backlog is still there.
+		var replays, callbacks int
+		succeeded := false
+		testkit.WaitUntil(t, 30*time.Second, "the callbacks to be claimed during the backlog", func() bool {
+			var done []retry.Claim
+			for _, cl := range sk.drain() {
+				if cl.Kind == retry.KindCallback {
+					callbacks++
+					continue
+				}
+				replays++
+				if !succeeded && len(done) < 3 {
+					done = append(done, cl)
+				}
+			}
+			if len(done) > 0 {
+				f.settle(done, retry.OutcomeSucceeded, time.Now())
+				succeeded = len(done) == 3
+			}
+			return callbacks == 3
+		})
+		if replays >= len(backlog) {
+			t.Fatalf("the callbacks were claimed only after the whole backlog (%d replays) drained", replays)
+		}
+	})
+}
