@@ -164,7 +164,8 @@ func (a *App) build() error {
 	cfg, log, store, nodeID := a.cfg, a.log, a.Store, a.NodeID
 	s, d := cfg.Scheduler, cfg.Dispatch
 	a.Catalog = catalog.New(catalog.Params{Store: store, TTL: cfg.Catalog.TTL, MaxEntries: cfg.Catalog.MaxEntries, Log: log})
-	a.Registry = dispatch.NewRegistry(dispatch.RegistryParams{Store: store, TTL: d.InstanceTTL, Interval: time.Second, Log: log})
+	a.Registry = dispatch.NewRegistry(dispatch.RegistryParams{Store: store, TTL: d.InstanceTTL, Interval: time.Second,
+		Nodes: func() int { return a.Leaser.Nodes() }, Log: log})
 	writers := store.Writers(d.SettleWriters) // one at a time is all SQLite has
 	a.Settler = dispatch.NewSettler(dispatch.SettlerParams{Store: store, Batch: d.SettleBatch, Interval: d.SettleInterval,
 		Writers: writers, Observer: a.Metrics, Log: log})

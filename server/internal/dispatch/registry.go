@@ -38,7 +38,13 @@ type RegistryParams struct {
 	TTL time.Duration
 	// Interval is how often the instances are reloaded.
 	Interval time.Duration
-	Log      *slog.Logger
+	// Nodes is how many server nodes dispatch, and so share every instance's capacity: each
+	// fills at most its part of an instance's slots, ⌈capacity / nodes⌉, since every group's
+	// tasks are spread over every node's buckets. Without it, each node filled the whole
+	// capacity, so that two nodes pushed an instance to twice what it takes and were answered
+	// busy. Nil means one node.
+	Nodes func() int
+	Log   *slog.Logger
 }
 
 // Registry is this node's list of live client instances, refreshed from the database (any node
@@ -48,6 +54,7 @@ type Registry struct {
 	store    *storage.Store
 	ttl      time.Duration
 	interval time.Duration
+	nodes    func() int
 	log      *slog.Logger
 
 	mu     sync.Mutex
@@ -75,7 +82,7 @@ type instance struct {
 
 // NewRegistry returns a registry; Start loads it and keeps it fresh.
 func NewRegistry(p RegistryParams) *Registry {
-	return &Registry{store: p.Store, ttl: p.TTL, interval: p.Interval, log: p.Log,
+	return &Registry{store: p.Store, ttl: p.TTL, interval: p.Interval, nodes: p.Nodes, log: p.Log,
 		groups: map[int64]*groupInstances{}, byID: map[string]*instance{}, freed: make(chan struct{})}
 }
 
@@ -249,6 +256,10 @@ type Lease struct {
 // the instances at capacity, and those that recently answered busy or could not be reached.
 func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclude map[string]bool) (*Lease, error) {
 	now := time.Now()
+	nodes := 1
+	if r.nodes != nil {
+		nodes = max(r.nodes(), 1)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	g := r.groups[groupID]
@@ -265,7 +276,7 @@ func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclud
 		if now.Before(in.busyUntil) {
 			continue
 		}
-		if in.Capacity > 0 && in.inflight >= in.Capacity {
+		if in.Capacity > 0 && in.inflight >= slots(in.Capacity, nodes) {
 			full = true
 			continue
 		}
@@ -311,6 +322,10 @@ func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclud
 	pick.lastUsed = now
 	return &Lease{r: r, inst: pick, Instance: pick.Instance}, nil
 }
+
+// slots is the part of an instance's capacity one of nodes fills: at least one slot, so that
+// every node makes progress whatever the share.
+func slots(capacity, nodes int) int { return max((capacity+nodes-1)/nodes, 1) }
 
 // Freed returns a channel closed when a call next ends (a lease is done), freeing a slot: a
 // caller that got ErrFull takes it before its Pick and waits on it.

@@ -326,3 +326,54 @@ func shutdownWithoutDatabase(t *testing.T, outage func(*testkit.Proxy)) {
 		t.Fatalf("the log says %d results were not written, want at least the 2 answered calls':\n%s", n, out)
 	}
 }
+
+// Two nodes dispatching one group's tasks share an instance's capacity: each fills its part,
+// so the instance never gets more calls at once than it registered for (before, each node
+// filled the whole capacity, and the instance answered the excess busy).
+func TestTwoNodesShareAnInstancesCapacity(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
+		cfg := testConfig(target)
+		a := startNode(t, cfg, "node-a")
+		b := startNode(t, cfg, "node-b")
+		waitFor(t, 10*time.Second, "two nodes to split the buckets and know of each other", func() bool {
+			total, each := split(t, a, b)
+			return total == 128 && each[0] > 20 && each[1] > 20 && a.Leaser.Nodes() == 2 && b.Leaser.Nodes() == 2
+		})
+		w := newWorld(t, a, 3, nil)
+		const capacity = 4
+		var inflight, most atomic.Int32
+		in := testkit.NewInstance(t, testToken, func(req protocol.ExecuteRequest) (int, protocol.ExecuteResponse) {
+			n := inflight.Add(1)
+			defer inflight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(30 * time.Millisecond) // the partner's work
+			return testkit.Succeed(req)
+		})
+		w.register("i1", in.URL(), capacity)
+		waitFor(t, 10*time.Second, "both nodes to know the instance", func() bool {
+			return a.Registry.Live(w.group.ID) == 1 && b.Registry.Live(w.group.ID) == 1
+		})
+		var items []protocol.ReportItem
+		for i := range 80 {
+			items = append(items, item("notify", "share-"+strconv.Itoa(i)))
+		}
+		var ids []int64
+		for _, r := range w.report(items...) {
+			ids = append(ids, r.TaskID)
+		}
+		nodes := map[string]int{}
+		for _, id := range ids {
+			w.waitTask(id, 60*time.Second, "succeeded", func(tk retry.Task) bool { return tk.State == retry.Succeeded })
+			for _, at := range w.attempts(id) {
+				nodes[at.NodeID]++
+			}
+		}
+		if nodes["node-a"] == 0 || nodes["node-b"] == 0 {
+			t.Fatalf("replays by node: %v; both nodes should have dispatched", nodes)
+		}
+		if m := most.Load(); m > capacity {
+			t.Fatalf("the instance had %d calls at once from two nodes; it registered a capacity of %d", m, capacity)
+		}
+	})
+}
