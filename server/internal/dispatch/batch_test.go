@@ -29,6 +29,8 @@ type batchExecutor struct {
 	status int
 	// delay, when set, is how long a batched call takes.
 	delay time.Duration
+	// maxBody, when set, is the largest body it reads: a larger one is refused with 413.
+	maxBody int
 
 	mu      sync.Mutex
 	batches [][]protocol.ExecuteRequest
@@ -59,6 +61,11 @@ func outcome(key string) protocol.ExecuteResult {
 
 func (b *batchExecutor) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
+	if b.maxBody > 0 && len(body) > b.maxBody {
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		w.Write([]byte(`{"error":{"code":"too_large","message":"the body is too large"}}`))
+		return
+	}
 	if _, err := protocol.VerifyRequest(r, testToken, body, time.Now(), protocol.SignatureWindow); err != nil {
 		b.t.Errorf("a call with a bad signature: %v", err)
 		w.WriteHeader(http.StatusUnauthorized)
@@ -233,6 +240,31 @@ func TestDispatcherSettlesEachTaskOfABatchThatFailsAsAWhole(t *testing.T) {
 				t.Errorf("task %d is %s with %d attempts, error %q; want a failed attempt naming the status, as a single call's",
 					id, tk.State, tk.Attempts, tk.LastError)
 			}
+		}
+	})
+}
+
+// An instance that takes smaller bodies than a batch refuses it with 413, running nothing: the
+// tasks go on as single calls, to it too, and cost one attempt each, the one that ran.
+func TestDispatcherSendsABatchTooLargeForTheInstanceAsSingleCalls(t *testing.T) {
+	t.Parallel()
+	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
+		r := newRig(t, s, nil, func(p *dispatch.Params) { p.MaxBatch = 8 })
+		ex := newBatchExecutor(t, 0)
+		ex.maxBody = 400 // a single call's body (about 160 bytes), not a batch of four (about 670)
+		r.registerBatching("i1", ex.URL(), 100, 16)
+		ids := r.Add(time.Now(), "k1", "k2", "k3", "k4")
+		r.d.RunTogether(r.claim(retry.KindReplay, time.Now()))
+		for _, id := range ids {
+			tk := r.waitTask(id, "settled", notRunning)
+			atts := r.Attempts(id)
+			if tk.State != retry.Succeeded || tk.Attempts != 1 || len(atts) != 1 || atts[0].InstanceID != "i1" {
+				t.Errorf("task %d is %s with %d attempts %+v, error %q; want succeeded with one attempt, on i1",
+					id, tk.State, tk.Attempts, atts, tk.LastError)
+			}
+		}
+		if _, singles := ex.calls(); len(singles) != len(ids) {
+			t.Errorf("the instance received %d single calls, want %d", len(singles), len(ids))
 		}
 	})
 }

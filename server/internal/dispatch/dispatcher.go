@@ -936,7 +936,8 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 // callBatch makes one batched call of the prepared claims to the instance, each holding a
 // lease on it, and settles each claim with its own result. Tasks the instance did not run
 // (it answered 429, or "busy" or nothing for a task) go on as single calls to the other
-// instances, without an attempt; when the call as a whole fails (the instance cannot be
+// instances, without an attempt; a batch refused as too large (413) goes on as single calls
+// to any instance, without an attempt; when the call as a whole fails (the instance cannot be
 // reached, no answer in time, an error status) each task is settled as its single call would
 // have been.
 func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Lease) {
@@ -1013,6 +1014,19 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 		for _, p := range ps {
 			d.add(retry.Release(p.c, time.Now()))
 		}
+		return
+	case callTooLarge:
+		// The instance takes smaller bodies than dispatch.max_batch_bytes allows: it ran
+		// nothing, so no attempt is charged, and the tasks go on as single calls, this
+		// instance among those they may go to.
+		done(0, 0)
+		d.log.Warn("dispatch: client instance refused a batch as too large; its tasks go as single calls (lower dispatch.max_batch_bytes or raise the instance's body limit)",
+			"instance", in.ID, "tasks", len(ps), "bytes", len(body))
+		var wg sync.WaitGroup
+		for _, p := range ps {
+			wg.Go(func() { d.dispatch(p, map[string]bool{}, false) })
+		}
+		wg.Wait()
 		return
 	}
 	if raw == nil {
@@ -1112,6 +1126,9 @@ const (
 	callBusy
 	callUnreachable
 	callCancelled
+	// callTooLarge: the instance refused the request's body as too large (413), running
+	// nothing. A single call stands as a failed attempt (call); a batch goes on as single calls.
+	callTooLarge
 )
 
 // maxAnswer bounds the answer read from an instance to a single call.
@@ -1123,6 +1140,9 @@ const maxBatchAnswer = 4 << 20
 // call POSTs a signed request to an executor and reads what became of it.
 func (d *Dispatcher) call(in retry.Instance, group retry.Group, body []byte, timeout time.Duration) (retry.Result, verdict) {
 	raw, res, v := d.exchange(in, group, body, timeout)
+	if v == callTooLarge {
+		v = callAnswered
+	}
 	if v != callAnswered || raw == nil {
 		return res, v
 	}
@@ -1199,7 +1219,11 @@ func (d *Dispatcher) exchange(in retry.Instance, group retry.Group, body []byte,
 		// uses no attempt, and the listed instance is passed over as an unreachable one is.
 		return nil, retry.Result{Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callUnreachable
 	}
-	return nil, retry.Result{Outcome: retry.OutcomeFailed, Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}, callAnswered
+	res := retry.Result{Outcome: retry.OutcomeFailed, Error: fmt.Sprintf("instance answered %d: %s", resp.StatusCode, msg)}
+	if resp.StatusCode == http.StatusRequestEntityTooLarge {
+		return nil, res, callTooLarge
+	}
+	return nil, res, callAnswered
 }
 
 // codeWrongInstance is the error code of an SDK executor refusing a call signed for another
