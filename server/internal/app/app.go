@@ -165,7 +165,7 @@ func (a *App) build() error {
 	s, d := cfg.Scheduler, cfg.Dispatch
 	a.Catalog = catalog.New(catalog.Params{Store: store, TTL: cfg.Catalog.TTL, MaxEntries: cfg.Catalog.MaxEntries, Log: log})
 	a.Registry = dispatch.NewRegistry(dispatch.RegistryParams{Store: store, TTL: d.InstanceTTL, Interval: time.Second,
-		Nodes: func() int { return a.Leaser.Nodes() }, Log: log})
+		Place: func() (int, int) { return a.Leaser.Place() }, Log: log})
 	writers := store.Writers(d.SettleWriters) // one at a time is all SQLite has
 	a.Settler = dispatch.NewSettler(dispatch.SettlerParams{Store: store, Batch: d.SettleBatch, Interval: d.SettleInterval,
 		Writers: writers, Observer: a.Metrics, Log: log})

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,8 @@ type batchExecutor struct {
 	delay time.Duration
 	// maxBody, when set, is the largest body it reads: a larger one is refused with 413.
 	maxBody int
+
+	tooLarge atomic.Int32 // the bodies refused with 413
 
 	mu      sync.Mutex
 	batches [][]protocol.ExecuteRequest
@@ -62,6 +65,7 @@ func outcome(key string) protocol.ExecuteResult {
 func (b *batchExecutor) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	if b.maxBody > 0 && len(body) > b.maxBody {
+		b.tooLarge.Add(1)
 		w.WriteHeader(http.StatusRequestEntityTooLarge)
 		w.Write([]byte(`{"error":{"code":"too_large","message":"the body is too large"}}`))
 		return
@@ -245,7 +249,8 @@ func TestDispatcherSettlesEachTaskOfABatchThatFailsAsAWhole(t *testing.T) {
 }
 
 // An instance that takes smaller bodies than a batch refuses it with 413, running nothing: the
-// tasks go on as single calls, to it too, and cost one attempt each, the one that ran.
+// tasks go on as single calls, to it too, and cost one attempt each, the one that ran; the
+// tasks that come next go to it as single calls at once.
 func TestDispatcherSendsABatchTooLargeForTheInstanceAsSingleCalls(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
@@ -265,6 +270,19 @@ func TestDispatcherSendsABatchTooLargeForTheInstanceAsSingleCalls(t *testing.T) 
 		}
 		if _, singles := ex.calls(); len(singles) != len(ids) {
 			t.Errorf("the instance received %d single calls, want %d", len(singles), len(ids))
+		}
+		if n := ex.tooLarge.Load(); n != 1 {
+			t.Fatalf("the instance refused %d bodies as too large, want the one batch", n)
+		}
+		next := r.Add(time.Now(), "k5", "k6", "k7", "k8")
+		r.d.RunTogether(r.claim(retry.KindReplay, time.Now()))
+		for _, id := range next {
+			if tk := r.waitTask(id, "settled", notRunning); tk.State != retry.Succeeded || tk.Attempts != 1 {
+				t.Errorf("task %d is %s with %d attempts, want succeeded with one", id, tk.State, tk.Attempts)
+			}
+		}
+		if n := ex.tooLarge.Load(); n != 1 {
+			t.Errorf("the instance was sent %d batches too large for it; after the first it gets single calls", n)
 		}
 	})
 }

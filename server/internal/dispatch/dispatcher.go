@@ -1018,10 +1018,12 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 	case callTooLarge:
 		// The instance takes smaller bodies than dispatch.max_batch_bytes allows: it ran
 		// nothing, so no attempt is charged, and the tasks go on as single calls, this
-		// instance among those they may go to.
+		// instance among those they may go to; it gets single calls only for a while.
 		done(0, 0)
-		d.log.Warn("dispatch: client instance refused a batch as too large; its tasks go as single calls (lower dispatch.max_batch_bytes or raise the instance's body limit)",
-			"instance", in.ID, "tasks", len(ps), "bytes", len(body))
+		if d.registry.RefusedBatch(in.ID) {
+			d.log.Warn("dispatch: client instance refused a batch as too large; it gets single calls for a while (lower dispatch.max_batch_bytes or raise the instance's body limit)",
+				"instance", in.ID, "tasks", len(ps), "bytes", len(body), "for", singlesFor)
+		}
 		var wg sync.WaitGroup
 		for _, p := range ps {
 			wg.Go(func() { d.dispatch(p, map[string]bool{}, false) })

@@ -38,12 +38,12 @@ type RegistryParams struct {
 	TTL time.Duration
 	// Interval is how often the instances are reloaded.
 	Interval time.Duration
-	// Nodes is how many server nodes dispatch, and so share every instance's capacity: each
-	// fills at most its part of an instance's slots, ⌈capacity / nodes⌉, since every group's
-	// tasks are spread over every node's buckets. Without it, each node filled the whole
-	// capacity, so that two nodes pushed an instance to twice what it takes and were answered
-	// busy. Nil means one node.
-	Nodes func() int
+	// Place is this node's rank among the server nodes that dispatch, and how many they are:
+	// they share every instance's capacity, since every group's tasks are spread over every
+	// node's buckets, so each fills its part of an instance's slots (slots). Without it, each
+	// node filled the whole capacity, so that two nodes pushed an instance to twice what it
+	// takes and were answered busy. Nil means one node.
+	Place func() (rank, nodes int)
 	Log   *slog.Logger
 }
 
@@ -54,7 +54,7 @@ type Registry struct {
 	store    *storage.Store
 	ttl      time.Duration
 	interval time.Duration
-	nodes    func() int
+	place    func() (rank, nodes int)
 	log      *slog.Logger
 
 	mu     sync.Mutex
@@ -78,11 +78,14 @@ type instance struct {
 	busyUntil time.Time
 	downUntil time.Time
 	lastUsed  time.Time
+	// singlesUntil: the instance refused a batch as too large; until then it gets single
+	// calls only.
+	singlesUntil time.Time
 }
 
 // NewRegistry returns a registry; Start loads it and keeps it fresh.
 func NewRegistry(p RegistryParams) *Registry {
-	return &Registry{store: p.Store, ttl: p.TTL, interval: p.Interval, nodes: p.Nodes, log: p.Log,
+	return &Registry{store: p.Store, ttl: p.TTL, interval: p.Interval, place: p.Place, log: p.Log,
 		groups: map[int64]*groupInstances{}, byID: map[string]*instance{}, freed: make(chan struct{})}
 }
 
@@ -228,6 +231,8 @@ func (r *Registry) Live(groupID int64) int {
 // smallest MaxBatch among its instances with an executor, so that whichever is picked takes
 // it; 1 (single calls) while any of them takes no batches, or none is live.
 func (r *Registry) BatchSize(groupID int64) int {
+	now := time.Now()
+	rank, nodes := r.where()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
@@ -236,12 +241,54 @@ func (r *Registry) BatchSize(groupID int64) int {
 			if in.ExecutorURL == "" {
 				continue
 			}
-			if n == 0 || in.MaxBatch < n {
-				n = in.MaxBatch
+			m := in.maxBatch(now)
+			if in.Capacity > 0 {
+				// A batch takes a slot per task: no more than this node's part at once.
+				m = min(m, slots(in.Capacity, rank, nodes))
+			}
+			if n == 0 || m < n {
+				n = m
 			}
 		}
 	}
 	return max(n, 1)
+}
+
+// maxBatch is the tasks one call may carry to the instance now.
+func (in *instance) maxBatch(now time.Time) int {
+	if now.Before(in.singlesUntil) {
+		return 1
+	}
+	return in.MaxBatch
+}
+
+// singlesFor is how long an instance that refused a batch as too large gets single calls only,
+// before a batch is tried again.
+const singlesFor = time.Minute
+
+// RefusedBatch notes that the instance refused a batch as too large: it gets single calls
+// only for a while (singlesFor). It reports whether it had not been noted already, so that the
+// refusal is logged once per while.
+func (r *Registry) RefusedBatch(id string) bool {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in, ok := r.byID[id]
+	if !ok {
+		return false
+	}
+	first := !now.Before(in.singlesUntil)
+	in.singlesUntil = now.Add(singlesFor)
+	return first
+}
+
+// where is this node's rank among the nodes and how many they are.
+func (r *Registry) where() (rank, nodes int) {
+	if r.place == nil {
+		return 0, 1
+	}
+	rank, nodes = r.place()
+	return rank, max(nodes, 1)
 }
 
 // Lease is an instance picked for one call. Its holder must call Done.
@@ -256,10 +303,7 @@ type Lease struct {
 // the instances at capacity, and those that recently answered busy or could not be reached.
 func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclude map[string]bool) (*Lease, error) {
 	now := time.Now()
-	nodes := 1
-	if r.nodes != nil {
-		nodes = max(r.nodes(), 1)
-	}
+	rank, nodes := r.where()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	g := r.groups[groupID]
@@ -276,7 +320,7 @@ func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclud
 		if now.Before(in.busyUntil) {
 			continue
 		}
-		if in.Capacity > 0 && in.inflight >= slots(in.Capacity, nodes) {
+		if in.Capacity > 0 && in.inflight >= slots(in.Capacity, rank, nodes) {
 			full = true
 			continue
 		}
@@ -320,12 +364,22 @@ func (r *Registry) Pick(groupID int64, routing retry.Routing, key string, exclud
 	}
 	pick.inflight++
 	pick.lastUsed = now
-	return &Lease{r: r, inst: pick, Instance: pick.Instance}, nil
+	lease := &Lease{r: r, inst: pick, Instance: pick.Instance}
+	lease.Instance.MaxBatch = pick.maxBatch(now)
+	return lease, nil
 }
 
-// slots is the part of an instance's capacity one of nodes fills: at least one slot, so that
-// every node makes progress whatever the share.
-func slots(capacity, nodes int) int { return max((capacity+nodes-1)/nodes, 1) }
+// slots is the part of an instance's capacity the node of that rank among nodes fills: the
+// capacity split evenly, the first capacity % nodes ranks taking one more, so that the parts
+// add up to the capacity; but at least one slot, so that every node makes progress (with fewer
+// slots than nodes, the instance may then get a call more than it takes per extra node).
+func slots(capacity, rank, nodes int) int {
+	n := capacity / nodes
+	if rank < capacity%nodes {
+		n++
+	}
+	return max(n, 1)
+}
 
 // Freed returns a channel closed when a call next ends (a lease is done), freeing a slot: a
 // caller that got ErrFull takes it before its Pick and waits on it.

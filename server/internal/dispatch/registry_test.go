@@ -366,3 +366,39 @@ func TestObserveMovesAnInstanceToItsNewGroup(t *testing.T) {
 		t.Fatalf("pick in group 2: %v", err)
 	}
 }
+
+// The nodes' parts of an instance's capacity add up to the capacity when it is not a multiple
+// of the nodes, and a batch is never larger than a node's part.
+func TestNodesSplitAnInstancesCapacityWithoutExceedingIt(t *testing.T) {
+	for _, tc := range []struct{ capacity, nodes int }{{4, 3}, {5, 2}, {64, 3}, {7, 7}, {2, 3}} {
+		total := 0
+		for rank := range tc.nodes {
+			in := instanceOf("i1", tc.capacity)
+			in.MaxBatch = 64
+			r := dispatch.NewRegistry(dispatch.RegistryParams{TTL: time.Minute, Interval: time.Minute, Log: testkit.Logger(t),
+				Place: func() (int, int) { return rank, tc.nodes }})
+			r.Observe(in)
+			n := 0
+			for {
+				_, err := r.Pick(1, retry.RoundRobin, "k", nil)
+				if errors.Is(err, dispatch.ErrFull) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				n++
+			}
+			if n < 1 {
+				t.Fatalf("capacity %d over %d nodes: the node of rank %d may send nothing", tc.capacity, tc.nodes, rank)
+			}
+			if b := r.BatchSize(1); b > n {
+				t.Errorf("capacity %d over %d nodes: rank %d sends batches of %d with %d slots", tc.capacity, tc.nodes, rank, b, n)
+			}
+			total += n
+		}
+		if want := max(tc.capacity, tc.nodes); total != want {
+			t.Errorf("capacity %d over %d nodes: the nodes send %d calls at once in all, want %d", tc.capacity, tc.nodes, total, want)
+		}
+	}
+}

@@ -435,8 +435,8 @@ func TestClaimerDoesNotStarveCallbacksUnderABacklog(t *testing.T) {
 	})
 }
 
-// A backlog's follow-up rounds claim only the kind that left work behind; a callback that falls
-// due while a replay backlog drains is still claimed, at the next tick.
+// A callback that falls due while a replay backlog drains is claimed before the backlog ends:
+// the rounds that follow each other behind a backlog claim callbacks too.
 func TestClaimerClaimsCallbacksFallingDueDuringAReplayBacklog(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
@@ -473,7 +473,7 @@ func TestClaimerClaimsCallbacksFallingDueDuringAReplayBacklog(t *testing.T) {
 				f.settle(done, retry.OutcomeSucceeded, time.Now())
 				succeeded = len(done) == 3
 			}
-			return callbacks == 3
+			return callbacks >= 3
 		})
 		if replays >= len(backlog) {
 			t.Fatalf("the callbacks were claimed only after the whole backlog (%d replays) drained", replays)

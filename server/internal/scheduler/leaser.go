@@ -39,7 +39,7 @@ type Leaser struct {
 	loop  loop
 
 	held  atomic.Pointer[heldSet]
-	nodes atomic.Int32
+	place atomic.Pointer[place]
 	// took is set once a pass has taken leases, so that Stop releases them.
 	took atomic.Bool
 }
@@ -55,12 +55,16 @@ type heldSet struct {
 
 var noBuckets = &heldSet{}
 
+// place is where this node stands among the live nodes: its rank in their ids' order, and how
+// many there are.
+type place struct{ rank, nodes int }
+
 // NewLeaser returns a leaser; Start runs it.
 func NewLeaser(p LeaserParams) *Leaser {
 	l := &Leaser{p: p, store: p.Store, log: p.Log}
 	l.loop = loop{interval: p.Interval, exec: l.exec, log: p.Log, finish: passTimeout}
 	l.held.Store(noBuckets)
-	l.nodes.Store(1)
+	l.place.Store(&place{rank: 0, nodes: 1})
 	return l
 }
 
@@ -78,7 +82,14 @@ func (l *Leaser) Held() []int {
 }
 
 // Nodes returns how many nodes were live at the last pass.
-func (l *Leaser) Nodes() int { return int(l.nodes.Load()) }
+func (l *Leaser) Nodes() int { return l.place.Load().nodes }
+
+// Place returns this node's rank among the nodes live at the last pass (in the order of their
+// ids, from 0) and how many they were: what splits a shared budget without a remainder lost.
+func (l *Leaser) Place() (rank, nodes int) {
+	p := l.place.Load()
+	return p.rank, p.nodes
+}
 
 // Start takes this node's share under ctx, then renews it every interval until Stop.
 func (l *Leaser) Start(ctx context.Context) error {
@@ -102,7 +113,8 @@ func (l *Leaser) Exec(ctx context.Context) error {
 	if !slices.Contains(ids, l.p.NodeID) {
 		ids = append(ids, l.p.NodeID)
 	}
-	l.nodes.Store(int32(len(ids)))
+	slices.Sort(ids)
+	l.place.Store(&place{rank: slices.Index(ids, l.p.NodeID), nodes: len(ids)})
 	mine := Share(ids, l.p.NodeID, l.p.Buckets)
 	var drop []int
 	prev := l.held.Load()
