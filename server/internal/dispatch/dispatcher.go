@@ -949,12 +949,19 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 	}
 	group := ps[0].group
 	done := func(busyFor, downFor time.Duration) { DoneAll(leases, busyFor, downFor) }
-	// notRun sends the tasks the instance did not run on to the group's other instances, all
-	// at once: one after another, the last could wait past its claim.
-	notRun := func(ps []*prepared, busy bool) {
+	// notRun sends the tasks the instance did not run on as single calls, all at once (one
+	// after another, the last could wait past its claim): to the group's other instances, or
+	// with others false to this one too.
+	notRun := func(ps []*prepared, busy, others bool) {
 		var wg sync.WaitGroup
 		for _, p := range ps {
-			wg.Go(func() { d.dispatch(p, map[string]bool{in.ID: true}, busy) })
+			wg.Go(func() {
+				tried := map[string]bool{}
+				if others {
+					tried[in.ID] = true
+				}
+				d.dispatch(p, tried, busy)
+			})
 		}
 		wg.Wait()
 	}
@@ -1002,12 +1009,12 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 	switch verdict {
 	case callBusy:
 		done(d.p.BusyDelay, 0)
-		notRun(ps, true)
+		notRun(ps, true, true)
 		return
 	case callUnreachable:
 		done(0, d.p.NoInstanceDelay)
 		d.log.Warn("dispatch: client instance unreachable", "instance", in.ID, "url", in.ExecutorURL, "err", res.Error)
-		notRun(ps, false)
+		notRun(ps, false, true)
 		return
 	case callCancelled:
 		done(0, 0)
@@ -1024,11 +1031,7 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 			d.log.Warn("dispatch: client instance refused a batch as too large; it gets single calls for a while (lower dispatch.max_batch_bytes or raise the instance's body limit)",
 				"instance", in.ID, "tasks", len(ps), "bytes", len(body), "for", singlesFor)
 		}
-		var wg sync.WaitGroup
-		for _, p := range ps {
-			wg.Go(func() { d.dispatch(p, map[string]bool{}, false) })
-		}
-		wg.Wait()
+		notRun(ps, false, false)
 		return
 	}
 	if raw == nil {
@@ -1080,7 +1083,7 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 		}
 		d.settle(p.c, p.sc, res, in.ID, start, time.Duration(r.DurationMS)*time.Millisecond)
 	}
-	notRun(busy, true)
+	notRun(busy, true, true)
 }
 
 // reserve takes a token of the scene's rate limit, unless the claim was granted one already or

@@ -14,6 +14,7 @@ import (
 
 	"github.com/retryhub/retryhub/client-sdk/protocol"
 	"github.com/retryhub/retryhub/server/internal/app"
+	"github.com/retryhub/retryhub/server/internal/config"
 	"github.com/retryhub/retryhub/server/internal/retry"
 	"github.com/retryhub/retryhub/server/internal/storage/storagetest"
 	"github.com/retryhub/retryhub/server/internal/testkit"
@@ -46,15 +47,22 @@ func split(t *testing.T, nodes ...*app.App) (int, []int) {
 	return total, each
 }
 
+// startSplit starts node-a and node-b and waits until they split the 128 buckets.
+func startSplit(t *testing.T, cfg config.Config) (a, b *app.App) {
+	t.Helper()
+	a = startNode(t, cfg, "node-a")
+	b = startNode(t, cfg, "node-b")
+	waitFor(t, 10*time.Second, "two nodes to split 128 buckets", func() bool {
+		total, each := split(t, a, b)
+		return total == 128 && each[0] > 20 && each[1] > 20
+	})
+	return a, b
+}
+
 func TestTwoNodesSplitTheBucketsAndOneTakesAllWhenTheOtherStops(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
 		cfg := testConfig(target)
-		a := startNode(t, cfg, "node-a")
-		b := startNode(t, cfg, "node-b")
-		waitFor(t, 10*time.Second, "two nodes to split 128 buckets", func() bool {
-			total, each := split(t, a, b)
-			return total == 128 && each[0] > 20 && each[1] > 20
-		})
+		a, b := startSplit(t, cfg)
 		// Exactly one of them leads the singleton work.
 		waitFor(t, 10*time.Second, "one node to lead", func() bool { return a.Elector.IsLeader() || b.Elector.IsLeader() })
 		if a.Elector.IsLeader() && b.Elector.IsLeader() {
@@ -332,12 +340,9 @@ func shutdownWithoutDatabase(t *testing.T, outage func(*testkit.Proxy)) {
 // filled the whole capacity, and the instance answered the excess busy).
 func TestTwoNodesShareAnInstancesCapacity(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, target storagetest.Target) {
-		cfg := testConfig(target)
-		a := startNode(t, cfg, "node-a")
-		b := startNode(t, cfg, "node-b")
-		waitFor(t, 10*time.Second, "two nodes to split the buckets and know of each other", func() bool {
-			total, each := split(t, a, b)
-			return total == 128 && each[0] > 20 && each[1] > 20 && a.Leaser.Nodes() == 2 && b.Leaser.Nodes() == 2
+		a, b := startSplit(t, testConfig(target))
+		waitFor(t, 10*time.Second, "both nodes to know of each other", func() bool {
+			return a.Leaser.Nodes() == 2 && b.Leaser.Nodes() == 2
 		})
 		w := newWorld(t, a, 3, nil)
 		const capacity = 4

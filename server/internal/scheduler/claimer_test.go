@@ -81,6 +81,18 @@ func newClaimer(t *testing.T, s *storage.Store, held []int, sk scheduler.Sink, l
 	return c
 }
 
+// newTickingClaimer is newClaimer with a round every second and a lookahead of one second.
+func newTickingClaimer(t *testing.T, s *storage.Store, held []int, sk scheduler.Sink) *scheduler.Claimer {
+	t.Helper()
+	c, err := scheduler.NewClaimer(scheduler.ClaimerParams{Store: s, Held: func() []int { return held }, Sink: sk,
+		Log: testkit.Logger(t), NodeID: "node-1", Batch: 1000, Tick: "* * * * * *", Lookahead: time.Second,
+		ClaimTimeout: claimTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestClaimerClaimsOnlyItsBuckets(t *testing.T) {
 	t.Parallel()
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
@@ -276,12 +288,7 @@ func TestClaimerHoldsWhatFallsDueJustAfterTheNextTick(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, s *storage.Store) {
 		f := newFixture(t, s, nil)
 		sk := newSink(t, 100)
-		c, err := scheduler.NewClaimer(scheduler.ClaimerParams{Store: s, Held: func() []int { return []int{1} },
-			Sink: sk, Log: testkit.Logger(t), NodeID: "node-1", Batch: 1000, Tick: "* * * * * *",
-			Lookahead: time.Second, ClaimTimeout: claimTimeout})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := newTickingClaimer(t, s, []int{1}, sk)
 		// Start early in a second, as a tick's round does.
 		testkit.WaitEvery(t, time.Millisecond, 5*time.Second, "the start of a second", func() bool {
 			return time.Now().Sub(time.Now().Truncate(time.Second)) < 50*time.Millisecond
@@ -443,12 +450,7 @@ func TestClaimerClaimsCallbacksFallingDueDuringAReplayBacklog(t *testing.T) {
 		f := newFixture(t, s, func(sc *retry.Scene) { sc.Callback.Enabled = true })
 		backlog := f.addMany(0, 3000, time.Now().Add(-time.Minute))
 		sk := newSink(t, 20)
-		c, err := scheduler.NewClaimer(scheduler.ClaimerParams{Store: s, Held: func() []int { return []int{0} },
-			Sink: sk, Log: testkit.Logger(t), NodeID: "node-1", Batch: 1000, Tick: "* * * * * *",
-			Lookahead: time.Second, ClaimTimeout: claimTimeout})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := newTickingClaimer(t, s, []int{0}, sk)
 		start(t, c)
 		t.Cleanup(func() { c.Stop(context.Background()) })
 		c.Wake()
