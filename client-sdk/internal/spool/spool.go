@@ -5,6 +5,9 @@
 //	<dir>/reports-<namespace>.<group>.journal   (names escaped to [A-Za-z0-9_-] and %XX)
 //	<dir>/reports-<namespace>.<group>.lock      (held with flock while a client uses it)
 //
+// Where the escaped names would make a file name longer than a file system takes (255 bytes),
+// "<namespace>.<group>" is replaced by "sha256-" and the SHA-256 of both names, in hex.
+//
 // Every line is one record: the CRC-32C of the JSON as 8 hex digits, a space, the JSON, and a
 // newline. The JSON is one of
 //
@@ -22,6 +25,8 @@ package spool
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,6 +117,23 @@ func escapeName(s string) string {
 	return b.String()
 }
 
+// maxFileName is the longest file name the spool makes: what file systems take (NAME_MAX).
+const maxFileName = 255
+
+// longestSuffix is the longest suffix put after a journal's name (the rewrite's file).
+const longestSuffix = ".journal.tmp"
+
+// journalName is the name of the journal of namespace and group, without a suffix: the names
+// escaped, or, where that would be too long a file name, their SHA-256.
+func journalName(namespace, group string) string {
+	name := "reports-" + escapeName(namespace) + "." + escapeName(group)
+	if len(name)+len(longestSuffix) <= maxFileName {
+		return name
+	}
+	sum := sha256.Sum256([]byte(namespace + "\x00" + group))
+	return "reports-sha256-" + hex.EncodeToString(sum[:])
+}
+
 // Open opens (creating it if needed) the journal of namespace and group in dir, locks it, and
 // returns the reports it holds that were never settled, in the order they were added. A journal
 // that another process (or another Spool of this one) holds is refused.
@@ -119,7 +141,7 @@ func Open(dir, namespace, group string, log *slog.Logger) (*Spool, []Item, error
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create spool directory: %w", err)
 	}
-	base := filepath.Join(dir, "reports-"+escapeName(namespace)+"."+escapeName(group))
+	base := filepath.Join(dir, journalName(namespace, group))
 	lock, err := os.OpenFile(base+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open spool lock: %w", err)

@@ -293,3 +293,27 @@ func TestRefusesANewerFormat(t *testing.T) {
 		t.Fatalf("a journal of a newer format was opened: %v", err)
 	}
 }
+
+// Names whose escaped form would make too long a file name still get a journal of their own,
+// which keeps its reports across a reopen (before, Open failed with "file name too long").
+func TestLongNamesGetAJournalOfTheirOwn(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("ключ", 40) // 320 bytes, 960 escaped
+	for _, group := range []string{long + "a", long + "b"} {
+		sp, _ := mustOpen(t, dir, "ns", group, discard)
+		if n := len(filepath.Base(sp.Path())) + len(".tmp"); n > 255 {
+			t.Fatalf("journal name of %d bytes with its rewrite's suffix", n)
+		}
+		if err := sp.Add(1, protocol.ReportItem{Scene: "s", IdempotencyKey: group, Args: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+		mustClose(t, sp)
+	}
+	for _, group := range []string{long + "a", long + "b"} {
+		sp, items := mustOpen(t, dir, "ns", group, discard)
+		if len(items) != 1 || items[0].Report.IdempotencyKey != group {
+			t.Fatalf("the journal of a long group name holds %+v, want its one report", items)
+		}
+		mustClose(t, sp)
+	}
+}
