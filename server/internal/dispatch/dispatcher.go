@@ -640,7 +640,7 @@ type prepared struct {
 // run makes one claim's call and settles it.
 func (d *Dispatcher) run(c *retry.Claim) {
 	if p := d.prepare(c, time.Now()); p != nil {
-		d.dispatch(p, map[string]bool{}, false)
+		d.dispatch(p, map[string]bool{}, false, nil)
 	}
 }
 
@@ -738,19 +738,31 @@ func (d *Dispatcher) holdUntil(p *prepared, need time.Time) bool {
 // dispatch makes a prepared claim's call as a single call, on an instance of its group not
 // in tried, trying the next when one is busy or cannot be reached, and settles it. sawBusy says
 // an instance already answered busy for it.
-func (d *Dispatcher) dispatch(p *prepared, tried map[string]bool, sawBusy bool) {
+func (d *Dispatcher) dispatch(p *prepared, tried map[string]bool, sawBusy bool, picked *Lease) {
 	c := p.c
 	if !d.holdFor(p) {
+		if picked != nil {
+			picked.Done(0, 0)
+		}
 		return
 	}
 	body, err := json.Marshal(p.req)
 	if err != nil {
+		if picked != nil {
+			picked.Done(0, 0)
+		}
 		d.settle(c, p.sc, retry.Result{Outcome: retry.OutcomeFailed, Error: "encode the request: " + err.Error(), Permanent: true}, "", time.Now(), 0)
 		return
 	}
 	for {
 		freed := d.registry.Freed()
-		lease, err := d.registry.Pick(c.GroupID, p.sc.Routing, c.IdempotencyKey, tried)
+		// The first call goes to the instance already picked for it, if any: picking again
+		// would move on the round robin a second time for one task.
+		lease, err := picked, error(nil)
+		if picked == nil {
+			lease, err = d.registry.Pick(c.GroupID, p.sc.Routing, c.IdempotencyKey, tried)
+		}
+		picked = nil
 		if errors.Is(err, ErrFull) {
 			// Every instance is at capacity with this node's own calls: wait for one to end
 			// rather than give the task back for BusyDelay.
@@ -845,9 +857,9 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 	// the rounds to end, their claims could lapse meanwhile.
 	var singles sync.WaitGroup
 	defer singles.Wait()
-	single := func(ps ...*prepared) {
+	single := func(lease *Lease, ps ...*prepared) {
 		for _, p := range ps {
-			singles.Go(func() { d.dispatch(p, map[string]bool{}, false) })
+			singles.Go(func() { d.dispatch(p, map[string]bool{}, false, lease) })
 		}
 	}
 	for _, c := range claims {
@@ -884,10 +896,9 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 				continue
 			}
 			if err != nil || lease.Instance.MaxBatch < 2 {
-				if err == nil {
-					lease.Done(0, 0)
-				}
-				single(p)
+				// An instance that takes no batches gets the claim as a single call, on the
+				// slot just picked for it.
+				single(lease, p)
 				continue
 			}
 			k := byInst[lease.Instance.ID]
@@ -926,7 +937,7 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 					d.add(retry.Release(p.c, time.Now()))
 				}
 			} else {
-				single(full...)
+				single(nil, full...)
 			}
 			break
 		}
@@ -960,7 +971,7 @@ func (d *Dispatcher) callBatch(in retry.Instance, ps []*prepared, leases []*Leas
 				if others {
 					tried[in.ID] = true
 				}
-				d.dispatch(p, tried, busy)
+				d.dispatch(p, tried, busy, nil)
 			})
 		}
 		wg.Wait()
