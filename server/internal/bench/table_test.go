@@ -110,7 +110,7 @@ func tableRows() []tableRow {
 	}
 	add(ratioRow("ingest, SDK batched reports (MariaDB)", "ingest.sdk.mysql", "rows/s", "raw INSERT beside it, same rows", "ingest.sdk.mysql.limit", 0.80, true))
 	add(ratioRow("ingest, signed client API, 500/request (MariaDB)", "ingest.api.mysql", "rows/s", "raw INSERT beside it, same rows", "ingest.api.mysql.limit", 0.80, true))
-	if r, ok := ratioRow("replay, SDK executor over loopback (MariaDB)", "replay.mysql", "attempts/s", "loopback HTTP POST, 16 clients", "http16", 0.50, true); ok {
+	if r, ok := ratioRow("replay, SDK executor over loopback (MariaDB)", "replay.mysql", "attempts/s", "loopback HTTP beside it, 16 clients", "replay.mysql.limit", 0.50, true); ok {
 		r.Peer = peerFigure("river", "retry path", "attempts", "attempts/s")
 		add(r, true)
 	}
@@ -132,7 +132,7 @@ func tableRows() []tableRow {
 	// SQLite, for reference.
 	add(ratioRow("ingest, SDK batched reports (SQLite)", "ingest.sdk.sqlite", "rows/s", "", "", 0, false))
 	add(ratioRow("ingest, signed client API (SQLite)", "ingest.api.sqlite", "rows/s", "", "", 0, false))
-	add(ratioRow("replay, SDK executor over loopback (SQLite)", "replay.sqlite", "attempts/s", "loopback HTTP POST, 16 clients", "http16", 0, true))
+	add(ratioRow("replay, SDK executor over loopback (SQLite)", "replay.sqlite", "attempts/s", "loopback HTTP beside it, 16 clients", "replay.sqlite.limit", 0, true))
 	for _, n := range lagStages("sqlite") {
 		add(ratioRow(fmt.Sprintf("due→dispatch lag p50, %s waiting (SQLite)", count(n)), lagKey("p50", "sqlite", n), "ms", "", "", 0, false))
 		add(ratioRow(fmt.Sprintf("due→dispatch lag p99, %s waiting (SQLite)", count(n)), lagKey("p99", "sqlite", n), "ms", "", "", 0, false))
