@@ -740,17 +740,19 @@ func (d *Dispatcher) holdUntil(p *prepared, need time.Time) bool {
 // an instance already answered busy for it.
 func (d *Dispatcher) dispatch(p *prepared, tried map[string]bool, sawBusy bool, picked *Lease) {
 	c := p.c
-	if !d.holdFor(p) {
+	// unpick frees the slot picked for the claim when no call is made on it.
+	unpick := func() {
 		if picked != nil {
 			picked.Done(0, 0)
 		}
+	}
+	if !d.holdFor(p) {
+		unpick()
 		return
 	}
 	body, err := json.Marshal(p.req)
 	if err != nil {
-		if picked != nil {
-			picked.Done(0, 0)
-		}
+		unpick()
 		d.settle(c, p.sc, retry.Result{Outcome: retry.OutcomeFailed, Error: "encode the request: " + err.Error(), Permanent: true}, "", time.Now(), 0)
 		return
 	}
@@ -857,10 +859,10 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 	// the rounds to end, their claims could lapse meanwhile.
 	var singles sync.WaitGroup
 	defer singles.Wait()
-	single := func(lease *Lease, ps ...*prepared) {
-		for _, p := range ps {
-			singles.Go(func() { d.dispatch(p, map[string]bool{}, false, lease) })
-		}
+	// single starts a claim's single call, on the lease picked for it if any (a lease is one
+	// slot: one claim's).
+	single := func(p *prepared, lease *Lease) {
+		singles.Go(func() { d.dispatch(p, map[string]bool{}, false, lease) })
 	}
 	for _, c := range claims {
 		if p := d.prepare(c, now); p != nil {
@@ -898,7 +900,7 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 			if err != nil || lease.Instance.MaxBatch < 2 {
 				// An instance that takes no batches gets the claim as a single call, on the
 				// slot just picked for it.
-				single(lease, p)
+				single(p, lease)
 				continue
 			}
 			k := byInst[lease.Instance.ID]
@@ -937,7 +939,9 @@ func (d *Dispatcher) runBatch(claims []*retry.Claim) {
 					d.add(retry.Release(p.c, time.Now()))
 				}
 			} else {
-				single(nil, full...)
+				for _, p := range full {
+					single(p, nil)
+				}
 			}
 			break
 		}
